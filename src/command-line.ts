@@ -1,0 +1,105 @@
+/** The CLI adapter: arguments and environment in, a report and an exit code out. */
+import { ConfigError, LockHeldError, describeError } from './core/errors.ts';
+import { failureCount, formatBytes, renderText, type RunReport } from './core/report.ts';
+import type { RunEvent } from './core/run.ts';
+import { PROVIDER_CHOICES, type ProviderChoice } from './core/types.ts';
+import { parseProvider, type Settings } from './config.ts';
+import { SecretsError } from './secrets.ts';
+import { createSyncService, type SyncServiceOptions } from './sync.ts';
+
+export const EXIT = {
+  /** The mirror is complete (or the dry run planned without errors). */
+  complete: 0,
+  /** Some object or listing failed, deletions were held back, or the run stopped early. */
+  failed: 1,
+  /** Bad arguments, settings or secrets: nothing was changed. */
+  usage: 2,
+  /** Another run holds the lock of a target: nothing was changed. */
+  locked: 3,
+} as const;
+
+export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json]
+
+Mirrors the S3 bucket AWS_S3_BUCKET (the source of truth) to the Azure container
+AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
+
+  --dry-run   show what would change, one line per action with its reason; change nothing
+  --json      print the report as JSON (progress still goes to stderr)
+  -h, --help  show this help
+
+Exit codes: 0 mirror complete, 1 some object failed or the run stopped early,
+2 usage or configuration error, 3 another run holds the lock.
+Settings are read from the environment; see README.md.`;
+
+export interface CommandLineIo {
+  readonly out: (text: string) => void;
+  readonly err: (text: string) => void;
+}
+
+interface ParsedArguments {
+  readonly provider: ProviderChoice;
+  readonly dryRun: boolean;
+  readonly json: boolean;
+}
+
+/** Parses `<provider> [--dry-run] [--json]`; throws `ConfigError` with what is allowed. */
+export function parseArguments(args: readonly string[]): ParsedArguments | 'help' {
+  if (args.includes('--help') || args.includes('-h')) return 'help';
+  const flags = new Set(['--dry-run', '--json']);
+  const unknown = args.filter((arg) => arg.startsWith('-') && !flags.has(arg));
+  if (unknown.length > 0) throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}: allowed are --dry-run, --json, --help`]);
+  const positional = args.filter((arg) => !arg.startsWith('-'));
+  if (positional.length === 0) throw new ConfigError([`missing provider: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
+  if (positional.length > 1) throw new ConfigError([`one provider at a time, got ${positional.map((arg) => JSON.stringify(arg)).join(' ')}: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
+  return { provider: parseProvider(positional[0]), dryRun: args.includes('--dry-run'), json: args.includes('--json') };
+}
+
+export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}): Promise<number> {
+  let parsed: ParsedArguments | 'help';
+  try {
+    parsed = parseArguments(args);
+  } catch (error) {
+    io.err(`artifacts-sync: ${describeError(error)}\n\n${USAGE}`);
+    return EXIT.usage;
+  }
+  if (parsed === 'help') {
+    io.out(USAGE);
+    return EXIT.complete;
+  }
+  const { provider, dryRun, json } = parsed;
+  let report: RunReport;
+  try {
+    report = await createSyncService(settings, options).sync({ provider, dryRun, onEvent: (event) => progressLine(event, io) });
+  } catch (error) {
+    io.err(`artifacts-sync: ${describeError(error)}`);
+    if (error instanceof LockHeldError) return EXIT.locked;
+    if (error instanceof ConfigError || error instanceof SecretsError) return EXIT.usage;
+    return EXIT.failed;
+  }
+  io.out(json ? JSON.stringify(report, null, 2) : renderText(report));
+  const clean = failureCount(report) === 0 && (dryRun || report.complete);
+  return clean ? EXIT.complete : EXIT.failed;
+}
+
+/** Progress for a person watching: one line per listing, plan and progress tick, on stderr. */
+function progressLine(event: RunEvent, io: CommandLineIo): void {
+  switch (event.event) {
+    case 'listed':
+      io.err(`listed ${event.store}: ${event.objects} objects in ${event.durationMs} ms`);
+      return;
+    case 'plan':
+      io.err(`[${event.target}] plan: copy ${event.copy}, replace ${event.replace}, delete ${event.delete}, unchanged ${event.unchanged}`);
+      return;
+    case 'progress':
+      io.err(`[${event.target}] ${event.done}/${event.total} transfers, ${formatBytes(event.bytes)}`);
+      return;
+    case 'fallback':
+      io.err(`[${event.target}] ${event.reason}`);
+      return;
+    case 'failure':
+      io.err(`[${event.target}] FAILED ${event.operation}${event.key === undefined ? '' : ` ${JSON.stringify(event.key)}`}: ${event.message}`);
+      return;
+    default:
+      return;
+  }
+}

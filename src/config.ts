@@ -1,0 +1,252 @@
+import { ConfigError } from './core/errors.ts';
+import { DEFAULT_DELETE_LIMITS, type DeleteLimits } from './core/plan.ts';
+import { DEFAULT_TRANSFER_TUNING, type TransferTuning } from './core/transfer.ts';
+import { PROVIDER_CHOICES, TARGET_NAMES, type ProviderChoice, type TargetName, type TransferModeSetting } from './core/types.ts';
+
+/** The environment (or Function App settings) a run is configured from. */
+export type Settings = Readonly<Record<string, string | undefined>>;
+
+const MIB = 1024 * 1024;
+
+export interface SourceConfig {
+  readonly bucket: string;
+  readonly region: string;
+  readonly endpoint: string | undefined;
+}
+
+export interface AzureTargetConfig {
+  readonly container: string;
+  readonly connectionString: string | undefined;
+  readonly accountUrl: string | undefined;
+}
+
+export interface OciTargetConfig {
+  readonly endpoint: string;
+  readonly region: string;
+  readonly bucket: string;
+}
+
+export interface SyncSettings {
+  /** Objects transferred at once (SYNC_CONCURRENCY, default 8). */
+  readonly concurrency: number;
+  readonly tuning: TransferTuning;
+  /** Bytes of object data held in memory at once across all transfers (SYNC_MEMORY_MB, default 128). */
+  readonly memoryBudget: number;
+  readonly transferMode: TransferModeSetting;
+  readonly deleteLimits: DeleteLimits;
+  /** Lifetime of the presigned URLs Azure pulls from (SYNC_PRESIGN_TTL_SECONDS, default 3600). */
+  readonly presignTtlSeconds: number;
+  /** Attempts per request (SYNC_RETRY_ATTEMPTS, default 5). */
+  readonly retryAttempts: number;
+  /** Seconds a request may go without progress before it is retried (SYNC_REQUEST_TIMEOUT_SECONDS, default 60). */
+  readonly requestTimeoutMs: number;
+  /** Seconds a run may take before it stops starting transfers (SYNC_DEADLINE_SECONDS; unset = no deadline). */
+  readonly deadlineMs: number | undefined;
+}
+
+export interface MirrorConfig {
+  readonly provider: ProviderChoice;
+  readonly targets: readonly TargetName[];
+  readonly source: SourceConfig;
+  readonly azure: AzureTargetConfig | undefined;
+  readonly oci: OciTargetConfig | undefined;
+  readonly sync: SyncSettings;
+}
+
+/** The targets a provider choice stands for. */
+export function targetsOf(provider: ProviderChoice): readonly TargetName[] {
+  return provider === 'all' ? TARGET_NAMES : [provider];
+}
+
+export function parseProvider(value: string | undefined): ProviderChoice {
+  const choice = PROVIDER_CHOICES.find((candidate) => candidate === value);
+  if (choice === undefined) {
+    throw new ConfigError([`unknown provider ${JSON.stringify(value ?? '')}: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
+  }
+  return choice;
+}
+
+/**
+ * Reads and validates every setting a run of `provider` needs; only the chosen targets' settings
+ * are required. Collects every problem before throwing one `ConfigError` that names each setting.
+ */
+export function loadConfig(settings: Settings, provider: ProviderChoice): MirrorConfig {
+  const read = new SettingsReader(settings);
+  const targets = targetsOf(provider);
+
+  const sourceEndpoint = read.url('AWS_S3_ENDPOINT', { optional: true });
+  const source: SourceConfig = {
+    bucket: read.s3BucketName('AWS_S3_BUCKET'),
+    region: read.region('AWS_REGION', settings['AWS_DEFAULT_REGION']),
+    endpoint: sourceEndpoint,
+  };
+
+  let azure: AzureTargetConfig | undefined;
+  if (targets.includes('azure')) {
+    const connectionString = read.optional('AZURE_STORAGE_CONNECTION_STRING');
+    const accountUrl = read.url('AZURE_STORAGE_ACCOUNT_URL', { optional: true });
+    if (connectionString === undefined && accountUrl === undefined) {
+      read.problem('AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING is required for the azure target: set AZURE_STORAGE_ACCOUNT_URL=https://<account>.blob.core.windows.net (managed identity) or a connection string (Azurite, local runs)');
+    }
+    if (connectionString !== undefined && !/(^|;)(BlobEndpoint|AccountName|UseDevelopmentStorage)=/i.test(connectionString)) {
+      read.problem('AZURE_STORAGE_CONNECTION_STRING is not a storage connection string: expected "DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;..." or "UseDevelopmentStorage=true"');
+    }
+    azure = { container: read.containerName('AZURE_STORAGE_CONTAINER'), connectionString, accountUrl };
+  }
+
+  let oci: OciTargetConfig | undefined;
+  if (targets.includes('oci')) {
+    oci = {
+      endpoint: read.url('OCI_S3_ENDPOINT', { example: 'https://<namespace>.compat.objectstorage.<region>.oraclecloud.com' }) ?? '',
+      region: read.region('OCI_REGION'),
+      bucket: read.ociBucketName('OCI_BUCKET'),
+    };
+  }
+
+  const sync: SyncSettings = {
+    concurrency: read.integer('SYNC_CONCURRENCY', { default: 8, min: 1, max: 64 }),
+    tuning: {
+      partSize: read.integer('SYNC_PART_SIZE_MB', { default: DEFAULT_TRANSFER_TUNING.partSize / MIB, min: 5, max: 4000 }) * MIB,
+      partConcurrency: read.integer('SYNC_PART_CONCURRENCY', { default: DEFAULT_TRANSFER_TUNING.partConcurrency, min: 1, max: 32 }),
+      readAttempts: DEFAULT_TRANSFER_TUNING.readAttempts,
+    },
+    memoryBudget: read.integer('SYNC_MEMORY_MB', { default: 128, min: 16, max: 16_384 }) * MIB,
+    transferMode: read.choice('SYNC_TRANSFER_MODE', ['auto', 'server-side', 'streaming'] as const, 'auto'),
+    deleteLimits: {
+      maxDeleteCount: read.integer('SYNC_MAX_DELETE_COUNT', { default: DEFAULT_DELETE_LIMITS.maxDeleteCount, min: 0, max: 100_000_000 }),
+      maxDeletePercent: read.integer('SYNC_MAX_DELETE_PERCENT', { default: DEFAULT_DELETE_LIMITS.maxDeletePercent, min: 0, max: 100 }),
+      allowEmptySource: read.boolean('SYNC_ALLOW_EMPTY_SOURCE', DEFAULT_DELETE_LIMITS.allowEmptySource),
+    },
+    presignTtlSeconds: read.integer('SYNC_PRESIGN_TTL_SECONDS', { default: 3600, min: 60, max: 604_800 }),
+    retryAttempts: read.integer('SYNC_RETRY_ATTEMPTS', { default: 5, min: 1, max: 20 }),
+    requestTimeoutMs: read.integer('SYNC_REQUEST_TIMEOUT_SECONDS', { default: 60, min: 1, max: 3600 }) * 1000,
+    deadlineMs: optionalSeconds(read.integer('SYNC_DEADLINE_SECONDS', { default: 0, min: 0, max: 604_800 })),
+  };
+  if (sync.memoryBudget < sync.tuning.partSize) {
+    read.problem(`SYNC_MEMORY_MB (${sync.memoryBudget / MIB}) must be at least SYNC_PART_SIZE_MB (${sync.tuning.partSize / MIB}): one part must fit in memory`);
+  }
+
+  read.throwIfProblems();
+  return { provider, targets, source, azure, oci, sync };
+}
+
+function optionalSeconds(seconds: number): number | undefined {
+  return seconds === 0 ? undefined : seconds * 1000;
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/** Reads settings one by one, remembering every problem so a user sees them all at once. */
+export class SettingsReader {
+  readonly #settings: Settings;
+  readonly #problems: string[] = [];
+
+  constructor(settings: Settings) {
+    this.#settings = settings;
+  }
+
+  problem(message: string): void {
+    this.#problems.push(message);
+  }
+
+  throwIfProblems(): void {
+    if (this.#problems.length > 0) throw new ConfigError(this.#problems);
+  }
+
+  optional(name: string): string | undefined {
+    const value = this.#settings[name]?.trim();
+    return value === undefined || value === '' ? undefined : value;
+  }
+
+  required(name: string, expected: string): string {
+    const value = this.optional(name);
+    if (value === undefined) this.problem(`${name} is required: ${expected}`);
+    return value ?? '';
+  }
+
+  /** An http(s) URL with no query or fragment; plain http only for loopback hosts (emulators). */
+  url(name: string, options: { optional?: boolean; example?: string } = {}): string | undefined {
+    const expected = `an https URL${options.example ? ` such as ${options.example}` : ''}`;
+    const value = options.optional ? this.optional(name) : this.required(name, expected);
+    if (value === undefined || value === '') return undefined;
+    let parsed: URL;
+    try {
+      parsed = new URL(value);
+    } catch {
+      this.problem(`${name} is not a URL: expected ${expected}`);
+      return undefined;
+    }
+    const loopback = LOOPBACK_HOSTS.has(parsed.hostname);
+    if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && loopback)) {
+      this.problem(`${name} must use https (plain http is accepted only for 127.0.0.1/localhost emulators): expected ${expected}`);
+      return undefined;
+    }
+    if (parsed.search !== '' || parsed.hash !== '' || parsed.username !== '' || parsed.password !== '') {
+      this.problem(`${name} must not carry a query, fragment or credentials: expected ${expected}`);
+      return undefined;
+    }
+    return value.replace(/\/+$/, '');
+  }
+
+  region(name: string, fallback?: string): string {
+    const value = this.optional(name) ?? fallback?.trim();
+    if (value === undefined || value === '') {
+      this.problem(`${name} is required: the region, such as us-east-1 (AWS) or eu-frankfurt-1 (OCI)`);
+      return '';
+    }
+    if (!/^[a-z]{2,}(-[a-z0-9]+)+$/.test(value)) this.problem(`${name} ${JSON.stringify(value)} is not a region name: expected something like us-east-1 or eu-frankfurt-1`);
+    return value;
+  }
+
+  s3BucketName(name: string): string {
+    const value = this.required(name, 'the bucket name');
+    if (value !== '' && !/^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$/.test(value)) {
+      this.problem(`${name} ${JSON.stringify(value)} is not a valid S3 bucket name: 3-63 characters, lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit`);
+    }
+    return value;
+  }
+
+  ociBucketName(name: string): string {
+    const value = this.required(name, 'the bucket name');
+    if (value !== '' && !/^[A-Za-z0-9._-]{1,256}$/.test(value)) {
+      this.problem(`${name} ${JSON.stringify(value)} is not a valid OCI bucket name: 1-256 letters, digits, dots, hyphens and underscores`);
+    }
+    return value;
+  }
+
+  containerName(name: string): string {
+    const value = this.required(name, 'the container name');
+    if (value !== '' && (!/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/.test(value) || value.includes('--'))) {
+      this.problem(`${name} ${JSON.stringify(value)} is not a valid container name: 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit`);
+    }
+    return value;
+  }
+
+  integer(name: string, range: { default: number; min: number; max: number }): number {
+    const value = this.optional(name);
+    if (value === undefined) return range.default;
+    const number = /^-?\d+$/.test(value) ? Number(value) : Number.NaN;
+    if (!Number.isSafeInteger(number) || number < range.min || number > range.max) {
+      this.problem(`${name} ${JSON.stringify(value)} is not a whole number from ${range.min} to ${range.max} (default ${range.default})`);
+      return range.default;
+    }
+    return number;
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const value = this.optional(name)?.toLowerCase();
+    if (value === undefined) return fallback;
+    if (value === 'true' || value === '1') return true;
+    if (value === 'false' || value === '0') return false;
+    this.problem(`${name} ${JSON.stringify(value)} must be true or false (default ${fallback})`);
+    return fallback;
+  }
+
+  choice<const Choice extends string>(name: string, choices: readonly Choice[], fallback: Choice): Choice {
+    const value = this.optional(name);
+    if (value === undefined) return fallback;
+    const match = choices.find((candidate) => candidate === value);
+    if (match === undefined) this.problem(`${name} ${JSON.stringify(value)} must be one of ${choices.join(', ')} (default ${fallback})`);
+    return match ?? fallback;
+  }
+}

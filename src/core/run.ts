@@ -1,0 +1,474 @@
+import type { SourceStore, TargetStore } from '../stores/store.ts';
+import { ByteBudget, forEachBounded } from './concurrency.ts';
+import { StoreError, describeError } from './errors.ts';
+import { planMirror, type DeleteLimits } from './plan.ts';
+import { plannedAction, type RunReport, type TargetReport } from './report.ts';
+import { describeWrite, streamObject, type StreamDestination, type TransferTuning } from './transfer.ts';
+import type { Failure, ObjectInfo, Plan, ProviderChoice, TargetName, TransferAction, TransferMode, TransferModeSetting } from './types.ts';
+
+/** A target of one run. */
+export interface MirrorTarget {
+  readonly name: TargetName;
+  readonly store: TargetStore;
+  /** Notes the caller wants in this target's report (for example, that no lock was taken). */
+  readonly notes?: readonly string[];
+}
+
+export interface RunOptions {
+  readonly provider: ProviderChoice;
+  /** Plan and report only; change nothing (default false). */
+  readonly dryRun?: boolean;
+  /** Objects transferred at once (default 8). */
+  readonly concurrency?: number;
+  readonly tuning: TransferTuning;
+  /** Bytes of object data in memory at once across all transfers. */
+  readonly memoryBudget: number;
+  readonly transferMode?: TransferModeSetting;
+  readonly deleteLimits: DeleteLimits;
+  /** Lifetime of presigned URLs handed to targets that pull (default 3600 s). */
+  readonly presignTtlSeconds?: number;
+  /**
+   * When to stop: at `stopStartingAt` (epoch ms) no new transfer starts; at `abortAt` transfers still
+   * running are cancelled (nothing partial becomes visible). The rest is reported as deferred.
+   */
+  readonly deadline?: { readonly stopStartingAt: number; readonly abortAt: number };
+  /** Uploads interrupted before this time (epoch ms) are cleaned up at the start (default: one hour before the run). */
+  readonly cleanupInterruptedBefore?: number;
+  readonly signal?: AbortSignal;
+  readonly onEvent?: (event: RunEvent) => void;
+  readonly now?: () => number;
+}
+
+/** One line of a run's structured log. Field names are stable: dashboards query them. */
+export type RunEvent =
+  | { readonly event: 'run-start'; readonly provider: ProviderChoice; readonly source: string; readonly targets: readonly string[]; readonly dryRun: boolean }
+  | { readonly event: 'listed'; readonly store: string; readonly objects: number; readonly durationMs: number }
+  | { readonly event: 'plan'; readonly target: TargetName; readonly copy: number; readonly replace: number; readonly delete: number; readonly unchanged: number; readonly deletionsAllowed: boolean }
+  | { readonly event: 'transferred'; readonly target: TargetName; readonly key: string; readonly action: 'copy' | 'replace'; readonly bytes: number; readonly mode: TransferMode }
+  | { readonly event: 'progress'; readonly target: TargetName; readonly done: number; readonly total: number; readonly bytes: number }
+  | { readonly event: 'deleted'; readonly target: TargetName; readonly objects: number }
+  | { readonly event: 'fallback'; readonly target: TargetName; readonly reason: string }
+  | { readonly event: 'failure'; readonly target: TargetName | 'source'; readonly operation: string; readonly key?: string; readonly message: string }
+  | { readonly event: 'target-end'; readonly target: TargetName; readonly copied: number; readonly replaced: number; readonly deleted: number; readonly unchanged: number; readonly failed: number; readonly deferred: number; readonly bytes: number; readonly durationMs: number; readonly complete: boolean }
+  | { readonly event: 'run-end'; readonly complete: boolean; readonly failures: number; readonly durationMs: number };
+
+/** After this many object failures in a row, a target is taken as down: no more transfers, no deletions. */
+const CONSECUTIVE_FAILURES_FOR_DOWN = 5;
+
+/** Per-target state while a run executes. */
+class TargetRun {
+  readonly name: TargetName;
+  readonly store: TargetStore;
+  readonly plan: Plan;
+  mode: TransferMode;
+  readonly notes: string[];
+  readonly failures: Failure[] = [];
+  copied = 0;
+  replaced = 0;
+  deleted = 0;
+  failed = 0;
+  deferred = 0;
+  bytesStreamed = 0;
+  bytesCopiedServerSide = 0;
+  consecutiveFailures = 0;
+  down: string | undefined;
+  finishedMs = 0;
+
+  constructor(target: MirrorTarget, plan: Plan, mode: TransferMode) {
+    this.name = target.name;
+    this.store = target.store;
+    this.plan = plan;
+    this.mode = mode;
+    this.notes = [...(target.notes ?? [])];
+  }
+
+  get transfersDone(): number {
+    return this.copied + this.replaced + this.failed + this.deferred;
+  }
+}
+
+/** One source object and the targets it must be written to. */
+interface WorkItem {
+  readonly source: ObjectInfo;
+  readonly actions: Map<TargetRun, TransferAction>;
+}
+
+/**
+ * The whole mirror: list the source and every target (concurrently, all pages), plan each target,
+ * transfer with bounded concurrency, delete last (behind the delete guard), and report.
+ */
+export async function runMirror(source: SourceStore, targets: readonly MirrorTarget[], options: RunOptions): Promise<RunReport> {
+  const now = options.now ?? Date.now;
+  const startedMs = now();
+  const emit = options.onEvent ?? (() => undefined);
+  const dryRun = options.dryRun ?? false;
+  emit({ event: 'run-start', provider: options.provider, source: source.label, targets: targets.map((target) => target.store.label), dryRun });
+
+  const cancel = new AbortController();
+  const signal = options.signal === undefined ? cancel.signal : AbortSignal.any([options.signal, cancel.signal]);
+  let abortTimer: ReturnType<typeof setTimeout> | undefined;
+  if (options.deadline !== undefined) {
+    abortTimer = setTimeout(() => cancel.abort(new Error('the run deadline was reached')), Math.max(0, options.deadline.abortAt - now()));
+  }
+  try {
+    const timedList = async (store: { label: string; list(signal?: AbortSignal): AsyncIterable<ObjectInfo> }): Promise<ObjectInfo[]> => {
+      const began = now();
+      const objects: ObjectInfo[] = [];
+      for await (const object of store.list(signal)) objects.push(object);
+      emit({ event: 'listed', store: store.label, objects: objects.length, durationMs: now() - began });
+      return objects;
+    };
+    const [sourceListing, ...targetListings] = await Promise.allSettled([timedList(source), ...targets.map((target) => timedList(target.store))]);
+
+    if (sourceListing!.status === 'rejected') {
+      const failure: Failure = { target: 'source', operation: 'list', message: describeError(sourceListing!.reason) };
+      emit({ event: 'failure', ...failure });
+      return finish({
+        sourceObjects: 0,
+        sourceBytes: 0,
+        runs: [],
+        failures: [failure],
+        stoppedEarly: 'the source listing failed: nothing was copied or deleted',
+        listingFailures: targets.map((target) => ({ target, message: 'not mirrored: the source listing failed', counted: false })),
+      });
+    }
+    const sourceObjects = sourceListing!.value;
+    const sourceBytes = sourceObjects.reduce((sum, object) => sum + object.size, 0);
+
+    const runs: TargetRun[] = [];
+    const listingFailures: { target: MirrorTarget; message: string; counted: boolean }[] = [];
+    targets.forEach((target, index) => {
+      const listing = targetListings[index]!;
+      if (listing.status === 'rejected') {
+        listingFailures.push({ target, message: describeError(listing.reason), counted: true });
+        emit({ event: 'failure', target: target.name, operation: 'list', message: describeError(listing.reason) });
+        return;
+      }
+      const plan = planMirror(sourceObjects, listing.value, options.deleteLimits);
+      const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
+      const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming');
+      runs.push(run);
+      emit({
+        event: 'plan',
+        target: run.name,
+        copy: plan.transfers.filter((action) => action.kind === 'copy').length,
+        replace: plan.transfers.filter((action) => action.kind === 'replace').length,
+        delete: plan.deletions.length,
+        unchanged: plan.unchanged,
+        deletionsAllowed: plan.deleteVerdict.allowed,
+      });
+    });
+
+    if (!dryRun) {
+      await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
+      await transferAll(runs, source, options, signal, emit, now);
+      for (const run of runs) await deleteExtras(run, signal, emit);
+    }
+    const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > 0);
+    return finish({
+      sourceObjects: sourceObjects.length,
+      sourceBytes,
+      runs,
+      failures: [],
+      stoppedEarly: deadlinePassed ? 'the run deadline was reached: the next run continues where this one stopped' : undefined,
+      listingFailures,
+    });
+  } finally {
+    clearTimeout(abortTimer);
+  }
+
+  function finish(result: {
+    sourceObjects: number;
+    sourceBytes: number;
+    runs: TargetRun[];
+    failures: Failure[];
+    stoppedEarly: string | undefined;
+    /** Targets that were never planned; `counted` is false when the cause is already a failure elsewhere (the source). */
+    listingFailures: { target: MirrorTarget; message: string; counted: boolean }[];
+  }): RunReport {
+    const finishedMs = now();
+    const reports: TargetReport[] = [];
+    for (const target of targets) {
+      const run = result.runs.find((candidate) => candidate.store === target.store);
+      if (run !== undefined) {
+        reports.push(targetReport(run, dryRun, (run.finishedMs || finishedMs) - startedMs));
+        continue;
+      }
+      const listingFailure = result.listingFailures.find((entry) => entry.target === target);
+      reports.push(unlistedTargetReport(target, listingFailure?.message ?? 'not listed', listingFailure?.counted ?? true, finishedMs - startedMs));
+    }
+    for (const report of reports) {
+      emit({
+        event: 'target-end',
+        target: report.target,
+        copied: report.copied,
+        replaced: report.replaced,
+        deleted: report.deleted,
+        unchanged: report.unchanged,
+        failed: report.failed,
+        deferred: report.deferred,
+        bytes: report.bytesStreamed + report.bytesCopiedServerSide,
+        durationMs: report.durationMs,
+        complete: report.complete,
+      });
+    }
+    const complete = result.failures.length === 0 && reports.every((report) => report.complete);
+    const failures = result.failures.length + reports.reduce((sum, report) => sum + report.failures.length, 0);
+    emit({ event: 'run-end', complete, failures, durationMs: finishedMs - startedMs });
+    return {
+      provider: options.provider,
+      dryRun,
+      source: { store: source.label, objects: result.sourceObjects, bytes: result.sourceBytes },
+      startedAt: new Date(startedMs).toISOString(),
+      durationMs: finishedMs - startedMs,
+      complete,
+      ...(result.stoppedEarly === undefined ? {} : { stoppedEarly: result.stoppedEarly }),
+      targets: reports,
+      failures: result.failures,
+    };
+  }
+}
+
+async function cleanupInterruptedWrites(runs: readonly TargetRun[], before: number, signal: AbortSignal): Promise<void> {
+  await Promise.all(runs.map(async (run) => {
+    if (run.store.cleanupInterruptedWrites === undefined) return;
+    try {
+      const removed = await run.store.cleanupInterruptedWrites(before, signal);
+      if (removed > 0) run.notes.push(`removed ${removed} interrupted upload(s) left by an earlier run`);
+    } catch (error) {
+      // An emulator without ListMultipartUploads answers 501; real S3 and OCI implement it.
+      if (error instanceof StoreError && error.status === 501) return;
+      run.notes.push(`could not clean up interrupted uploads: ${describeError(error)}`);
+    }
+  }));
+}
+
+/** Groups the transfers of every target by key, so an object needed by several targets is read once. */
+function workItems(runs: readonly TargetRun[]): WorkItem[] {
+  const byKey = new Map<string, WorkItem>();
+  for (const run of runs) {
+    for (const action of run.plan.transfers) {
+      let item = byKey.get(action.key);
+      if (item === undefined) {
+        item = { source: action.source, actions: new Map() };
+        byKey.set(action.key, item);
+      }
+      item.actions.set(run, action);
+    }
+  }
+  return [...byKey.values()];
+}
+
+async function transferAll(
+  runs: readonly TargetRun[],
+  source: SourceStore,
+  options: RunOptions,
+  signal: AbortSignal,
+  emit: (event: RunEvent) => void,
+  now: () => number,
+): Promise<void> {
+  const budget = new ByteBudget(options.memoryBudget);
+  const progressEveryMs = 2000;
+  let lastProgress = now();
+  const reportProgress = (force: boolean): void => {
+    if (!force && now() - lastProgress < progressEveryMs) return;
+    lastProgress = now();
+    for (const run of runs) {
+      if (run.plan.transfers.length === 0) continue;
+      emit({ event: 'progress', target: run.name, done: run.transfersDone, total: run.plan.transfers.length, bytes: run.bytesStreamed + run.bytesCopiedServerSide });
+    }
+  };
+
+  await forEachBounded(workItems(runs), options.concurrency ?? 8, async (item) => {
+    const pending = [...item.actions.entries()].filter(([run]) => run.down === undefined);
+    for (const [run] of item.actions) if (run.down !== undefined) run.deferred += 1;
+    if (pending.length === 0) return;
+    if (signal.aborted || (options.deadline !== undefined && now() >= options.deadline.stopStartingAt)) {
+      for (const [run] of pending) run.deferred += 1;
+      return;
+    }
+    await transferOne(item.source.key, pending, source, options, budget, signal, emit);
+    reportProgress(false);
+  });
+  reportProgress(true);
+  const finishedMs = now();
+  for (const run of runs) run.finishedMs = finishedMs;
+}
+
+/** Writes one object to the targets that need it: pulled server-side where the target can, streamed (read once) to the rest. */
+async function transferOne(
+  key: string,
+  pending: readonly [TargetRun, TransferAction][],
+  source: SourceStore,
+  options: RunOptions,
+  budget: ByteBudget,
+  signal: AbortSignal,
+  emit: (event: RunEvent) => void,
+): Promise<void> {
+  const streaming: [TargetRun, TransferAction][] = [];
+  const pulling = pending.filter(([run]) => run.mode === 'server-side');
+  for (const entry of pending) if (entry[0].mode === 'streaming') streaming.push(entry);
+
+  if (pulling.length > 0) {
+    try {
+      const head = await source.head(key, signal);
+      const url = await source.presignGet(key, options.presignTtlSeconds ?? 3600);
+      await Promise.all(pulling.map(async ([run, action]) => {
+        try {
+          await run.store.serverSideCopy!.copyFromUrl(url, describeWrite(key, head), signal);
+          succeed(run, action, head.size, 'server-side', emit);
+        } catch (error) {
+          if (error instanceof StoreError && error.scope === 'refused-pull' && (options.transferMode ?? 'auto') === 'auto') {
+            if (run.mode === 'server-side') {
+              run.mode = 'streaming';
+              const reason = `${run.store.label} refused to pull from the source (${error.code ?? error.status ?? 'refused'}); streaming through this process instead`;
+              run.notes.push(reason);
+              emit({ event: 'fallback', target: run.name, reason });
+            }
+            streaming.push([run, action]);
+          } else {
+            fail(run, action, error, signal, emit);
+          }
+        }
+      }));
+    } catch (error) {
+      for (const [run, action] of pulling) fail(run, action, error, signal, emit);
+    }
+  }
+
+  if (streaming.length === 0) return;
+  const runs = new Map(streaming.map(([run, action]) => [run.name, { run, action }]));
+  const destinations: StreamDestination<TargetName>[] = streaming.map(([run]) => ({ name: run.name, store: run.store }));
+  try {
+    const outcomes = await streamObject({ source, key, destinations, tuning: options.tuning, budget, signal });
+    for (const [name, outcome] of outcomes) {
+      const { run, action } = runs.get(name)!;
+      if (outcome.ok) succeed(run, action, outcome.bytes, 'streaming', emit);
+      else fail(run, action, outcome.error, signal, emit);
+    }
+  } catch (error) {
+    for (const { run, action } of runs.values()) fail(run, action, error, signal, emit);
+  }
+}
+
+function succeed(run: TargetRun, action: TransferAction, bytes: number, mode: TransferMode, emit: (event: RunEvent) => void): void {
+  run.consecutiveFailures = 0;
+  if (action.kind === 'copy') run.copied += 1;
+  else run.replaced += 1;
+  if (mode === 'server-side') run.bytesCopiedServerSide += bytes;
+  else run.bytesStreamed += bytes;
+  emit({ event: 'transferred', target: run.name, key: action.key, action: action.kind, bytes, mode });
+}
+
+function fail(run: TargetRun, action: TransferAction, error: unknown, signal: AbortSignal, emit: (event: RunEvent) => void): void {
+  if (signal.aborted) {
+    // Cancelled by the deadline or the caller: nothing partial is visible, the next run picks it up.
+    run.deferred += 1;
+    return;
+  }
+  run.failed += 1;
+  run.consecutiveFailures += 1;
+  const failure: Failure = { target: run.name, operation: action.kind, key: action.key, message: describeError(error) };
+  run.failures.push(failure);
+  emit({ event: 'failure', ...failure });
+  const storeWide = error instanceof StoreError && error.scope === 'store' && error.store === run.store.label;
+  if (run.down === undefined && (storeWide || run.consecutiveFailures >= CONSECUTIVE_FAILURES_FOR_DOWN)) {
+    run.down = storeWide ? describeError(error) : `${run.consecutiveFailures} transfers in a row failed; last: ${describeError(error)}`;
+    run.notes.push(`stopped using ${run.store.label}: ${run.down}; nothing was deleted`);
+  }
+}
+
+/** Deletions come last, and only when the target is healthy, the run was not cut short, and the delete guard allows them. */
+async function deleteExtras(run: TargetRun, signal: AbortSignal, emit: (event: RunEvent) => void): Promise<void> {
+  const deletions = run.plan.deletions;
+  if (deletions.length === 0) return;
+  const verdict = run.plan.deleteVerdict;
+  if (!verdict.allowed) {
+    run.deferred += deletions.length;
+    const failure: Failure = {
+      target: run.name,
+      operation: 'delete',
+      message: `deleted nothing: ${verdict.reason}${verdict.setting ? `; raise ${verdict.setting} if this is intended` : ''}`,
+    };
+    run.failures.push(failure);
+    emit({ event: 'failure', ...failure });
+    return;
+  }
+  if (run.down !== undefined || signal.aborted || run.deferred > 0) {
+    run.deferred += deletions.length;
+    return;
+  }
+  try {
+    const failures = await run.store.deleteMany(deletions.map((action) => action.key), signal);
+    run.deleted += deletions.length - failures.length;
+    for (const failure of failures) {
+      run.failed += 1;
+      const entry: Failure = { target: run.name, operation: 'delete', key: failure.key, message: failure.message };
+      run.failures.push(entry);
+      emit({ event: 'failure', ...entry });
+    }
+  } catch (error) {
+    if (signal.aborted) {
+      run.deferred += deletions.length;
+      return;
+    }
+    run.failed += deletions.length;
+    const entry: Failure = { target: run.name, operation: 'delete', message: describeError(error) };
+    run.failures.push(entry);
+    emit({ event: 'failure', ...entry });
+  }
+  emit({ event: 'deleted', target: run.name, objects: run.deleted });
+}
+
+function targetReport(run: TargetRun, dryRun: boolean, durationMs: number): TargetReport {
+  const plan = run.plan;
+  const planned = {
+    copy: plan.transfers.filter((action) => action.kind === 'copy').length,
+    replace: plan.transfers.filter((action) => action.kind === 'replace').length,
+    delete: plan.deletions.length,
+    unchanged: plan.unchanged,
+  };
+  const nothingPending = run.failures.length === 0 && run.deferred === 0 && run.down === undefined;
+  return {
+    target: run.name,
+    store: run.store.label,
+    mode: run.mode,
+    planned,
+    copied: run.copied,
+    replaced: run.replaced,
+    deleted: run.deleted,
+    unchanged: plan.unchanged,
+    failed: run.failed,
+    deferred: run.deferred,
+    bytesStreamed: run.bytesStreamed,
+    bytesCopiedServerSide: run.bytesCopiedServerSide,
+    durationMs,
+    deleteVerdict: plan.deleteVerdict,
+    complete: dryRun ? plan.transfers.length === 0 && plan.deletions.length === 0 : nothingPending,
+    notes: run.notes,
+    failures: run.failures,
+    ...(dryRun ? { plan: [...plan.transfers, ...plan.deletions].map(plannedAction) } : {}),
+  };
+}
+
+function unlistedTargetReport(target: MirrorTarget, message: string, isFailure: boolean, durationMs: number): TargetReport {
+  return {
+    target: target.name,
+    store: target.store.label,
+    mode: 'streaming',
+    planned: { copy: 0, replace: 0, delete: 0, unchanged: 0 },
+    copied: 0,
+    replaced: 0,
+    deleted: 0,
+    unchanged: 0,
+    failed: 0,
+    deferred: 0,
+    bytesStreamed: 0,
+    bytesCopiedServerSide: 0,
+    durationMs,
+    deleteVerdict: { allowed: true },
+    complete: false,
+    notes: [...(target.notes ?? []), ...(isFailure ? [] : [message])],
+    failures: isFailure ? [{ target: target.name, operation: 'list', message }] : [],
+  };
+}

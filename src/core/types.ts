@@ -1,0 +1,76 @@
+/**
+ * The data that flows through a mirror run: listings in, a plan, outcomes, a report out.
+ * Nothing here does I/O; every store and adapter speaks these types.
+ */
+
+/** One object as a listing shows it. */
+export interface ObjectInfo {
+  /** The key, byte-exact as the store holds it. */
+  readonly key: string;
+  readonly size: number;
+  /** Last-modified time in milliseconds since the epoch, as the store reports it (whole seconds in most listings). */
+  readonly lastModifiedMs: number;
+  /** The store's ETag without quotes. For S3 single-part uploads this is the hex MD5 of the bytes. */
+  readonly etag: string;
+  /**
+   * What a mirror copy recorded about its source when it was written, when the listing returns
+   * metadata at no extra request (Azure does; S3 listings do not).
+   */
+  readonly recordedSource?: RecordedSource;
+}
+
+/** Source facts stored with every copy, in the target object's metadata. */
+export interface RecordedSource {
+  readonly etag: string;
+  readonly lastModifiedMs?: number;
+}
+
+/** The providers a run can mirror to. */
+export const TARGET_NAMES = ['azure', 'oci'] as const;
+export type TargetName = (typeof TARGET_NAMES)[number];
+export const PROVIDER_CHOICES = ['all', ...TARGET_NAMES] as const;
+export type ProviderChoice = (typeof PROVIDER_CHOICES)[number];
+
+export type ReplaceReason =
+  | { readonly why: 'size'; readonly sourceSize: number; readonly targetSize: number }
+  | { readonly why: 'source-newer'; readonly sourceModifiedMs: number; readonly targetModifiedMs: number }
+  | { readonly why: 'source-etag'; readonly sourceEtag: string; readonly recordedEtag: string };
+
+/** One step of a plan, with the reason a reader (or a dry run) needs. */
+export type Action =
+  | { readonly kind: 'copy'; readonly key: string; readonly source: ObjectInfo }
+  | { readonly kind: 'replace'; readonly key: string; readonly source: ObjectInfo; readonly target: ObjectInfo; readonly reason: ReplaceReason }
+  | { readonly kind: 'delete'; readonly key: string; readonly target: ObjectInfo };
+
+export type TransferAction = Extract<Action, { kind: 'copy' | 'replace' }>;
+export type DeleteAction = Extract<Action, { kind: 'delete' }>;
+
+/** Whether the deletions of a plan may run. Decided before anything is written, shown by a dry run too. */
+export type DeleteVerdict =
+  | { readonly allowed: true }
+  | { readonly allowed: false; readonly reason: string; readonly setting?: string };
+
+export interface Plan {
+  readonly transfers: readonly TransferAction[];
+  readonly deletions: readonly DeleteAction[];
+  readonly unchanged: number;
+  readonly sourceObjects: number;
+  readonly targetObjects: number;
+  readonly deleteVerdict: DeleteVerdict;
+}
+
+export type Operation = 'list' | 'copy' | 'replace' | 'delete' | 'lock' | 'cleanup';
+
+/** One object (or whole store) that did not end as planned. */
+export interface Failure {
+  readonly target: TargetName | 'source';
+  readonly operation: Operation;
+  /** Absent when the failure concerns the whole store (a listing, a lock). */
+  readonly key?: string;
+  readonly message: string;
+}
+
+export type TransferMode = 'server-side' | 'streaming';
+
+/** How a target that can pull from a URL gets its bytes: `auto` pulls and falls back to streaming when the service refuses. */
+export type TransferModeSetting = 'auto' | TransferMode;

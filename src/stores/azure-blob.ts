@@ -1,0 +1,211 @@
+import { RestError, type ContainerClient, type BlockBlobClient, BlobServiceClient, StorageRetryPolicyType } from '@azure/storage-blob';
+import type { TokenCredential } from '@azure/identity';
+import { md5Base64 } from '../core/checksums.ts';
+import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
+import { forEachBounded } from '../core/concurrency.ts';
+import type { ObjectInfo } from '../core/types.ts';
+import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, unquoteEtag } from './metadata.ts';
+import type { KeyFailure, Part, PartUpload, ServerSideCopy, TargetStore, WriteDescription } from './store.ts';
+
+const MIB = 1024 * 1024;
+/** A blob batch carries at most 256 sub-requests. */
+const DELETE_BATCH = 256;
+/** Listing page size: the service maximum, so N blobs cost N/5000 requests. */
+const LIST_PAGE_SIZE = 5000;
+/** Block ids must all have the same length within one blob. */
+const BLOCK_ID_DIGITS = 6;
+
+/** Which Azure Blob container to mirror into, and how to authenticate. */
+export interface AzureBlobStoreOptions {
+  readonly container: string;
+  /** Connection string (Azurite, local runs); takes precedence over `accountUrl`. */
+  readonly connectionString?: string;
+  /** `https://<account>.blob.core.windows.net`, used with `credential` (managed identity in Azure). */
+  readonly accountUrl?: string;
+  readonly credential?: TokenCredential;
+  /** Attempts per request, with exponential backoff (default 5). */
+  readonly maxTries?: number;
+  /** Milliseconds one attempt may take before it is retried (default 120,000; pulls from a URL get ten times that). */
+  readonly tryTimeoutMs?: number;
+  /** Objects up to this size are pulled from a URL in one Put Blob From URL; larger ones in blocks (default 256 MiB). */
+  readonly singleCopyMaxSize?: number;
+  /** Blocks of one object pulled from a URL at once (default 8). */
+  readonly copyBlockConcurrency?: number;
+}
+
+/** An Azure Blob container as a mirror target. */
+export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { readonly container: ContainerClient } {
+  const service = serviceClient(options);
+  const container = service.getContainerClient(options.container);
+  const label = `azure://${service.accountName}/${options.container}`;
+  const singleCopyMaxSize = options.singleCopyMaxSize ?? 256 * MIB;
+  const copyBlockConcurrency = options.copyBlockConcurrency ?? 8;
+  const fail = (operation: string, error: unknown, key?: string): StoreError => toAzureStoreError(label, operation, error, key);
+  const blob = (key: string): BlockBlobClient => container.getBlockBlobClient(key);
+
+  const serverSideCopy: ServerSideCopy = {
+    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void> {
+      const target = blob(description.key);
+      const sourceMd5 = description.contentMd5Base64 === undefined ? undefined : Buffer.from(description.contentMd5Base64, 'base64');
+      try {
+        if (description.size <= singleCopyMaxSize) {
+          await target.syncUploadFromURL(sourceUrl, {
+            abortSignal: signal,
+            copySourceBlobProperties: false,
+            blobHTTPHeaders: headersOf(description),
+            metadata: recordedSourceMetadata(description),
+            ...(sourceMd5 === undefined ? {} : { sourceContentMD5: sourceMd5 }),
+          });
+          return;
+        }
+        const blockSize = copyBlockSize(description.size);
+        const blockIds = blockIdsFor(Math.ceil(description.size / blockSize));
+        await forEachBounded(blockIds.entries(), copyBlockConcurrency, async ([index, blockId]) => {
+          const offset = index * blockSize;
+          await target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal: signal });
+        });
+        await target.commitBlockList(blockIds, { abortSignal: signal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) });
+      } catch (error) {
+        throw fail('copy from URL', error, description.key);
+      }
+    },
+  };
+
+  return {
+    label,
+    container,
+    maxSinglePutSize: 256 * MIB,
+    partLimits: { minPartSize: 1, maxPartSize: 4000 * MIB, maxParts: 50_000 },
+    serverSideCopy,
+
+    async *list(signal?: AbortSignal): AsyncIterable<ObjectInfo> {
+      try {
+        for await (const page of container.listBlobsFlat({ includeMetadata: true, abortSignal: signal }).byPage({ maxPageSize: LIST_PAGE_SIZE })) {
+          for (const item of page.segment.blobItems) {
+            const recordedEtag = item.metadata?.[SOURCE_ETAG_METADATA];
+            const recordedModified = item.metadata?.[SOURCE_MODIFIED_METADATA];
+            yield {
+              key: item.name,
+              size: item.properties.contentLength ?? 0,
+              lastModifiedMs: item.properties.lastModified.getTime(),
+              etag: unquoteEtag(item.properties.etag),
+              ...(recordedEtag === undefined
+                ? {}
+                : { recordedSource: { etag: recordedEtag, ...(recordedModified === undefined ? {} : { lastModifiedMs: Date.parse(recordedModified) }) } }),
+            };
+          }
+        }
+      } catch (error) {
+        throw fail('list', error);
+      }
+    },
+
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+      try {
+        await blob(description.key).upload(bytes, bytes.byteLength, {
+          abortSignal: signal,
+          blobHTTPHeaders: headersOf(description),
+          metadata: recordedSourceMetadata(description),
+          transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
+        });
+      } catch (error) {
+        throw fail('write', error, description.key);
+      }
+    },
+
+    async startPartUpload(description: WriteDescription): Promise<PartUpload> {
+      const target = blob(description.key);
+      return {
+        async uploadPart(part: Part, signal?: AbortSignal): Promise<void> {
+          try {
+            await target.stageBlock(blockId(part.index), part.bytes, part.bytes.byteLength, { abortSignal: signal, transactionalContentMD5: Buffer.from(part.md5Base64, 'base64') });
+          } catch (error) {
+            throw fail(`stage block ${part.index}`, error, description.key);
+          }
+        },
+        async commit(partCount: number, signal?: AbortSignal): Promise<void> {
+          try {
+            await target.commitBlockList(blockIdsFor(partCount), { abortSignal: signal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) });
+          } catch (error) {
+            throw fail('commit block list', error, description.key);
+          }
+        },
+        // Uncommitted blocks are invisible and the service discards them after a week: nothing to undo.
+        async abort(): Promise<void> {},
+      };
+    },
+
+    async deleteMany(keys: readonly string[], signal?: AbortSignal): Promise<KeyFailure[]> {
+      const failures: KeyFailure[] = [];
+      const batchClient = container.getBlobBatchClient();
+      for (let offset = 0; offset < keys.length; offset += DELETE_BATCH) {
+        const batch = keys.slice(offset, offset + DELETE_BATCH);
+        try {
+          const response = await batchClient.deleteBlobs(batch.map((key) => container.getBlobClient(key)), { abortSignal: signal, deleteSnapshots: 'include' });
+          for (const sub of response.subResponses) {
+            if (sub.status >= 300 && sub.status !== 404) {
+              failures.push({ key: sub._request.url ? keyFromUrl(sub._request.url, container.url) : '', message: `${sub.status} ${sub.errorCode ?? ''}`.trim() });
+            }
+          }
+        } catch (error) {
+          const storeError = fail('delete', error);
+          if (storeError.scope === 'store') throw storeError;
+          for (const key of batch) failures.push({ key, message: storeError.message });
+        }
+      }
+      return failures;
+    },
+  };
+}
+
+function serviceClient(options: AzureBlobStoreOptions): BlobServiceClient {
+  const retryOptions = { retryPolicyType: StorageRetryPolicyType.EXPONENTIAL, maxTries: options.maxTries ?? 5, tryTimeoutInMs: options.tryTimeoutMs ?? 120_000 };
+  if (options.connectionString !== undefined) return BlobServiceClient.fromConnectionString(options.connectionString, { retryOptions });
+  if (options.accountUrl !== undefined && options.credential !== undefined) return new BlobServiceClient(options.accountUrl, options.credential, { retryOptions });
+  throw new Error('azureBlobStore needs a connection string, or an account URL and a credential');
+}
+
+function headersOf(description: WriteDescription): { blobContentType?: string; blobContentMD5?: Uint8Array } {
+  return {
+    ...(description.contentType === undefined ? {} : { blobContentType: description.contentType }),
+    ...(description.contentMd5Base64 === undefined ? {} : { blobContentMD5: Buffer.from(description.contentMd5Base64, 'base64') }),
+  };
+}
+
+function blockId(index: number): string {
+  return Buffer.from(`block-${String(index).padStart(BLOCK_ID_DIGITS, '0')}`).toString('base64');
+}
+
+function blockIdsFor(count: number): string[] {
+  return Array.from({ length: count }, (_, index) => blockId(index));
+}
+
+/** Block size for pulling an object from a URL: at least 64 MiB, and few enough blocks for the 50,000-block limit. */
+function copyBlockSize(size: number): number {
+  return Math.max(64 * MIB, Math.ceil(size / 50_000 / MIB) * MIB);
+}
+
+function keyFromUrl(url: string, containerUrl: string): string {
+  const path = url.slice(containerUrl.length + 1).split('?')[0] ?? '';
+  return decodeURIComponent(path);
+}
+
+const REFUSED_PULL_CODES = new Set(['CannotVerifyCopySource', 'APINotImplemented', 'NotImplemented', 'FeatureNotSupported', 'AuthorizationSourceIPMismatch']);
+const STORE_WIDE_CODES = new Set(['AuthenticationFailed', 'AuthorizationFailure', 'AuthorizationPermissionMismatch', 'ContainerNotFound', 'AccountIsDisabled', 'InvalidAuthenticationInfo', 'InsufficientAccountPermissions']);
+
+/** Turns an SDK error into one that names the store, operation, key and status, and classifies it. */
+export function toAzureStoreError(store: string, operation: string, error: unknown, key?: string): StoreError {
+  if (error instanceof StoreError) return error;
+  const status = error instanceof RestError ? error.statusCode : undefined;
+  const code = error instanceof RestError ? error.code : undefined;
+  let scope: FailureScope = 'object';
+  if (code !== undefined && REFUSED_PULL_CODES.has(code) && operation === 'copy from URL') scope = 'refused-pull';
+  else if (status === 501 && operation === 'copy from URL') scope = 'refused-pull';
+  else if ((code !== undefined && STORE_WIDE_CODES.has(code)) || status === 401 || status === 403) scope = 'store';
+  else if (error instanceof Error && error.name === 'CredentialUnavailableError') scope = 'store';
+  return new StoreError({ store, operation, key, status, code, scope, detail: firstLine(describeError(error)), cause: error });
+}
+
+function firstLine(text: string): string {
+  return text.split('\n')[0] ?? text;
+}

@@ -1,0 +1,22 @@
+import type { WriteDescription } from './store.ts';
+
+/**
+ * Metadata names under which every copy records its source. Azure allows only C# identifiers as
+ * metadata names, so the same names (with underscores) serve every store.
+ */
+export const SOURCE_ETAG_METADATA = 'source_etag';
+export const SOURCE_MODIFIED_METADATA = 'source_last_modified';
+
+/** The metadata a copy carries: its source's ETag and LastModified. */
+export function recordedSourceMetadata(description: WriteDescription): Record<string, string> {
+  const metadata: Record<string, string> = { [SOURCE_ETAG_METADATA]: description.recordedSource.etag };
+  if (description.recordedSource.lastModifiedMs !== undefined) {
+    metadata[SOURCE_MODIFIED_METADATA] = new Date(description.recordedSource.lastModifiedMs).toISOString();
+  }
+  return metadata;
+}
+
+/** An ETag without the quotes HTTP puts around it. */
+export function unquoteEtag(etag: string | undefined): string {
+  return (etag ?? '').replace(/^"|"$/g, '');
+}

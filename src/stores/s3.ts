@@ -1,0 +1,299 @@
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { md5Base64 } from '../core/checksums.ts';
+import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
+import type { ObjectInfo } from '../core/types.ts';
+import { recordedSourceMetadata, unquoteEtag } from './metadata.ts';
+import type { KeyFailure, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from './store.ts';
+
+const MIB = 1024 * 1024;
+const GIB = 1024 * MIB;
+/** DeleteObjects takes at most 1000 keys. */
+const DELETE_BATCH = 1000;
+
+/** Where an S3-compatible bucket is and how to reach it. */
+export interface S3StoreOptions {
+  /** Shown in messages and reports, e.g. `s3://artifacts` or `oci://mirror`. */
+  readonly label: string;
+  readonly bucket: string;
+  readonly region: string;
+  /** Custom endpoint (OCI, emulators); path-style addressing is used when set. */
+  readonly endpoint?: string;
+  /** Static keys; absent means the AWS SDK's default credential chain. */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string };
+  /**
+   * Compute checksums only where an API requires them, and send DeleteObjects a Content-MD5.
+   * Needed by OCI (no aws-chunked uploads, DeleteObjects wants Content-MD5) and by emulators.
+   * Default: on whenever `endpoint` is set.
+   */
+  readonly compatibilityMode?: boolean;
+  /** Attempts per request, with the SDK's exponential backoff (default 5). */
+  readonly maxAttempts?: number;
+  /** Milliseconds a request may sit without receiving bytes before it is retried (default 60,000). */
+  readonly requestTimeoutMs?: number;
+}
+
+/** An S3 bucket (AWS, OCI's S3-compatible API, emulators) as source or target. */
+export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
+  const { bucket, label } = options;
+  const compatibility = options.compatibilityMode ?? options.endpoint !== undefined;
+  const client = new S3Client({
+    region: options.region,
+    ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint, forcePathStyle: true }),
+    ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
+    ...(compatibility ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
+    maxAttempts: options.maxAttempts ?? 5,
+    retryMode: 'standard',
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: options.requestTimeoutMs ?? 60_000 },
+  });
+  if (compatibility) useContentMd5ForDeleteObjects(client);
+
+  const fail = (operation: string, error: unknown, key?: string): StoreError => toStoreError(label, operation, error, key);
+
+  return {
+    label,
+    maxSinglePutSize: 5 * GIB,
+    partLimits: { minPartSize: 5 * MIB, maxPartSize: 5 * GIB, maxParts: 10_000 },
+
+    async *list(signal?: AbortSignal): AsyncIterable<ObjectInfo> {
+      let continuationToken: string | undefined;
+      do {
+        let page;
+        try {
+          page = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: continuationToken }), { abortSignal: signal });
+        } catch (error) {
+          throw fail('list', error);
+        }
+        for (const entry of page.Contents ?? []) {
+          if (entry.Key === undefined) continue;
+          yield {
+            key: entry.Key,
+            size: entry.Size ?? 0,
+            lastModifiedMs: entry.LastModified?.getTime() ?? 0,
+            etag: unquoteEtag(entry.ETag),
+          };
+        }
+        if (page.IsTruncated === true && page.NextContinuationToken === undefined) {
+          throw new StoreError({ store: label, operation: 'list', scope: 'store', detail: 'the listing says it is truncated but gives no continuation token; the listing is incomplete' });
+        }
+        continuationToken = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+      } while (continuationToken !== undefined);
+    },
+
+    async read(key: string, readOptions: ReadOptions = {}): Promise<ObjectRead> {
+      const start = readOptions.start ?? 0;
+      try {
+        const response = await client.send(
+          new GetObjectCommand({ Bucket: bucket, Key: key, Range: start > 0 ? `bytes=${start}-` : undefined, IfMatch: readOptions.ifMatch === undefined ? undefined : `"${readOptions.ifMatch}"` }),
+          { abortSignal: readOptions.signal },
+        );
+        const body = response.Body;
+        if (body === undefined || !(Symbol.asyncIterator in body)) throw new Error('the response has no readable body');
+        const etag = unquoteEtag(response.ETag);
+        return {
+          body: body as AsyncIterable<Uint8Array>,
+          contentType: response.ContentType,
+          etag,
+          size: totalSize(response.ContentRange, response.ContentLength, start),
+          lastModifiedMs: response.LastModified?.getTime() ?? 0,
+          md5Base64: plainMd5(etag, response.ServerSideEncryption),
+        };
+      } catch (error) {
+        throw fail('read', error, key);
+      }
+    },
+
+    async head(key: string, signal?: AbortSignal): Promise<Omit<ObjectRead, 'body'>> {
+      try {
+        const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+        const etag = unquoteEtag(response.ETag);
+        return {
+          contentType: response.ContentType,
+          etag,
+          size: response.ContentLength ?? 0,
+          lastModifiedMs: response.LastModified?.getTime() ?? 0,
+          md5Base64: plainMd5(etag, response.ServerSideEncryption),
+        };
+      } catch (error) {
+        throw fail('head', error, key);
+      }
+    },
+
+    async presignGet(key: string, expiresInSeconds: number): Promise<string> {
+      return getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: expiresInSeconds });
+    },
+
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+      try {
+        await client.send(
+          new PutObjectCommand({
+            Bucket: bucket,
+            Key: description.key,
+            Body: bytes,
+            ContentLength: bytes.byteLength,
+            ContentType: description.contentType,
+            ContentMD5: description.contentMd5Base64 ?? md5Base64(bytes),
+            Metadata: recordedSourceMetadata(description),
+          }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        throw fail('write', error, description.key);
+      }
+    },
+
+    async startPartUpload(description: WriteDescription, signal?: AbortSignal): Promise<PartUpload> {
+      const key = description.key;
+      let uploadId: string | undefined;
+      try {
+        const created = await client.send(
+          new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: description.contentType, Metadata: recordedSourceMetadata(description) }),
+          { abortSignal: signal },
+        );
+        uploadId = created.UploadId;
+      } catch (error) {
+        throw fail('start multipart upload', error, key);
+      }
+      if (uploadId === undefined) throw fail('start multipart upload', new Error('no UploadId in the answer'), key);
+      const id = uploadId;
+      const etags = new Map<number, string>();
+      return {
+        async uploadPart(part: Part, partSignal?: AbortSignal): Promise<void> {
+          try {
+            const uploaded = await client.send(
+              new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: id, PartNumber: part.index + 1, Body: part.bytes, ContentLength: part.bytes.byteLength, ContentMD5: part.md5Base64 }),
+              { abortSignal: partSignal },
+            );
+            etags.set(part.index + 1, uploaded.ETag ?? '');
+          } catch (error) {
+            throw fail(`upload part ${part.index + 1}`, error, key);
+          }
+        },
+        async commit(partCount: number, commitSignal?: AbortSignal): Promise<void> {
+          const parts = Array.from({ length: partCount }, (_, index) => ({ PartNumber: index + 1, ETag: etags.get(index + 1) }));
+          const missing = parts.filter((part) => part.ETag === undefined).map((part) => part.PartNumber);
+          if (missing.length > 0) throw fail('complete multipart upload', new Error(`parts ${missing.join(', ')} were never uploaded`), key);
+          try {
+            await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
+          } catch (error) {
+            throw fail('complete multipart upload', error, key);
+          }
+        },
+        async abort(): Promise<void> {
+          try {
+            await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id }));
+          } catch (error) {
+            throw fail('abort multipart upload', error, key);
+          }
+        },
+      };
+    },
+
+    async deleteMany(keys: readonly string[], signal?: AbortSignal): Promise<KeyFailure[]> {
+      const failures: KeyFailure[] = [];
+      for (let offset = 0; offset < keys.length; offset += DELETE_BATCH) {
+        const batch = keys.slice(offset, offset + DELETE_BATCH);
+        try {
+          const response = await client.send(
+            new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((key) => ({ Key: key })), Quiet: true } }),
+            { abortSignal: signal },
+          );
+          for (const error of response.Errors ?? []) {
+            failures.push({ key: error.Key ?? '', message: `${error.Code ?? 'Error'}: ${error.Message ?? 'not deleted'}` });
+          }
+        } catch (error) {
+          const storeError = fail('delete', error);
+          if (storeError.scope === 'store') throw storeError;
+          for (const key of batch) failures.push({ key, message: storeError.message });
+        }
+      }
+      return failures;
+    },
+
+    async cleanupInterruptedWrites(olderThanMs: number, signal?: AbortSignal): Promise<number> {
+      let removed = 0;
+      let keyMarker: string | undefined;
+      let uploadIdMarker: string | undefined;
+      do {
+        let page;
+        try {
+          page = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }), { abortSignal: signal });
+        } catch (error) {
+          throw fail('list multipart uploads', error);
+        }
+        for (const upload of page.Uploads ?? []) {
+          if (upload.Key === undefined || upload.UploadId === undefined) continue;
+          if ((upload.Initiated?.getTime() ?? 0) >= olderThanMs) continue;
+          try {
+            await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: upload.Key, UploadId: upload.UploadId }), { abortSignal: signal });
+            removed += 1;
+          } catch (error) {
+            throw fail('abort multipart upload', error, upload.Key);
+          }
+        }
+        const more = page.IsTruncated === true;
+        keyMarker = more ? page.NextKeyMarker : undefined;
+        uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
+      } while (keyMarker !== undefined);
+      return removed;
+    },
+  };
+}
+
+/** The object's MD5 when its ETag is one: single-part uploads without SSE-KMS/SSE-C encryption. */
+function plainMd5(etag: string, serverSideEncryption: string | undefined): string | undefined {
+  if (!/^[0-9a-f]{32}$/i.test(etag) || (serverSideEncryption !== undefined && serverSideEncryption !== 'AES256')) return undefined;
+  return Buffer.from(etag, 'hex').toString('base64');
+}
+
+function totalSize(contentRange: string | undefined, contentLength: number | undefined, start: number): number {
+  const total = contentRange?.match(/\/(\d+)$/)?.[1];
+  if (total !== undefined) return Number(total);
+  return (contentLength ?? 0) + start;
+}
+
+/** OCI's DeleteObjects requires Content-MD5 (or CRC32C); the AWS SDK documents Content-MD5 as the fallback. */
+function useContentMd5ForDeleteObjects(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const request = args.request as { body?: unknown; headers?: Record<string, string> };
+      if (context.commandName === 'DeleteObjectsCommand' && typeof request.body === 'string' && request.headers !== undefined) {
+        for (const header of Object.keys(request.headers)) {
+          if (header.toLowerCase().startsWith('x-amz-checksum-') || header.toLowerCase() === 'x-amz-sdk-checksum-algorithm') delete request.headers[header];
+        }
+        request.headers['content-md5'] = md5Base64(request.body);
+      }
+      return next(args);
+    },
+    { step: 'build', name: 'contentMd5ForDeleteObjects', priority: 'low' },
+  );
+}
+
+/** Turns an SDK error into one that names the store, operation, key and status, and says whether the store as a whole is unusable. */
+export function toStoreError(store: string, operation: string, error: unknown, key?: string): StoreError {
+  if (error instanceof StoreError) return error;
+  const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
+  const code = error instanceof Error ? error.name : undefined;
+  return new StoreError({ store, operation, key, status, code: code === 'Error' ? undefined : code, scope: scopeOf(status, code), detail: describeError(error), cause: error });
+}
+
+const STORE_WIDE_CODES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'NoSuchBucket', 'InvalidToken', 'ExpiredToken', 'CredentialsProviderError', 'AuthorizationHeaderMalformed', 'PermanentRedirect']);
+
+function scopeOf(status: number | undefined, code: string | undefined): FailureScope {
+  if (code !== undefined && STORE_WIDE_CODES.has(code)) return 'store';
+  if (status === 401 || status === 403) return 'store';
+  return 'object';
+}

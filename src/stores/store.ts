@@ -1,0 +1,103 @@
+import type { ObjectInfo, RecordedSource } from '../core/types.ts';
+
+/** What every store can do: list everything, delete in batches. */
+export interface ObjectStore {
+  /** Where this store points, for messages and reports: `s3://bucket`, `azure://account/container`. Never holds a secret. */
+  readonly label: string;
+  /** Every object, all pages, in the store's order. Throws `StoreError` when any page fails. */
+  list(signal?: AbortSignal): AsyncIterable<ObjectInfo>;
+  /** Deletes the keys in as few batch requests as the store allows; resolves with the keys that could not be deleted. */
+  deleteMany(keys: readonly string[], signal?: AbortSignal): Promise<KeyFailure[]>;
+}
+
+export interface KeyFailure {
+  readonly key: string;
+  readonly message: string;
+}
+
+/** A readable byte range of one object, and what the store said about the object while serving it. */
+export interface ObjectRead {
+  readonly body: AsyncIterable<Uint8Array>;
+  readonly contentType: string | undefined;
+  readonly etag: string;
+  /** Size of the whole object. */
+  readonly size: number;
+  readonly lastModifiedMs: number;
+  /** Base64 MD5 of the whole object when the store knows it (an S3 ETag that is a plain MD5); `undefined` otherwise. */
+  readonly md5Base64: string | undefined;
+}
+
+export interface ReadOptions {
+  /** First byte to read (default 0). */
+  readonly start?: number;
+  /** Only serve the bytes when the object still has this ETag (resuming a read must not mix versions). */
+  readonly ifMatch?: string;
+  readonly signal?: AbortSignal;
+}
+
+/** The source of truth. */
+export interface SourceStore extends ObjectStore {
+  read(key: string, options?: ReadOptions): Promise<ObjectRead>;
+  /** Content-Type and ETag of one object, without its bytes (needed where bytes never pass through us). */
+  head(key: string, signal?: AbortSignal): Promise<Omit<ObjectRead, 'body'>>;
+  /** A short-lived GET URL another service can pull the object from. The URL is a secret: never log it. */
+  presignGet(key: string, expiresInSeconds: number): Promise<string>;
+}
+
+/** What a target records with each write. */
+export interface WriteDescription {
+  readonly key: string;
+  readonly size: number;
+  readonly contentType: string | undefined;
+  /** Base64 MD5 of the whole object, when known (the source ETag is a plain MD5): the target stores it and, where it can, verifies it. */
+  readonly contentMd5Base64: string | undefined;
+  readonly recordedSource: RecordedSource;
+}
+
+/**
+ * One object being written in parts. Nothing is visible at the target until `commit`;
+ * `abort` (or never committing) leaves the previous version, or nothing, in place.
+ */
+export interface PartUpload {
+  /** Uploads one part. Parts may be uploaded concurrently and in any order; the store verifies `md5Base64` where it can. */
+  uploadPart(part: Part, signal?: AbortSignal): Promise<void>;
+  commit(partCount: number, signal?: AbortSignal): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** A mirror target. */
+export interface TargetStore extends ObjectStore {
+  /** Writes a whole object in one atomic request (small objects). */
+  putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void>;
+  /** Largest object `putObject` takes in one request. */
+  readonly maxSinglePutSize: number;
+  /** Starts a multi-part write of a larger object. */
+  startPartUpload(description: WriteDescription, signal?: AbortSignal): Promise<PartUpload>;
+  /**
+   * Largest part size and count this store accepts, and the smallest part it accepts (except the last).
+   * The transfer picks one part size that fits every target of an object.
+   */
+  readonly partLimits: PartLimits;
+  /** Present when the service can pull the bytes from a URL itself (no byte passes through us). */
+  readonly serverSideCopy?: ServerSideCopy;
+  /** Removes leftovers of interrupted writes older than `olderThanMs` (epoch ms); resolves with how many it removed. */
+  cleanupInterruptedWrites?(olderThanMs: number, signal?: AbortSignal): Promise<number>;
+}
+
+export interface Part {
+  /** 0-based position of the part in the object. */
+  readonly index: number;
+  readonly bytes: Uint8Array;
+  readonly md5Base64: string;
+}
+
+export interface PartLimits {
+  readonly minPartSize: number;
+  readonly maxPartSize: number;
+  readonly maxParts: number;
+}
+
+export interface ServerSideCopy {
+  /** Copies from `sourceUrl` into `description.key`; atomic like `putObject`. Throws `StoreError` with `refusedPull` when the service will not pull. */
+  copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void>;
+}

@@ -1,0 +1,120 @@
+/**
+ * The one entry point every adapter (CLI, timer, HTTP) calls: settings in, a mirror run, a report out.
+ * It wires configuration, keys and stores to the core; it holds no mirror logic of its own.
+ */
+import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
+import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
+import { registerSecret } from './core/errors.ts';
+import type { RunReport } from './core/report.ts';
+import { runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
+import type { ProviderChoice } from './core/types.ts';
+import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
+import { azureBlobStore } from './stores/azure-blob.ts';
+import { s3Store } from './stores/s3.ts';
+import type { SourceStore } from './stores/store.ts';
+
+export interface SyncRequest {
+  readonly provider: ProviderChoice;
+  readonly dryRun?: boolean;
+  readonly onEvent?: (event: RunEvent) => void;
+  /** Epoch ms after which no new transfer starts; transfers still running at `abortAt` are cancelled cleanly. */
+  readonly deadline?: { readonly stopStartingAt: number; readonly abortAt: number };
+  readonly signal?: AbortSignal;
+}
+
+export interface SyncServiceOptions {
+  readonly keyResolverOptions?: KeyResolverOptions;
+  /** The identity for `AZURE_STORAGE_ACCOUNT_URL` (default `DefaultAzureCredential`, created once). */
+  readonly azureCredential?: TokenCredential;
+}
+
+/** Long-lived per process (a Functions instance keeps one): keys and credentials are cached across runs. */
+export interface SyncService {
+  /** Validates settings (throws `ConfigError`), reads keys (throws `SecretsError`), then runs the mirror. */
+  sync(request: SyncRequest): Promise<RunReport>;
+}
+
+export function createSyncService(settings: Settings, options: SyncServiceOptions = {}): SyncService {
+  let keyResolver: KeyResolver | undefined;
+  let azureCredential = options.azureCredential;
+  return {
+    async sync(request: SyncRequest): Promise<RunReport> {
+      const config = loadConfig(settings, request.provider);
+      keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
+      const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, request.signal);
+      if (config.azure?.connectionString === undefined && config.azure?.accountUrl !== undefined) {
+        azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
+      }
+      const source = sourceStore(config, keys);
+      const targets = targetStores(config, keys, azureCredential);
+      return runMirror(source, targets, {
+        provider: config.provider,
+        dryRun: request.dryRun ?? false,
+        concurrency: config.sync.concurrency,
+        tuning: config.sync.tuning,
+        memoryBudget: config.sync.memoryBudget,
+        transferMode: config.sync.transferMode,
+        deleteLimits: config.sync.deleteLimits,
+        presignTtlSeconds: config.sync.presignTtlSeconds,
+        deadline: request.deadline ?? deadlineFromSettings(config),
+        ...(request.signal === undefined ? {} : { signal: request.signal }),
+        ...(request.onEvent === undefined ? {} : { onEvent: request.onEvent }),
+      });
+    },
+  };
+}
+
+function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; abortAt: number } | undefined {
+  if (config.sync.deadlineMs === undefined) return undefined;
+  const abortAt = Date.now() + config.sync.deadlineMs;
+  return { stopStartingAt: abortAt - Math.min(30_000, config.sync.deadlineMs / 4), abortAt };
+}
+
+function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
+  return s3Store({
+    label: `s3://${config.source.bucket}`,
+    bucket: config.source.bucket,
+    region: config.source.region,
+    ...(config.source.endpoint === undefined ? {} : { endpoint: config.source.endpoint }),
+    ...(keys.aws === undefined ? {} : { credentials: keys.aws }),
+    maxAttempts: config.sync.retryAttempts,
+    requestTimeoutMs: config.sync.requestTimeoutMs,
+  });
+}
+
+function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: TokenCredential | undefined): MirrorTarget[] {
+  const targets: MirrorTarget[] = [];
+  if (config.azure !== undefined) {
+    const azure = config.azure;
+    if (azure.connectionString !== undefined) registerSecret(accountKeyOf(azure.connectionString));
+    targets.push({
+      name: 'azure',
+      store: azureBlobStore({
+        container: azure.container,
+        ...(azure.connectionString !== undefined ? { connectionString: azure.connectionString } : { accountUrl: azure.accountUrl, credential: azureCredential }),
+        maxTries: config.sync.retryAttempts,
+      }),
+    });
+  }
+  if (config.oci !== undefined) {
+    if (keys.oci === undefined) throw new Error('OCI keys were not resolved');
+    targets.push({
+      name: 'oci',
+      store: s3Store({
+        label: `oci://${config.oci.bucket}`,
+        bucket: config.oci.bucket,
+        region: config.oci.region,
+        endpoint: config.oci.endpoint,
+        credentials: keys.oci,
+        compatibilityMode: true,
+        maxAttempts: config.sync.retryAttempts,
+        requestTimeoutMs: config.sync.requestTimeoutMs,
+      }),
+    });
+  }
+  return targets;
+}
+
+function accountKeyOf(connectionString: string): string | undefined {
+  return /(?:^|;)AccountKey=([^;]+)/i.exec(connectionString)?.[1];
+}
