@@ -27,7 +27,7 @@ export interface OciTargetConfig {
 }
 
 export interface SyncSettings {
-  /** Objects transferred at once (SYNC_CONCURRENCY, default 8). */
+  /** Objects transferred at once (SYNC_CONCURRENCY, default 16). */
   readonly concurrency: number;
   readonly tuning: TransferTuning;
   /** Bytes of object data held in memory at once across all transfers (SYNC_MEMORY_MB, default 128). */
@@ -104,7 +104,7 @@ export function loadConfig(settings: Settings, provider: ProviderChoice): Mirror
   }
 
   const sync: SyncSettings = {
-    concurrency: read.integer('SYNC_CONCURRENCY', { default: 8, min: 1, max: 64 }),
+    concurrency: read.integer('SYNC_CONCURRENCY', { default: 16, min: 1, max: 64 }),
     tuning: {
       partSize: read.integer('SYNC_PART_SIZE_MB', { default: DEFAULT_TRANSFER_TUNING.partSize / MIB, min: 5, max: 4000 }) * MIB,
       partConcurrency: read.integer('SYNC_PART_CONCURRENCY', { default: DEFAULT_TRANSFER_TUNING.partConcurrency, min: 1, max: 32 }),

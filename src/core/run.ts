@@ -18,7 +18,7 @@ export interface RunOptions {
   readonly provider: ProviderChoice;
   /** Plan and report only; change nothing (default false). */
   readonly dryRun?: boolean;
-  /** Objects transferred at once (default 8). */
+  /** Objects transferred at once (default 16). */
   readonly concurrency?: number;
   readonly tuning: TransferTuning;
   /** Bytes of object data in memory at once across all transfers. */
@@ -279,7 +279,7 @@ async function transferAll(
     }
   };
 
-  await forEachBounded(workItems(runs), options.concurrency ?? 8, async (item) => {
+  await forEachBounded(workItems(runs), options.concurrency ?? 16, async (item) => {
     const pending = [...item.actions.entries()].filter(([run]) => run.down === undefined);
     for (const [run] of item.actions) if (run.down !== undefined) run.deferred += 1;
     if (pending.length === 0) return;

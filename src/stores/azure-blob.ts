@@ -159,7 +159,8 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
 }
 
 function serviceClient(options: AzureBlobStoreOptions): BlobServiceClient {
-  const retryOptions = { retryPolicyType: StorageRetryPolicyType.EXPONENTIAL, maxTries: options.maxTries ?? 5, tryTimeoutInMs: options.tryTimeoutMs ?? 120_000 };
+  // Short first delays: a store that stays down must fail the run in seconds, not minutes.
+  const retryOptions = { retryPolicyType: StorageRetryPolicyType.EXPONENTIAL, maxTries: options.maxTries ?? 5, tryTimeoutInMs: options.tryTimeoutMs ?? 120_000, retryDelayInMs: 500, maxRetryDelayInMs: 8000 };
   if (options.connectionString !== undefined) return BlobServiceClient.fromConnectionString(options.connectionString, { retryOptions });
   if (options.accountUrl !== undefined && options.credential !== undefined) return new BlobServiceClient(options.accountUrl, options.credential, { retryOptions });
   throw new Error('azureBlobStore needs a connection string, or an account URL and a credential');
