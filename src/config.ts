@@ -14,10 +14,22 @@ export interface SourceConfig {
   readonly endpoint: string | undefined;
 }
 
-export interface AzureTargetConfig {
-  readonly container: string;
+/** How to reach the Azure storage account: a connection string (Azurite, local runs) or an account URL (managed identity). */
+export interface AzureAccountConfig {
   readonly connectionString: string | undefined;
   readonly accountUrl: string | undefined;
+}
+
+export interface AzureTargetConfig extends AzureAccountConfig {
+  readonly container: string;
+}
+
+/** Where the run locks live: lock blobs in a container of the configured Azure account. */
+export interface LockConfig extends AzureAccountConfig {
+  /** SYNC_LOCK_CONTAINER, default `artifacts-sync-locks`. */
+  readonly container: string;
+  /** SYNC_LOCK_LEASE_SECONDS, 15-60, default 60: how long a crashed run keeps the lock. */
+  readonly leaseSeconds: number;
 }
 
 export interface OciTargetConfig {
@@ -50,6 +62,8 @@ export interface MirrorConfig {
   readonly source: SourceConfig;
   readonly azure: AzureTargetConfig | undefined;
   readonly oci: OciTargetConfig | undefined;
+  /** Undefined when no Azure storage is configured (an OCI-only run): no lock is taken then. */
+  readonly lock: LockConfig | undefined;
   readonly sync: SyncSettings;
 }
 
@@ -81,18 +95,25 @@ export function loadConfig(settings: Settings, provider: ProviderChoice): Mirror
     endpoint: sourceEndpoint,
   };
 
+  // The Azure account serves the azure target and holds the run locks, so it is read for every provider.
+  const connectionString = read.optional('AZURE_STORAGE_CONNECTION_STRING');
+  const accountUrl = read.url('AZURE_STORAGE_ACCOUNT_URL', { optional: true, example: 'https://<account>.blob.core.windows.net' });
+  if (connectionString !== undefined && !/(^|;)(BlobEndpoint|AccountName|UseDevelopmentStorage)=/i.test(connectionString)) {
+    read.problem('AZURE_STORAGE_CONNECTION_STRING is not a storage connection string: expected "DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;..." or "UseDevelopmentStorage=true"');
+  }
+  const account: AzureAccountConfig | undefined = connectionString !== undefined || accountUrl !== undefined ? { connectionString, accountUrl } : undefined;
+
   let azure: AzureTargetConfig | undefined;
   if (targets.includes('azure')) {
-    const connectionString = read.optional('AZURE_STORAGE_CONNECTION_STRING');
-    const accountUrl = read.url('AZURE_STORAGE_ACCOUNT_URL', { optional: true });
-    if (connectionString === undefined && accountUrl === undefined) {
+    if (account === undefined) {
       read.problem('AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING is required for the azure target: set AZURE_STORAGE_ACCOUNT_URL=https://<account>.blob.core.windows.net (managed identity) or a connection string (Azurite, local runs)');
-    }
-    if (connectionString !== undefined && !/(^|;)(BlobEndpoint|AccountName|UseDevelopmentStorage)=/i.test(connectionString)) {
-      read.problem('AZURE_STORAGE_CONNECTION_STRING is not a storage connection string: expected "DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;..." or "UseDevelopmentStorage=true"');
     }
     azure = { container: read.containerName('AZURE_STORAGE_CONTAINER'), connectionString, accountUrl };
   }
+  const lockContainer = read.optional('SYNC_LOCK_CONTAINER') === undefined ? 'artifacts-sync-locks' : read.containerName('SYNC_LOCK_CONTAINER');
+  const lock: LockConfig | undefined = account === undefined
+    ? undefined
+    : { ...account, container: lockContainer, leaseSeconds: read.integer('SYNC_LOCK_LEASE_SECONDS', { default: 60, min: 15, max: 60 }) };
 
   let oci: OciTargetConfig | undefined;
   if (targets.includes('oci')) {
@@ -127,7 +148,7 @@ export function loadConfig(settings: Settings, provider: ProviderChoice): Mirror
   }
 
   read.throwIfProblems();
-  return { provider, targets, source, azure, oci, sync };
+  return { provider, targets, source, azure, oci, lock, sync };
 }
 
 function optionalSeconds(seconds: number): number | undefined {

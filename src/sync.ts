@@ -3,13 +3,16 @@
  * It wires configuration, keys and stores to the core; it holds no mirror logic of its own.
  */
 import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
+import { hostname } from 'node:os';
+import process from 'node:process';
 import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
+import { acquireRunLock, type LockName, type RunLock } from './lock.ts';
 import { registerSecret } from './core/errors.ts';
 import type { RunReport } from './core/report.ts';
 import { runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
 import type { ProviderChoice } from './core/types.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
-import { azureBlobStore } from './stores/azure-blob.ts';
+import { azureBlobStore, serviceClient } from './stores/azure-blob.ts';
 import { s3Store } from './stores/s3.ts';
 import type { SourceStore } from './stores/store.ts';
 
@@ -20,6 +23,8 @@ export interface SyncRequest {
   /** Epoch ms after which no new transfer starts; transfers still running at `abortAt` are cancelled cleanly. */
   readonly deadline?: { readonly stopStartingAt: number; readonly abortAt: number };
   readonly signal?: AbortSignal;
+  /** Names this run in the lock, so a run that finds the lock held can say who holds it (e.g. an invocation id). */
+  readonly runId?: string;
 }
 
 export interface SyncServiceOptions {
@@ -42,26 +47,49 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       const config = loadConfig(settings, request.provider);
       keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
       const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, request.signal);
-      if (config.azure?.connectionString === undefined && config.azure?.accountUrl !== undefined) {
+      if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
         azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
       }
       const source = sourceStore(config, keys);
-      const targets = targetStores(config, keys, azureCredential);
-      return runMirror(source, targets, {
-        provider: config.provider,
-        dryRun: request.dryRun ?? false,
-        concurrency: config.sync.concurrency,
-        tuning: config.sync.tuning,
-        memoryBudget: config.sync.memoryBudget,
-        transferMode: config.sync.transferMode,
-        deleteLimits: config.sync.deleteLimits,
-        presignTtlSeconds: config.sync.presignTtlSeconds,
-        deadline: request.deadline ?? deadlineFromSettings(config),
-        ...(request.signal === undefined ? {} : { signal: request.signal }),
-        ...(request.onEvent === undefined ? {} : { onEvent: request.onEvent }),
-      });
+      const dryRun = request.dryRun ?? false;
+      // A dry run changes nothing, so it needs no lock and never waits for one.
+      const lock = dryRun ? undefined : await takeLock(config, azureCredential, request.runId);
+      const noLockNote = dryRun || lock !== undefined ? [] : ['no lock was taken: no Azure storage is configured to hold it (set AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING)'];
+      const targets = targetStores(config, keys, azureCredential).map((target) => ({ ...target, notes: noLockNote }));
+      const startedMs = Date.now();
+      const signals = [request.signal, lock?.lost].filter((signal): signal is AbortSignal => signal !== undefined);
+      try {
+        return await runMirror(source, targets, {
+          provider: config.provider,
+          dryRun,
+          concurrency: config.sync.concurrency,
+          tuning: config.sync.tuning,
+          memoryBudget: config.sync.memoryBudget,
+          transferMode: config.sync.transferMode,
+          deleteLimits: config.sync.deleteLimits,
+          presignTtlSeconds: config.sync.presignTtlSeconds,
+          deadline: request.deadline ?? deadlineFromSettings(config),
+          // Holding the lock, no other run of ours is uploading: every unfinished upload is a leftover.
+          cleanupInterruptedBefore: lock === undefined ? startedMs - 3_600_000 : startedMs,
+          ...(signals.length === 0 ? {} : { signal: AbortSignal.any(signals) }),
+          ...(request.onEvent === undefined ? {} : { onEvent: request.onEvent }),
+        });
+      } finally {
+        await lock?.release();
+      }
     },
   };
+}
+
+async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined): Promise<RunLock | undefined> {
+  const lock = config.lock;
+  if (lock === undefined) return undefined;
+  const service = serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential });
+  const holder = `host ${hostname()} pid ${process.pid}${runId === undefined ? '' : ` run ${runId}`}`;
+  const names: LockName[] = [];
+  if (config.azure !== undefined) names.push({ target: 'azure', blobName: `azure/${service.accountName}/${config.azure.container}.lock` });
+  if (config.oci !== undefined) names.push({ target: 'oci', blobName: `oci/${new URL(config.oci.endpoint).host}/${config.oci.bucket}.lock` });
+  return acquireRunLock(names, { service, container: lock.container, leaseSeconds: lock.leaseSeconds, holder });
 }
 
 function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; abortAt: number } | undefined {

@@ -158,7 +158,8 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   };
 }
 
-function serviceClient(options: AzureBlobStoreOptions): BlobServiceClient {
+/** A Blob service client with the retry policy every Azure call of a run uses. */
+export function serviceClient(options: Pick<AzureBlobStoreOptions, 'connectionString' | 'accountUrl' | 'credential' | 'maxTries' | 'tryTimeoutMs'>): BlobServiceClient {
   // Short first delays: a store that stays down must fail the run in seconds, not minutes.
   const retryOptions = { retryPolicyType: StorageRetryPolicyType.EXPONENTIAL, maxTries: options.maxTries ?? 5, tryTimeoutInMs: options.tryTimeoutMs ?? 120_000, retryDelayInMs: 500, maxRetryDelayInMs: 8000 };
   if (options.connectionString !== undefined) return BlobServiceClient.fromConnectionString(options.connectionString, { retryOptions });

@@ -1,0 +1,112 @@
+/**
+ * One run per target at a time, across CLI runs, timer runs, HTTP runs and instances: a lease on a
+ * lock blob per target destination (`azure/<account>/<container>.lock`, `oci/<endpoint host>/<bucket>.lock`
+ * in the container SYNC_LOCK_CONTAINER of the Azure storage account the run is configured with). The lease is renewed while the run goes on and released at the
+ * end; a crashed holder's lease expires on its own after `leaseSeconds`.
+ */
+import { RestError, type BlobServiceClient, type BlockBlobClient } from '@azure/storage-blob';
+import { LockHeldError, StoreError, describeError } from './core/errors.ts';
+import type { TargetName } from './core/types.ts';
+
+export interface RunLock {
+  /** Aborts when a lease could not be renewed: the run must stop, another run may take over. */
+  readonly lost: AbortSignal;
+  release(): Promise<void>;
+}
+
+export interface LockOptions {
+  readonly service: BlobServiceClient;
+  /** Container holding the lock blobs (SYNC_LOCK_CONTAINER, default `artifacts-sync-locks`); created when missing. */
+  readonly container: string;
+  /** Lease length in seconds, 15-60 (default 60): how long a crashed run keeps others out. */
+  readonly leaseSeconds?: number;
+  /** Who holds the lock, shown to a run that finds it held (host, process, invocation). */
+  readonly holder: string;
+}
+
+/** One lock to take: the target it guards and the lock blob's name, unique per destination. */
+export interface LockName {
+  readonly target: TargetName;
+  readonly blobName: string;
+}
+
+/** Takes the locks (in a fixed order, so two runs cannot deadlock), or throws `LockHeldError` naming the target and holder; takes none then. */
+export async function acquireRunLock(locks: readonly LockName[], options: LockOptions): Promise<RunLock> {
+  const leaseSeconds = options.leaseSeconds ?? 60;
+  const container = options.service.getContainerClient(options.container);
+  const label = `azure://${options.service.accountName}/${options.container}`;
+  try {
+    await container.createIfNotExists();
+  } catch (error) {
+    throw new StoreError({
+      store: label,
+      operation: 'lock',
+      scope: 'store',
+      status: error instanceof RestError ? error.statusCode : undefined,
+      detail: `cannot create the lock container (create it, or grant the identity Storage Blob Data Contributor on it): ${describeError(error)}`,
+      cause: error,
+    });
+  }
+
+  const held: { blob: BlockBlobClient; leaseId: string }[] = [];
+  const releaseAll = async (): Promise<void> => {
+    await Promise.all(held.map(({ blob, leaseId }) => blob.getBlobLeaseClient(leaseId).releaseLease().catch(() => undefined)));
+  };
+  try {
+    for (const { target, blobName } of [...locks].sort((a, b) => (a.blobName < b.blobName ? -1 : 1))) {
+      const blob = container.getBlockBlobClient(blobName);
+      await blob.upload('', 0, { conditions: { ifNoneMatch: '*' } }).catch((error: unknown) => {
+        if (!(error instanceof RestError && (error.statusCode === 409 || error.statusCode === 412))) throw error;
+      });
+      const lease = blob.getBlobLeaseClient();
+      try {
+        await lease.acquireLease(leaseSeconds);
+      } catch (error) {
+        if (error instanceof RestError && error.statusCode === 409) throw new LockHeldError(await heldMessage(blob, target, leaseSeconds));
+        throw error;
+      }
+      held.push({ blob, leaseId: lease.leaseId });
+      await blob.setMetadata({ holder: asciiOnly(options.holder), since: new Date().toISOString() }, { conditions: { leaseId: lease.leaseId } });
+    }
+  } catch (error) {
+    await releaseAll();
+    if (error instanceof LockHeldError || error instanceof StoreError) throw error;
+    throw new StoreError({ store: label, operation: 'lock', scope: 'store', status: error instanceof RestError ? error.statusCode : undefined, detail: describeError(error), cause: error });
+  }
+
+  const lost = new AbortController();
+  let failedRenewals = 0;
+  const renewal = setInterval(() => {
+    void Promise.all(held.map(({ blob, leaseId }) => blob.getBlobLeaseClient(leaseId).renewLease()))
+      .then(() => {
+        failedRenewals = 0;
+      })
+      .catch((error: unknown) => {
+        failedRenewals += 1;
+        // Two misses in a row leave less than a third of the lease: stop before another run can start.
+        if (failedRenewals >= 2) lost.abort(new Error(`lost the run lock: ${describeError(error)}`));
+      });
+  }, (leaseSeconds * 1000) / 3);
+  return {
+    lost: lost.signal,
+    async release(): Promise<void> {
+      clearInterval(renewal);
+      await releaseAll();
+    },
+  };
+}
+
+async function heldMessage(blob: BlockBlobClient, target: TargetName, leaseSeconds: number): Promise<string> {
+  const properties = await blob.getProperties().catch(() => undefined);
+  const holder = properties?.metadata?.['holder'];
+  const since = properties?.metadata?.['since'];
+  return (
+    `another run is mirroring ${target} right now${holder ? ` (${holder}${since ? `, since ${since}` : ''})` : ''}; nothing was changed. ` +
+    `Try again when it ends; a crashed run's lock expires within ${leaseSeconds} s.`
+  );
+}
+
+/** Azure metadata values must be ASCII. */
+function asciiOnly(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?');
+}
