@@ -45,6 +45,8 @@ export interface SyncSettings {
   /** Bytes of object data held in memory at once across all transfers (SYNC_MEMORY_MB, default 128). */
   readonly memoryBudget: number;
   readonly transferMode: TransferModeSetting;
+  /** Objects up to this size are pulled by Azure in one Put Blob From URL, larger ones in blocks (SYNC_SERVER_SIDE_SINGLE_MAX_MB, default 256). */
+  readonly serverSideSingleMaxSize: number;
   readonly deleteLimits: DeleteLimits;
   /** Lifetime of the presigned URLs Azure pulls from (SYNC_PRESIGN_TTL_SECONDS, default 3600). */
   readonly presignTtlSeconds: number;
@@ -133,6 +135,7 @@ export function loadConfig(settings: Settings, provider: ProviderChoice): Mirror
     },
     memoryBudget: read.integer('SYNC_MEMORY_MB', { default: 128, min: 16, max: 16_384 }) * MIB,
     transferMode: read.choice('SYNC_TRANSFER_MODE', ['auto', 'server-side', 'streaming'] as const, 'auto'),
+    serverSideSingleMaxSize: read.integer('SYNC_SERVER_SIDE_SINGLE_MAX_MB', { default: 256, min: 1, max: 5000 }) * MIB,
     deleteLimits: {
       maxDeleteCount: read.integer('SYNC_MAX_DELETE_COUNT', { default: DEFAULT_DELETE_LIMITS.maxDeleteCount, min: 0, max: 100_000_000 }),
       maxDeletePercent: read.integer('SYNC_MAX_DELETE_PERCENT', { default: DEFAULT_DELETE_LIMITS.maxDeletePercent, min: 0, max: 100 }),

@@ -121,6 +121,7 @@ function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: To
         container: azure.container,
         ...(azure.connectionString !== undefined ? { connectionString: azure.connectionString } : { accountUrl: azure.accountUrl, credential: azureCredential }),
         maxTries: config.sync.retryAttempts,
+        singleCopyMaxSize: config.sync.serverSideSingleMaxSize,
       }),
     });
   }

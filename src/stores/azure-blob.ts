@@ -56,17 +56,24 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
             metadata: recordedSourceMetadata(description),
             ...(sourceMd5 === undefined ? {} : { sourceContentMD5: sourceMd5 }),
           });
-          return;
+        } else {
+          const blockSize = copyBlockSize(description.size, singleCopyMaxSize);
+          const blockIds = blockIdsFor(Math.ceil(description.size / blockSize));
+          await forEachBounded(blockIds.entries(), copyBlockConcurrency, async ([index, blockId]) => {
+            const offset = index * blockSize;
+            await target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal: signal });
+          });
+          await target.commitBlockList(blockIds, { abortSignal: signal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) });
         }
-        const blockSize = copyBlockSize(description.size);
-        const blockIds = blockIdsFor(Math.ceil(description.size / blockSize));
-        await forEachBounded(blockIds.entries(), copyBlockConcurrency, async ([index, blockId]) => {
-          const offset = index * blockSize;
-          await target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal: signal });
-        });
-        await target.commitBlockList(blockIds, { abortSignal: signal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) });
       } catch (error) {
         throw fail('copy from URL', error, description.key);
+      }
+      // The bytes never passed through us: check what arrived.
+      const written = await target.getProperties({ abortSignal: signal }).catch((error: unknown) => {
+        throw fail('check copy', error, description.key);
+      });
+      if (written.contentLength !== description.size) {
+        throw new StoreError({ store: label, operation: 'check copy', key: description.key, scope: 'object', detail: `the copy has ${written.contentLength} bytes, the source ${description.size}` });
       }
     },
   };
@@ -182,9 +189,9 @@ function blockIdsFor(count: number): string[] {
   return Array.from({ length: count }, (_, index) => blockId(index));
 }
 
-/** Block size for pulling an object from a URL: at least 64 MiB, and few enough blocks for the 50,000-block limit. */
-function copyBlockSize(size: number): number {
-  return Math.max(64 * MIB, Math.ceil(size / 50_000 / MIB) * MIB);
+/** Block size for pulling an object from a URL: 64 MiB (or the single-copy limit, when smaller), and few enough blocks for the 50,000-block limit. */
+function copyBlockSize(size: number, singleCopyMaxSize: number): number {
+  return Math.max(Math.min(64 * MIB, singleCopyMaxSize), Math.ceil(size / 50_000 / MIB) * MIB);
 }
 
 function keyFromUrl(url: string, containerUrl: string): string {
