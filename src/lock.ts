@@ -38,7 +38,8 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
   try {
     await container.createIfNotExists();
   } catch (error) {
-    throw new StoreError({
+    // An identity with a role on the lock container alone may not create containers: use the one that exists.
+    if (!(error instanceof RestError && error.statusCode === 403)) throw new StoreError({
       store: label,
       operation: 'lock',
       scope: 'store',
@@ -56,6 +57,9 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
     for (const { target, blobName } of [...locks].sort((a, b) => (a.blobName < b.blobName ? -1 : 1))) {
       const blob = container.getBlockBlobClient(blobName);
       await blob.upload('', 0, { conditions: { ifNoneMatch: '*' } }).catch((error: unknown) => {
+        if (error instanceof RestError && error.statusCode === 404) {
+          throw new Error(`the lock container ${options.container} does not exist: create it, or set SYNC_LOCK_CONTAINER to one the identity can write (Storage Blob Data Contributor)`);
+        }
         if (!(error instanceof RestError && (error.statusCode === 409 || error.statusCode === 412))) throw error;
       });
       const lease = blob.getBlobLeaseClient();

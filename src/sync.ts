@@ -9,7 +9,7 @@ import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
 import { acquireRunLock, type LockName, type RunLock } from './lock.ts';
 import { registerSecret } from './core/errors.ts';
 import type { RunReport } from './core/report.ts';
-import { runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
+import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
 import type { ProviderChoice } from './core/types.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
 import { azureBlobStore, serviceClient } from './stores/azure-blob.ts';
@@ -93,9 +93,7 @@ async function takeLock(config: MirrorConfig, credential: TokenCredential | unde
 }
 
 function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; abortAt: number } | undefined {
-  if (config.sync.deadlineMs === undefined) return undefined;
-  const abortAt = Date.now() + config.sync.deadlineMs;
-  return { stopStartingAt: abortAt - Math.min(30_000, config.sync.deadlineMs / 4), abortAt };
+  return config.sync.deadlineMs === undefined ? undefined : deadlineAfter(Date.now(), config.sync.deadlineMs);
 }
 
 function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {

@@ -2,6 +2,8 @@
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { TargetReport } from '../src/core/report.ts';
 import { runCli, runJson } from './support/cli-run.ts';
+import type { HttpProxy } from './support/http-proxy.ts';
+import { createProxiedScenario } from './support/proxied-scenario.ts';
 import {
   createScenario,
   mirrorDifferences,
@@ -154,21 +156,37 @@ describe('artifacts-sync all', () => {
     expect(again.report.targets.map((entry) => entry.unchanged)).toEqual([1, 1]);
   });
 
-  it('mirrors 2,600 objects across listing pages, then a second run does nothing', async () => {
-    const s = await scenario();
-    const keys = Array.from({ length: 2600 }, (_, index) => `batch/${String(index).padStart(5, '0')}.bin`);
-    await forEachConcurrently(keys, 16, (key) => putSource(s, key, key));
-    const first = await runJson('all', s.settings);
-    expect(first.exitCode).toBe(0);
-    expect(first.report.source.objects).toBe(2600);
-    expect(first.report.targets.map((entry) => entry.copied)).toEqual([2600, 2600]);
-    const second = await runJson('all', s.settings);
-    expect(second.report.targets.map((entry) => [entry.copied, entry.replaced, entry.deleted, entry.unchanged])).toEqual([
-      [0, 0, 0, 2600],
-      [0, 0, 0, 2600],
-    ]);
-    // The second run listed every page of both targets and found all 2,600 keys with their sizes: the mirror is whole.
-  });
+  it('mirrors 2,600 objects across listing pages; a second run does nothing and makes only listing requests', async () => {
+    const s = await createProxiedScenario(emulators, { prefix: 'pages' });
+    try {
+      const keys = Array.from({ length: 2600 }, (_, index) => `batch/${String(index).padStart(5, '0')}.bin`);
+      await forEachConcurrently(keys, 16, (key) => putSource(s, key, key));
+      const first = await runJson('all', s.settings);
+      expect(first.exitCode).toBe(0);
+      expect(first.report.source.objects).toBe(2600);
+      expect(first.report.targets.map((entry) => entry.copied)).toEqual([2600, 2600]);
+
+      for (const proxy of [s.sourceProxy, s.ociProxy, s.azureProxy]) proxy.reset();
+      const second = await runJson('all', s.settings);
+      expect(second.report.targets.map((entry) => [entry.copied, entry.replaced, entry.deleted, entry.unchanged])).toEqual([
+        [0, 0, 0, 2600],
+        [0, 0, 0, 2600],
+      ]);
+      const operations = (proxy: HttpProxy): string[] => proxy.requests().map((request) => request.operation);
+      // The listing minimum: 1,000 keys per S3 page, 5,000 blobs per Azure page; nothing per object.
+      expect(operations(s.sourceProxy)).toEqual(['ListObjectsV2', 'ListObjectsV2', 'ListObjectsV2']);
+      expect(operations(s.ociProxy).filter((operation) => operation === 'ListObjectsV2')).toHaveLength(3);
+      // Besides its listing, OCI gets one ListMultipartUploads (leftovers of interrupted runs).
+      expect(operations(s.ociProxy).filter((operation) => operation !== 'ListObjectsV2')).toEqual(['ListMultipartUploads']);
+      const azure = operations(s.azureProxy);
+      expect(azure.filter((operation) => operation === 'ListBlobs')).toHaveLength(1);
+      // The rest is the run lock: a constant few requests, none of them per object.
+      expect(azure.filter((operation) => !['ListBlobs', 'Lease', 'CreateContainer', 'PutBlob', 'other'].includes(operation))).toEqual([]);
+      expect(azure.length).toBeLessThanOrEqual(7);
+    } finally {
+      await s.close();
+    }
+  }, 240_000);
 
   it('changes nothing on a dry run', async () => {
     const s = await scenario();

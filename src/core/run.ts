@@ -39,6 +39,18 @@ export interface RunOptions {
   readonly now?: () => number;
 }
 
+/**
+ * A deadline `durationMs` after `startedMs`: new transfers stop min(30 s, a quarter of the time)
+ * before the end, so transfers already running have that long to finish before they are cancelled.
+ */
+export function deadlineAfter(startedMs: number, durationMs: number): { stopStartingAt: number; abortAt: number } {
+  const abortAt = startedMs + durationMs;
+  return { stopStartingAt: abortAt - Math.min(30_000, durationMs / 4), abortAt };
+}
+
+/** setTimeout fires at once for delays above 2^31-1 ms (about 24.8 days). */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
 /** One line of a run's structured log. Field names are stable: dashboards query them. */
 export type RunEvent =
   | { readonly event: 'run-start'; readonly provider: ProviderChoice; readonly source: string; readonly targets: readonly string[]; readonly dryRun: boolean }
@@ -73,6 +85,12 @@ class TargetRun {
   consecutiveFailures = 0;
   down: string | undefined;
   finishedMs = 0;
+  /**
+   * Until one pull has succeeded, the first pull attempt is a probe and others wait for its outcome,
+   * so a service that refuses to pull is asked once, not once per object in flight.
+   */
+  pullProbe: Promise<void> | undefined;
+  pullConfirmed = false;
 
   constructor(target: MirrorTarget, plan: Plan, mode: TransferMode) {
     this.name = target.name;
@@ -108,7 +126,8 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
   const signal = options.signal === undefined ? cancel.signal : AbortSignal.any([options.signal, cancel.signal]);
   let abortTimer: ReturnType<typeof setTimeout> | undefined;
   if (options.deadline !== undefined) {
-    abortTimer = setTimeout(() => cancel.abort(new Error('the run deadline was reached')), Math.max(0, options.deadline.abortAt - now()));
+    const delay = options.deadline.abortAt - now();
+    if (delay < LONGEST_TIMER_MS) abortTimer = setTimeout(() => cancel.abort(new Error('the run deadline was reached')), Math.max(0, delay));
   }
   try {
     const timedList = async (store: { label: string; list(signal?: AbortSignal): AsyncIterable<ObjectInfo> }): Promise<ObjectInfo[]> => {
@@ -119,6 +138,18 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       return objects;
     };
     const [sourceListing, ...targetListings] = await Promise.allSettled([timedList(source), ...targets.map((target) => timedList(target.store))]);
+
+    if (cancel.signal.aborted) {
+      // The deadline came during the listings: nothing was written, nothing failed; the next run starts over.
+      return finish({
+        sourceObjects: 0,
+        sourceBytes: 0,
+        runs: [],
+        failures: [],
+        stoppedEarly: 'the run deadline was reached before the listings finished: nothing was changed',
+        listingFailures: targets.map((target) => ({ target, message: 'not mirrored: the run deadline came first', counted: false })),
+      });
+    }
 
     if (sourceListing!.status === 'rejected') {
       const failure: Failure = { target: 'source', operation: 'list', message: describeError(sourceListing!.reason) };
@@ -305,49 +336,85 @@ async function transferOne(
   signal: AbortSignal,
   emit: (event: RunEvent) => void,
 ): Promise<void> {
-  const streaming: [TargetRun, TransferAction][] = [];
-  const pulling = pending.filter(([run]) => run.mode === 'server-side');
-  for (const entry of pending) if (entry[0].mode === 'streaming') streaming.push(entry);
-
-  if (pulling.length > 0) {
-    try {
-      const head = await source.head(key, signal);
-      const url = await source.presignGet(key, options.presignTtlSeconds ?? 3600);
-      await Promise.all(pulling.map(async ([run, action]) => {
-        try {
-          await run.store.serverSideCopy!.copyFromUrl(url, describeWrite(key, head), signal);
-          succeed(run, action, head.size, 'server-side', emit);
-        } catch (error) {
-          if (error instanceof StoreError && error.scope === 'refused-pull' && (options.transferMode ?? 'auto') === 'auto') {
-            if (run.mode === 'server-side') {
-              run.mode = 'streaming';
-              const reason = `${run.store.label} refused to pull from the source (${error.code ?? error.status ?? 'refused'}); streaming through this process instead`;
-              run.notes.push(reason);
-              emit({ event: 'fallback', target: run.name, reason });
-            }
-            streaming.push([run, action]);
-          } else {
-            fail(run, action, error, signal, emit);
-          }
-        }
-      }));
-    } catch (error) {
-      for (const [run, action] of pulling) fail(run, action, error, signal, emit);
-    }
+  let endProbe: (() => void) | undefined;
+  for (const [run] of pending) {
+    if (run.mode !== 'server-side' || run.pullConfirmed) continue;
+    if (run.pullProbe === undefined) run.pullProbe = new Promise<void>((resolve) => (endProbe = resolve));
+    else await run.pullProbe;
   }
+  let streaming: [TargetRun, TransferAction][];
+  try {
+    const pulling = pending.filter(([run]) => run.mode === 'server-side');
+    const refused = pulling.length === 0 ? [] : await pullFromUrl(key, pulling, source, options, signal, emit);
+    streaming = [...pending.filter(([run]) => run.mode === 'streaming' && !pulling.some(([pulled]) => pulled === run)), ...refused];
+  } finally {
+    endProbe?.();
+  }
+  if (streaming.length > 0) await streamToTargets(key, streaming, source, options, budget, signal, emit);
+}
 
-  if (streaming.length === 0) return;
-  const runs = new Map(streaming.map(([run, action]) => [run.name, { run, action }]));
+/** Lets each target pull the object from a presigned URL; resolves with the ones that refused and should stream it instead. */
+async function pullFromUrl(
+  key: string,
+  pulling: readonly [TargetRun, TransferAction][],
+  source: SourceStore,
+  options: RunOptions,
+  signal: AbortSignal,
+  emit: (event: RunEvent) => void,
+): Promise<[TargetRun, TransferAction][]> {
+  const refused: [TargetRun, TransferAction][] = [];
+  let head: Awaited<ReturnType<SourceStore['head']>>;
+  let url: string;
+  try {
+    head = await source.head(key, signal);
+    url = await source.presignGet(key, options.presignTtlSeconds ?? 3600);
+  } catch (error) {
+    for (const [run, action] of pulling) fail(run, action, error, signal, emit);
+    return refused;
+  }
+  await Promise.all(pulling.map(async ([run, action]) => {
+    try {
+      await run.store.serverSideCopy!.copyFromUrl(url, describeWrite(key, head), signal);
+      run.pullConfirmed = true;
+      succeed(run, action, head.size, 'server-side', emit);
+    } catch (error) {
+      if (!(error instanceof StoreError && error.scope === 'refused-pull' && (options.transferMode ?? 'auto') === 'auto')) {
+        fail(run, action, error, signal, emit);
+        return;
+      }
+      if (run.mode === 'server-side') {
+        run.mode = 'streaming';
+        const reason = `${run.store.label} refused to pull from the source (${error.code ?? error.status ?? 'refused'}); streaming through this process instead`;
+        run.notes.push(reason);
+        emit({ event: 'fallback', target: run.name, reason });
+      }
+      refused.push([run, action]);
+    }
+  }));
+  return refused;
+}
+
+/** Streams the object through this process to every target in `streaming`, reading the source once. */
+async function streamToTargets(
+  key: string,
+  streaming: readonly [TargetRun, TransferAction][],
+  source: SourceStore,
+  options: RunOptions,
+  budget: ByteBudget,
+  signal: AbortSignal,
+  emit: (event: RunEvent) => void,
+): Promise<void> {
+  const byName = new Map(streaming.map(([run, action]) => [run.name, { run, action }]));
   const destinations: StreamDestination<TargetName>[] = streaming.map(([run]) => ({ name: run.name, store: run.store }));
   try {
     const outcomes = await streamObject({ source, key, destinations, tuning: options.tuning, budget, signal });
     for (const [name, outcome] of outcomes) {
-      const { run, action } = runs.get(name)!;
+      const { run, action } = byName.get(name)!;
       if (outcome.ok) succeed(run, action, outcome.bytes, 'streaming', emit);
       else fail(run, action, outcome.error, signal, emit);
     }
   } catch (error) {
-    for (const { run, action } of runs.values()) fail(run, action, error, signal, emit);
+    for (const { run, action } of byName.values()) fail(run, action, error, signal, emit);
   }
 }
 

@@ -6,7 +6,7 @@
 import type { InvocationContext } from '@azure/functions';
 import { ConfigError, LockHeldError, describeError, redactSecrets } from '../core/errors.ts';
 import { failureCount, type RunReport } from '../core/report.ts';
-import type { RunEvent } from '../core/run.ts';
+import { deadlineAfter, type RunEvent } from '../core/run.ts';
 import type { ProviderChoice } from '../core/types.ts';
 import { SettingsReader, type Settings } from '../config.ts';
 import { SecretsError } from '../secrets.ts';
@@ -24,8 +24,8 @@ export interface RunRequest {
  * How a run ended:
  * - 200: the report of a complete run, or of one the deadline cut short with nothing partial left behind;
  * - 500 with a report: objects or listings failed;
- * - 409: another run holds a target's lock; 503: settings or Key Vault secrets are unusable;
- *   500 with an error: anything else. Nothing was changed in these three.
+ * - 409: another run holds a target's lock, 503: settings or Key Vault secrets are unusable (nothing
+ *   was attempted in either); 500 with an error: anything else, thrown before a report existed.
  */
 export type RunOutcome =
   | { readonly status: 200 | 500; readonly report: RunReport }
@@ -75,6 +75,8 @@ export function createSyncRunner(options: SyncRunnerOptions = {}): SyncRunner {
           provider: request.provider,
           dryRun: request.dryRun,
           deadline,
+          // A run that finds the lock held is told this invocation holds it.
+          runId: context.invocationId,
           onEvent: (event) => logLine(context, EVENT_LEVELS[event.event] ?? 'info', event),
         });
         outcome = { status: failureCount(report) > 0 ? 500 : 200, report };
@@ -121,9 +123,7 @@ export function runDeadline(settings: Settings, trigger: Trigger, startedMs: num
     seconds = read.integer('SYNC_TIMER_DEADLINE_SECONDS', { default: Math.max(10, Math.min(540, limit - 60)), min: 10, max: Math.min(604_800, limit - SETTLE_SECONDS) });
   }
   read.throwIfProblems();
-  const abortAt = startedMs + seconds * 1000;
-  // Transfers started before this point have the rest of the time to finish (the CLI's rule, src/sync.ts).
-  return { stopStartingAt: abortAt - Math.min(30_000, seconds * 250), abortAt };
+  return deadlineAfter(startedMs, seconds * 1000);
 }
 
 /** The function timeout the host applies: host.json's, unless the app setting overrides it; -1 (no limit) counts as unbounded. */

@@ -1,0 +1,89 @@
+/** What every scenario is given, and the shapes of what it gives back. */
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { BlobServiceClient } from '@azure/storage-blob';
+import type { TargetName } from '../src/core/types.ts';
+import type { EmulatorCoordinates } from '../test/support/emulators.ts';
+import { summarizeOurRun, type Contender, type Endpoints, type OurRunSummary, type RunSetup } from './contenders.ts';
+import { checkMirror, listBucket, listContainer, blobByteReader, s3ByteReader, type ListedObject, type MirrorCheck, type TargetPair } from './fixtures.ts';
+import { measure, type CommandToMeasure } from './measure.ts';
+import type { RequestCounts } from './request-counts.ts';
+
+export interface BenchContext {
+  readonly emulators: EmulatorCoordinates;
+  readonly s3: S3Client;
+  readonly blobs: BlobServiceClient;
+  /** Whether rclone is installed; without it only our figures are taken. */
+  readonly rclone: boolean;
+  /** The emulators themselves. */
+  readonly direct: Endpoints;
+  /** Progress for the person waiting, on stderr. */
+  readonly progress: (line: string) => void;
+}
+
+/** One measured run of one contender against one target. */
+export interface MirrorRun {
+  readonly contender: Contender;
+  readonly target: TargetName;
+  readonly wallMs: number;
+  readonly peakRssBytes: number | undefined;
+  /** User plus system CPU time of the process. */
+  readonly cpuMs: number | undefined;
+  readonly exitCode: number;
+  /** Requests per store, when the run went through the counting proxies. */
+  readonly requests?: RequestCounts;
+  /** The target after the run, compared with the source. */
+  readonly check?: MirrorCheck;
+  /** What our CLI's JSON report and progress lines said (our runs only). */
+  readonly ours?: OurRunSummary;
+  /** The end of stderr, kept when the run failed. */
+  readonly errorOutput?: string;
+}
+
+/** One of the figures the issue sets, as measured. */
+export interface Verdict {
+  readonly scenario: string;
+  readonly goal: string;
+  readonly observed: string;
+  readonly result: 'PASS' | 'FAIL' | 'NOT MEASURED';
+}
+
+export interface ScenarioOutcome<Data> {
+  /** The printed section: title, table, notes, verdicts. */
+  readonly text: string;
+  readonly verdicts: readonly Verdict[];
+  /** Everything measured, for the JSON file. */
+  readonly data: Data;
+}
+
+export function verdict(scenario: string, goal: string, observed: string, pass: boolean | undefined): Verdict {
+  return { scenario, goal, observed, result: pass === undefined ? 'NOT MEASURED' : pass ? 'PASS' : 'FAIL' };
+}
+
+/** Runs one contender's command and records what every scenario keeps of it (the target check is added by the caller). */
+export async function runContender(command: CommandToMeasure, contender: Contender, target: TargetName): Promise<MirrorRun> {
+  const run = await measure(command);
+  const ours = contender === 'ours' ? summarizeOurRun(run) : undefined;
+  return {
+    contender,
+    target,
+    wallMs: run.wallMs,
+    peakRssBytes: run.peakRssBytes,
+    cpuMs: run.cpuMs,
+    exitCode: run.exitCode,
+    ...(ours === undefined ? {} : { ours }),
+    ...(run.exitCode === 0 ? {} : { errorOutput: run.stderr.split('\n').slice(-12).join('\n') }),
+  };
+}
+
+/** Lists the source and the target and compares them; reads back the bytes of `keysToRead`. */
+export async function checkTarget(context: BenchContext, setup: RunSetup, target: TargetName, pair: TargetPair, keysToRead: Iterable<string>, source?: Map<string, ListedObject>): Promise<MirrorCheck> {
+  const sourceListing = source ?? (await listBucket(context.s3, setup.sourceBucket));
+  const targetListing = target === 'azure' ? await listContainer(context.blobs, pair.container) : await listBucket(context.s3, pair.ociBucket);
+  return checkMirror({
+    source: sourceListing,
+    target: targetListing,
+    keysToRead,
+    readSource: s3ByteReader(context.s3, setup.sourceBucket),
+    readTarget: target === 'azure' ? blobByteReader(context.blobs, pair.container) : s3ByteReader(context.s3, pair.ociBucket),
+  });
+}

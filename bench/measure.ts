@@ -1,0 +1,121 @@
+/**
+ * Runs one command as a child process and measures it the same way whatever the command is
+ * (our CLI, rclone, the planner child): wall time from spawn to exit, and peak resident memory.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** GNU time reports the child's peak RSS (ru_maxrss, from wait4) with `%M`, in KiB, and its user and system CPU seconds with `%U %S`. */
+const GNU_TIME = '/usr/bin/time';
+const RSS_POLL_MS = 20;
+
+export interface MeasuredRun {
+  readonly exitCode: number;
+  readonly wallMs: number;
+  /** Peak resident set size of the process; `undefined` when it could not be read. */
+  readonly peakRssBytes: number | undefined;
+  /** How the peak was taken, for the report. */
+  readonly rssMethod: RssMethod;
+  /** User plus system CPU time of the process; `undefined` without GNU time. */
+  readonly cpuMs: number | undefined;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Each stderr line with when it arrived (ms after spawn): progress lines become a timeline. */
+  readonly stderrLines: readonly TimedLine[];
+}
+
+export interface TimedLine {
+  readonly atMs: number;
+  readonly line: string;
+}
+
+export type RssMethod = '/usr/bin/time -f %M' | '/proc/<pid>/status VmHWM, polled';
+
+/** The one method used for every measured process in a run. */
+export const RSS_METHOD: RssMethod = existsSync(GNU_TIME) ? '/usr/bin/time -f %M' : '/proc/<pid>/status VmHWM, polled';
+
+export interface CommandToMeasure {
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/** Runs the command to completion; never throws for a non-zero exit (the caller judges it). */
+export async function measure(run: CommandToMeasure): Promise<MeasuredRun> {
+  return RSS_METHOD === '/usr/bin/time -f %M' ? measureWithGnuTime(run) : measureByPolling(run);
+}
+
+async function measureWithGnuTime(run: CommandToMeasure): Promise<MeasuredRun> {
+  const directory = await mkdtemp(join(tmpdir(), 'artifacts-sync-bench-time-'));
+  const output = join(directory, 'max-rss-kib');
+  try {
+    const result = await execute(GNU_TIME, ['-f', '%M %U %S', '-o', output, run.command, ...run.args], run.env, () => () => undefined);
+    // The last line; GNU time writes "Command exited with non-zero status N" above it.
+    const fields = ((await readFile(output, 'utf8').catch(() => '')).trim().split('\n').pop() ?? '').split(' ').map(Number);
+    const [kib, user, system] = fields;
+    const cpuMs = user !== undefined && system !== undefined && Number.isFinite(user + system) ? Math.round((user + system) * 1000) : undefined;
+    return { ...result, peakRssBytes: kib !== undefined && Number.isFinite(kib) ? kib * 1024 : undefined, rssMethod: RSS_METHOD, cpuMs };
+  } finally {
+    await rm(directory, { recursive: true, force: true });
+  }
+}
+
+async function measureByPolling(run: CommandToMeasure): Promise<MeasuredRun> {
+  let peakKib: number | undefined;
+  const result = await execute(run.command, run.args, run.env, (pid) => {
+    const timer = setInterval(() => {
+      readFile(`/proc/${pid}/status`, 'utf8')
+        .then((status) => {
+          const kib = Number(/^VmHWM:\s+(\d+) kB$/m.exec(status)?.[1]);
+          if (Number.isFinite(kib)) peakKib = Math.max(peakKib ?? 0, kib);
+        })
+        .catch(() => undefined); // the process may have exited between two polls
+    }, RSS_POLL_MS);
+    return () => clearInterval(timer);
+  });
+  return { ...result, peakRssBytes: peakKib === undefined ? undefined : peakKib * 1024, rssMethod: RSS_METHOD, cpuMs: undefined };
+}
+
+/** Spawns, collects output, and times spawn to exit. `watch` starts per-PID sampling and returns its stopper. */
+function execute(
+  command: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  watch: (pid: number) => () => void,
+): Promise<{ exitCode: number; wallMs: number; stdout: string; stderr: string; stderrLines: TimedLine[] }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    const stderrLines: TimedLine[] = [];
+    let partialLine = '';
+    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr.push(chunk);
+      const atMs = performance.now() - started;
+      const lines = (partialLine + chunk.toString('utf8')).split('\n');
+      partialLine = lines.pop() ?? '';
+      for (const line of lines) stderrLines.push({ atMs, line });
+    });
+    const stopWatching = child.pid === undefined ? () => undefined : watch(child.pid);
+    child.once('error', (error) => {
+      stopWatching();
+      reject(new Error(`could not run ${command}: ${error.message}`));
+    });
+    child.once('close', (code, signal) => {
+      const wallMs = performance.now() - started;
+      stopWatching();
+      resolve({
+        exitCode: code ?? (signal === null ? 1 : 128),
+        wallMs,
+        stdout: Buffer.concat(stdout).toString('utf8'),
+        stderr: Buffer.concat(stderr).toString('utf8'),
+        stderrLines: partialLine === '' ? stderrLines : [...stderrLines, { atMs: wallMs, line: partialLine }],
+      });
+    });
+  });
+}
