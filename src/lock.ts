@@ -4,7 +4,7 @@
  * in the container SYNC_LOCK_CONTAINER of the Azure storage account the run is configured with). The lease is renewed while the run goes on and released at the
  * end; a crashed holder's lease expires on its own after `leaseSeconds`.
  */
-import { RestError, type BlobServiceClient, type BlockBlobClient } from '@azure/storage-blob';
+import { RestError, type BlobServiceClient, type BlockBlobClient, type ContainerClient } from '@azure/storage-blob';
 import { LockHeldError, StoreError, describeError } from './core/errors.ts';
 import type { TargetName } from './core/types.ts';
 
@@ -35,20 +35,6 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
   const leaseSeconds = options.leaseSeconds ?? 60;
   const container = options.service.getContainerClient(options.container);
   const label = `azure://${options.service.accountName}/${options.container}`;
-  try {
-    await container.createIfNotExists();
-  } catch (error) {
-    // An identity with a role on the lock container alone may not create containers: use the one that exists.
-    if (!(error instanceof RestError && error.statusCode === 403)) throw new StoreError({
-      store: label,
-      operation: 'lock',
-      scope: 'store',
-      status: error instanceof RestError ? error.statusCode : undefined,
-      detail: `cannot create the lock container (create it, or grant the identity Storage Blob Data Contributor on it): ${describeError(error)}`,
-      cause: error,
-    });
-  }
-
   const held: { blob: BlockBlobClient; leaseId: string }[] = [];
   const releaseAll = async (): Promise<void> => {
     await Promise.all(held.map(({ blob, leaseId }) => blob.getBlobLeaseClient(leaseId).releaseLease().catch(() => undefined)));
@@ -56,15 +42,14 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
   try {
     for (const { target, blobName } of [...locks].sort((a, b) => (a.blobName < b.blobName ? -1 : 1))) {
       const blob = container.getBlockBlobClient(blobName);
-      await blob.upload('', 0, { conditions: { ifNoneMatch: '*' } }).catch((error: unknown) => {
-        if (error instanceof RestError && error.statusCode === 404) {
-          throw new Error(`the lock container ${options.container} does not exist: create it, or set SYNC_LOCK_CONTAINER to one the identity can write (Storage Blob Data Contributor)`);
-        }
-        if (!(error instanceof RestError && (error.statusCode === 409 || error.statusCode === 412))) throw error;
-      });
       const lease = blob.getBlobLeaseClient();
       try {
-        await lease.acquireLease(leaseSeconds);
+        // The lock blob and its container exist after the first run: try the lease first, create only when missing.
+        await lease.acquireLease(leaseSeconds).catch(async (error: unknown) => {
+          if (!(error instanceof RestError && error.statusCode === 404)) throw error;
+          await createLockBlob(blob, container);
+          await lease.acquireLease(leaseSeconds);
+        });
       } catch (error) {
         if (error instanceof RestError && error.statusCode === 409) throw new LockHeldError(await heldMessage(blob, target, leaseSeconds));
         throw error;
@@ -98,6 +83,28 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
       await releaseAll();
     },
   };
+}
+
+/** Creates an empty lock blob (and its container, the first time); another run creating it at the same moment is fine. */
+async function createLockBlob(blob: BlockBlobClient, container: ContainerClient): Promise<void> {
+  const create = (): Promise<unknown> => blob.upload('', 0, { conditions: { ifNoneMatch: '*' } });
+  const alreadyThere = (error: unknown): boolean => error instanceof RestError && (error.statusCode === 409 || error.statusCode === 412);
+  try {
+    await create();
+  } catch (error) {
+    if (alreadyThere(error)) return;
+    if (!(error instanceof RestError && error.statusCode === 404)) throw error;
+    try {
+      await container.createIfNotExists();
+    } catch (createError) {
+      throw new Error(
+        `the lock container ${container.containerName} does not exist and cannot be created (${describeError(createError)}): create it, or grant the identity Storage Blob Data Contributor on the account, or set SYNC_LOCK_CONTAINER to a container it can write`,
+      );
+    }
+    await create().catch((retryError: unknown) => {
+      if (!alreadyThere(retryError)) throw retryError;
+    });
+  }
 }
 
 async function heldMessage(blob: BlockBlobClient, target: TargetName, leaseSeconds: number): Promise<string> {

@@ -1,0 +1,390 @@
+/**
+ * A protocol-level S3 stand-in in front of s3rver: it adds what the emulator lacks and what a test
+ * needs to provoke, at the HTTP level, so the app's real S3 client talks to it unmodified.
+ *
+ * What it plays, and why:
+ * - **Real OCI's (and S3's) atomic PutObject** (`atomicPuts`). s3rver writes a PUT body into the object
+ *   as it arrives, so a client killed mid-body leaves a partial object visible; real S3 and OCI never
+ *   show one. The stand-in buffers the whole body and forwards it only once it is complete (as many
+ *   bytes as Content-Length says); a body cut short is dropped and never reaches s3rver.
+ * - **ListMultipartUploads and AbortMultipartUpload** (`multipartUploads`). s3rver answers them 501 and
+ *   405. The stand-in tracks the uploads it saw created (the UploadId in s3rver's answer) and completed,
+ *   answers ListMultipartUploads from that record (one page, with `Initiated` times), and answers
+ *   AbortMultipartUpload itself (204); after an abort, UploadPart and CompleteMultipartUpload of that
+ *   upload get 404 NoSuchUpload, as on S3. The parts of an aborted upload stay in s3rver's data
+ *   directory, where no listing shows them.
+ * - **A listing cut short** (`setListing({ cutShortAfter })`): a ListObjectsV2 page keeps only its first
+ *   N entries and says it is truncated but gives no continuation token.
+ * - **Small listing pages, and a listing that breaks after its first page** (`setListing({ pageSize,
+ *   failContinuations })`): `max-keys` is set on every ListObjectsV2 (s3rver checks no signatures);
+ *   with `failContinuations`, every page after the first (a request with a continuation token) gets
+ *   500 InternalError.
+ * - **Bytes corrupted on the way** (`setCorruptReads(key)`): every GetObject of that key has one byte
+ *   in the middle of its body flipped; the length and headers (ETag included) stay as they were.
+ * - **A request held at the door** (`holdNext`): the next request of an operation waits until the test
+ *   releases it; if its client went away meanwhile (killed), it is dropped, never forwarded.
+ *
+ * `idle()` waits until no exchange with s3rver is in flight: s3rver's own writes (a forwarded PUT, the
+ * concatenation at CompleteMultipartUpload) are not atomic either, so a test reads s3rver only then.
+ * Path-style addressing only (`/bucket/key`).
+ */
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { classifyS3Request, splitTarget, withoutHopByHop, type S3Operation } from './http-proxy.ts';
+
+export interface S3StandInOptions {
+  /** s3rver's origin, `http://127.0.0.1:PORT`. */
+  readonly upstream: string;
+  /** Buffer PutObject bodies and forward only complete ones (real OCI/S3: a PUT is atomic). Default false. */
+  readonly atomicPuts?: boolean;
+  /** Track multipart uploads and serve ListMultipartUploads / AbortMultipartUpload. Default false. */
+  readonly multipartUploads?: boolean;
+}
+
+/** A multipart upload as the stand-in saw it. */
+export interface TrackedUpload {
+  readonly bucket: string;
+  readonly key: string;
+  readonly uploadId: string;
+  readonly initiatedMs: number;
+  state: 'in-progress' | 'completed' | 'aborted';
+  /** When it was aborted (epoch ms). */
+  abortedMs?: number;
+}
+
+/** One request as the stand-in saw it. */
+export interface StandInRequest {
+  readonly operation: S3Operation | 'other';
+  readonly method: string;
+  readonly path: string;
+  /** The status sent to the client; null while in flight or when none was sent. */
+  status: number | null;
+  /** What the stand-in did beyond forwarding: `dropped` (partial PUT body, or a held request whose client left), `served` (answered itself), `rewritten`, `corrupted`. */
+  handling: 'forwarded' | 'dropped' | 'served' | 'rewritten' | 'corrupted';
+  /** Body bytes received from the client. */
+  requestBytes: number;
+}
+
+export interface ListingRewrite {
+  /** Keep only the first N entries of each page, and say truncated without a continuation token. */
+  readonly cutShortAfter?: number;
+  /** `max-keys` for every ListObjectsV2 page. */
+  readonly pageSize?: number;
+  /** Answer 500 to every page after the first. */
+  readonly failContinuations?: boolean;
+}
+
+export interface HeldRequest {
+  readonly operation: S3Operation | 'other';
+  readonly path: string;
+  /** Lets the request go on (or be dropped, if its client has gone). */
+  release(): void;
+}
+
+export interface S3StandIn {
+  /** `http://127.0.0.1:PORT`: use it as the S3 endpoint. */
+  readonly url: string;
+  /** A copy of the log, in arrival order. */
+  requests(): StandInRequest[];
+  /** Clears the log (not the uploads). */
+  reset(): void;
+  /** Multipart uploads seen so far (all states), optionally of one bucket. */
+  uploads(bucket?: string): TrackedUpload[];
+  setListing(rewrite: ListingRewrite | null): void;
+  /** Corrupt every GetObject body of this key (null: none). */
+  setCorruptReads(key: string | null): void;
+  /** Resolves when the next request of `operation` (whose path satisfies `matches`) arrives; it waits until released. */
+  holdNext(operation: S3Operation, matches?: (path: string) => boolean): Promise<HeldRequest>;
+  /** Resolves once no exchange with s3rver is in flight. */
+  idle(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startS3StandIn(options: S3StandInOptions): Promise<S3StandIn> {
+  const upstream = new URL(options.upstream);
+  const agent = new http.Agent({ keepAlive: true });
+  const log: StandInRequest[] = [];
+  const uploads = new Map<string, TrackedUpload>();
+  const holds: { operation: S3Operation; matches: (path: string) => boolean; arrived: (held: HeldRequest) => void }[] = [];
+  let listing: ListingRewrite | null = null;
+  let corruptKey: string | null = null;
+  let inFlight = 0;
+
+  /** One exchange with s3rver; `body` replaces the client's (buffered) body. Counts as in flight until the answer is consumed. */
+  const send = async (req: IncomingMessage, target: string, body?: Buffer): Promise<IncomingMessage> => {
+    const upstreamReq = http.request({
+      hostname: upstream.hostname,
+      port: upstream.port,
+      method: req.method,
+      path: target,
+      headers: withoutHopByHop(req.rawHeaders),
+      agent,
+    });
+    if (body !== undefined) upstreamReq.end(body);
+    else void pipeline(req, upstreamReq).catch(() => undefined);
+    const [response] = (await once(upstreamReq, 'response')) as [IncomingMessage];
+    return response;
+  };
+  const tracked = async <T>(work: () => Promise<T>): Promise<T> => {
+    inFlight += 1;
+    try {
+      return await work();
+    } finally {
+      inFlight -= 1;
+    }
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const method = req.method ?? 'GET';
+    const { path, query } = splitTarget(req.url ?? '/');
+    const operation = classifyS3Request(method, path, query, req.headers);
+    const entry: StandInRequest = { operation, method, path, status: null, handling: 'forwarded', requestBytes: 0 };
+    log.push(entry);
+    const bucket = decodeURIComponent(path.split('/')[1] ?? '');
+    const key = decodeURIComponent(path.split('/').slice(2).join('/'));
+
+    const hold = holds.findIndex((candidate) => candidate.operation === operation && candidate.matches(path));
+    if (hold !== -1) {
+      const [{ arrived }] = holds.splice(hold, 1) as [(typeof holds)[number]];
+      await new Promise<void>((resolve) => {
+        const end = (): void => {
+          req.socket.off('close', end);
+          resolve();
+        };
+        req.socket.once('close', end);
+        arrived({ operation, path, release: end });
+      });
+      if (req.socket.destroyed) {
+        entry.handling = 'dropped';
+        return;
+      }
+    }
+
+    const reply = (status: number, body = '', headers: Record<string, string> = {}): void => {
+      entry.status = status;
+      res.writeHead(status, { 'x-amz-request-id': randomUUID(), ...(body === '' ? {} : { 'content-type': 'application/xml' }), 'content-length': String(Buffer.byteLength(body)), ...headers });
+      res.end(body);
+    };
+    const noSuchUpload = (uploadId: string): void => {
+      entry.handling = 'served';
+      reply(404, s3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', `<UploadId>${escapeXml(uploadId)}</UploadId>`));
+    };
+    const relay = async (response: IncomingMessage, transform?: Transform): Promise<void> => {
+      entry.status = response.statusCode ?? 502;
+      res.writeHead(entry.status, response.statusMessage, withoutHopByHop(response.rawHeaders));
+      await (transform === undefined ? pipeline(response, res) : pipeline(response, transform, res)).catch(() => undefined);
+    };
+    const relayRewritten = (response: IncomingMessage, body: Buffer): void => {
+      entry.status = response.statusCode ?? 502;
+      res.writeHead(entry.status, response.statusMessage, [...withoutHeader(withoutHopByHop(response.rawHeaders), 'content-length'), 'content-length', String(body.byteLength)]);
+      res.end(body);
+    };
+
+    if (options.multipartUploads && operation === 'ListMultipartUploads') {
+      entry.handling = 'served';
+      const open = [...uploads.values()].filter((upload) => upload.bucket === bucket && upload.state === 'in-progress').sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.uploadId < b.uploadId ? -1 : 1));
+      reply(200, listMultipartUploadsXml(bucket, open));
+      return;
+    }
+    if (options.multipartUploads && operation === 'AbortMultipartUpload') {
+      const uploadId = query['uploadId'] ?? '';
+      const upload = uploads.get(uploadId);
+      if (upload === undefined || upload.state !== 'in-progress') return noSuchUpload(uploadId);
+      upload.state = 'aborted';
+      upload.abortedMs = Date.now();
+      entry.handling = 'served';
+      reply(204);
+      return;
+    }
+    if (options.multipartUploads && (operation === 'UploadPart' || operation === 'CompleteMultipartUpload')) {
+      const upload = uploads.get(query['uploadId'] ?? '');
+      if (upload !== undefined && upload.state !== 'in-progress') return noSuchUpload(upload.uploadId);
+    }
+
+    if (options.atomicPuts && operation === 'PutObject') {
+      const body = await completeBody(req, entry);
+      if (body === undefined) {
+        // The client went away mid-body: real S3/OCI store nothing, so s3rver never hears of it.
+        entry.handling = 'dropped';
+        return;
+      }
+      // Complete bodies are stored even when the client has gone meanwhile, as a real service would.
+      await tracked(async () => relay(await send(req, req.url ?? '/', body)));
+      return;
+    }
+
+    if (options.multipartUploads && (operation === 'CreateMultipartUpload' || operation === 'CompleteMultipartUpload')) {
+      await tracked(async () => {
+        const response = await send(req, req.url ?? '/');
+        const body = await readAll(response);
+        const text = body.toString('utf8');
+        if (response.statusCode === 200 && !text.includes('<Error>')) {
+          if (operation === 'CreateMultipartUpload') {
+            const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(text)?.[1];
+            if (uploadId !== undefined) uploads.set(uploadId, { bucket, key, uploadId, initiatedMs: Date.now(), state: 'in-progress' });
+          } else {
+            const upload = uploads.get(query['uploadId'] ?? '');
+            if (upload !== undefined) upload.state = 'completed';
+          }
+        }
+        relayRewritten(response, body);
+      });
+      return;
+    }
+
+    if (operation === 'ListObjectsV2' && listing !== null) {
+      const rewrite = listing;
+      if (rewrite.failContinuations && query['continuation-token'] !== undefined) {
+        entry.handling = 'served';
+        reply(500, s3Error('InternalError', 'We encountered an internal error. Please try again.'));
+        return;
+      }
+      const target = rewrite.pageSize === undefined ? (req.url ?? '/') : withQuery(path, { ...query, 'max-keys': String(rewrite.pageSize) });
+      await tracked(async () => {
+        const response = await send(req, target);
+        if (rewrite.cutShortAfter === undefined || response.statusCode !== 200) return relay(response);
+        entry.handling = 'rewritten';
+        relayRewritten(response, Buffer.from(cutShort((await readAll(response)).toString('utf8'), rewrite.cutShortAfter)));
+      });
+      return;
+    }
+
+    if (operation === 'GetObject' && corruptKey !== null && key === corruptKey) {
+      await tracked(async () => {
+        const response = await send(req, req.url ?? '/');
+        const length = Number(response.headers['content-length'] ?? Number.NaN);
+        if ((response.statusCode !== 200 && response.statusCode !== 206) || !(length > 0)) return relay(response);
+        entry.handling = 'corrupted';
+        await relay(response, flipByteAt(Math.floor(length / 2)));
+      });
+      return;
+    }
+
+    await tracked(async () => relay(await send(req, req.url ?? '/')));
+  };
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      process.stderr.write(`${JSON.stringify({ event: 's3_stand_in_error', error: String(error) })}\n`);
+      if (!res.headersSent && !res.destroyed) res.writeHead(502).end();
+      else res.destroy();
+    });
+  });
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  return {
+    url,
+    requests: () => log.map((entry) => ({ ...entry })),
+    reset: () => {
+      log.length = 0;
+    },
+    uploads: (bucket) => [...uploads.values()].filter((upload) => bucket === undefined || upload.bucket === bucket).map((upload) => ({ ...upload })),
+    setListing: (rewrite) => {
+      listing = rewrite;
+    },
+    setCorruptReads: (key) => {
+      corruptKey = key;
+    },
+    holdNext: (operation, matches = () => true) => new Promise<HeldRequest>((arrived) => holds.push({ operation, matches, arrived })),
+    idle: async () => {
+      while (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    },
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+      agent.destroy();
+    },
+  };
+}
+
+/** The whole request body, or undefined when the client left before sending all of it. */
+async function completeBody(req: IncomingMessage, entry: StandInRequest): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      entry.requestBytes += chunk.byteLength;
+    }
+  } catch {
+    return undefined;
+  }
+  const expected = Number(req.headers['content-length'] ?? Number.NaN);
+  const body = Buffer.concat(chunks);
+  if (!req.complete || (Number.isFinite(expected) && body.byteLength !== expected)) return undefined;
+  return body;
+}
+
+/** A raw header list (name, value, ...) without one header. */
+function withoutHeader(rawHeaders: readonly string[], name: string): string[] {
+  const kept: string[] = [];
+  for (let index = 0; index + 1 < rawHeaders.length; index += 2) {
+    if (rawHeaders[index]!.toLowerCase() !== name) kept.push(rawHeaders[index]!, rawHeaders[index + 1]!);
+  }
+  return kept;
+}
+
+async function readAll(stream: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+/** A pass-through that inverts the byte at `offset` of the stream. */
+function flipByteAt(offset: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (offset >= seen && offset < seen + chunk.byteLength) {
+        const copy = Buffer.from(chunk);
+        copy[offset - seen] = (copy[offset - seen] ?? 0) ^ 0xff;
+        seen += chunk.byteLength;
+        done(null, copy);
+        return;
+      }
+      seen += chunk.byteLength;
+      done(null, chunk);
+    },
+  });
+}
+
+/** A ListObjectsV2 page with only its first `keep` entries, claiming more follow but giving no token to fetch them. */
+function cutShort(xml: string, keep: number): string {
+  let kept = 0;
+  return xml
+    .replace(/<Contents>[\s\S]*?<\/Contents>/g, (entry) => (kept++ < keep ? entry : ''))
+    .replace(/<IsTruncated>[^<]*<\/IsTruncated>/, '<IsTruncated>true</IsTruncated>')
+    .replace(/<NextContinuationToken>[^<]*<\/NextContinuationToken>/, '')
+    .replace(/<KeyCount>[^<]*<\/KeyCount>/, `<KeyCount>${Math.min(kept, keep)}</KeyCount>`);
+}
+
+function withQuery(path: string, query: Record<string, string>): string {
+  return `${path}?${new URLSearchParams(query).toString()}`;
+}
+
+function listMultipartUploadsXml(bucket: string, open: readonly TrackedUpload[]): string {
+  const entries = open
+    .map((upload) => `<Upload><Key>${escapeXml(upload.key)}</Key><UploadId>${escapeXml(upload.uploadId)}</UploadId><StorageClass>STANDARD</StorageClass><Initiated>${new Date(upload.initiatedMs).toISOString()}</Initiated></Upload>`)
+    .join('');
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>${escapeXml(bucket)}</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker><MaxUploads>1000</MaxUploads><IsTruncated>false</IsTruncated>${entries}</ListMultipartUploadsResult>`;
+}
+
+function s3Error(code: string, message: string, extra = ''): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${escapeXml(message)}</Message>${extra}<RequestId>${randomUUID()}</RequestId></Error>`;
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
