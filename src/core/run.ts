@@ -105,6 +105,15 @@ class TargetRun {
   }
 }
 
+/** What every transfer of one run shares. */
+interface TransferContext {
+  readonly source: SourceStore;
+  readonly options: RunOptions;
+  readonly budget: ByteBudget;
+  readonly signal: AbortSignal;
+  readonly emit: (event: RunEvent) => void;
+}
+
 /** One source object and the targets it must be written to. */
 interface WorkItem {
   readonly source: ObjectInfo;
@@ -298,7 +307,7 @@ async function transferAll(
   emit: (event: RunEvent) => void,
   now: () => number,
 ): Promise<void> {
-  const budget = new ByteBudget(options.memoryBudget);
+  const context: TransferContext = { source, options, budget: new ByteBudget(options.memoryBudget), signal, emit };
   const progressEveryMs = 2000;
   let lastProgress = now();
   const reportProgress = (force: boolean): void => {
@@ -318,7 +327,7 @@ async function transferAll(
       for (const [run] of pending) run.deferred += 1;
       return;
     }
-    await transferOne(item.source.key, pending, source, options, budget, signal, emit);
+    await transferOne(item.source.key, pending, context);
     reportProgress(false);
   });
   reportProgress(true);
@@ -330,11 +339,7 @@ async function transferAll(
 async function transferOne(
   key: string,
   pending: readonly [TargetRun, TransferAction][],
-  source: SourceStore,
-  options: RunOptions,
-  budget: ByteBudget,
-  signal: AbortSignal,
-  emit: (event: RunEvent) => void,
+  context: TransferContext,
 ): Promise<void> {
   let endProbe: (() => void) | undefined;
   for (const [run] of pending) {
@@ -345,23 +350,21 @@ async function transferOne(
   let streaming: [TargetRun, TransferAction][];
   try {
     const pulling = pending.filter(([run]) => run.mode === 'server-side');
-    const refused = pulling.length === 0 ? [] : await pullFromUrl(key, pulling, source, options, signal, emit);
+    const refused = pulling.length === 0 ? [] : await pullFromUrl(key, pulling, context);
     streaming = [...pending.filter(([run]) => run.mode === 'streaming' && !pulling.some(([pulled]) => pulled === run)), ...refused];
   } finally {
     endProbe?.();
   }
-  if (streaming.length > 0) await streamToTargets(key, streaming, source, options, budget, signal, emit);
+  if (streaming.length > 0) await streamToTargets(key, streaming, context);
 }
 
 /** Lets each target pull the object from a presigned URL; resolves with the ones that refused and should stream it instead. */
 async function pullFromUrl(
   key: string,
   pulling: readonly [TargetRun, TransferAction][],
-  source: SourceStore,
-  options: RunOptions,
-  signal: AbortSignal,
-  emit: (event: RunEvent) => void,
+  context: TransferContext,
 ): Promise<[TargetRun, TransferAction][]> {
+  const { source, options, signal, emit } = context;
   const refused: [TargetRun, TransferAction][] = [];
   let head: Awaited<ReturnType<SourceStore['head']>>;
   let url: string;
@@ -398,12 +401,9 @@ async function pullFromUrl(
 async function streamToTargets(
   key: string,
   streaming: readonly [TargetRun, TransferAction][],
-  source: SourceStore,
-  options: RunOptions,
-  budget: ByteBudget,
-  signal: AbortSignal,
-  emit: (event: RunEvent) => void,
+  context: TransferContext,
 ): Promise<void> {
+  const { source, options, budget, signal, emit } = context;
   const byName = new Map(streaming.map(([run, action]) => [run.name, { run, action }]));
   const destinations: StreamDestination<TargetName>[] = streaming.map(([run]) => ({ name: run.name, store: run.store }));
   try {
