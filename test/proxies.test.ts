@@ -112,15 +112,15 @@ async function newContainer(prefix: string): Promise<{ viaProxy: ContainerClient
 }
 
 describe('the copy-from-URL proxy gives Azurite Azure’s server-side pull from a presigned S3 URL', () => {
-  it('syncUploadFromURL creates the blob with the source bytes, the given content type and metadata', async () => {
+  it('syncUploadFromURL creates the blob with the source bytes, the given content type and metadata, whatever the name', async () => {
     const body = randomBytes(3 * MiB + 17);
-    const url = await putSourceObject('copy/one.bin', body);
+    const url = await putSourceObject('copy/ünï one.bin', body);
     const { viaProxy, direct } = await newContainer('copy-one');
     s3Proxy.reset();
 
-    await viaProxy.getBlockBlobClient('one.bin').syncUploadFromURL(url, { blobHTTPHeaders: { blobContentType: 'application/x-tar' }, metadata: { src_etag: 'abc123' } });
+    await viaProxy.getBlockBlobClient('reports/ünï one.bin').syncUploadFromURL(url, { blobHTTPHeaders: { blobContentType: 'application/x-tar' }, metadata: { src_etag: 'abc123' } });
 
-    const stored = direct.getBlockBlobClient('one.bin');
+    const stored = direct.getBlockBlobClient('reports/ünï one.bin');
     expect(sha256(await stored.downloadToBuffer())).toBe(sha256(body));
     const properties = await stored.getProperties();
     expect(properties.contentType).toBe('application/x-tar');
@@ -129,7 +129,8 @@ describe('the copy-from-URL proxy gives Azurite Azure’s server-side pull from 
     // Azure's pull is visible to the S3 side as its own client, and only the app's PUT to Azure is on the Azure side.
     expect(s3Proxy.countBy('GetObject', 'azure-copy')).toBe(1);
     expect(azureProxy.countBy('PutBlobFromURL')).toBe(1);
-    expect(copyProxy.pulls()).toEqual([{ operation: 'PutBlobFromURL', host: new URL(s3Proxy.url).host, path: `/${bucket}/copy/one.bin`, range: null, status: 200, bytes: body.length }]);
+    expect(copyProxy.pulls()).toEqual([{ operation: 'PutBlobFromURL', host: new URL(s3Proxy.url).host, path: new URL(url).pathname, range: null, status: 200, bytes: body.length }]);
+    expect(new URL(url).pathname).toBe(`/${bucket}/copy/%C3%BCn%C3%AF%20one.bin`);
     // The presigned URL's signature never reaches a log.
     expect(JSON.stringify(copyProxy.pulls())).not.toMatch(/X-Amz-/i);
     expect(s3Proxy.requests().at(-1)?.query['X-Amz-Signature']).toBe('REDACTED');
@@ -209,6 +210,25 @@ describe('the copy-from-URL proxy gives Azurite Azure’s server-side pull from 
 
     expect({ status: error.statusCode, code: error.code }).toEqual({ status: 403, code: 'CannotVerifyCopySource' });
     expect(error.details).toMatchObject({ copySourceStatusCode: 403 });
+  });
+
+  it('a source cut off in mid-body fails the copy with 500 CannotVerifyCopySource and leaves no blob', async () => {
+    const url = await putSourceObject('copy/cut.bin', randomBytes(2 * MiB));
+    const { viaProxy, direct } = await newContainer('copy-cut');
+    s3Proxy.setFaults({ rate: 1, kinds: ['reset-mid-body'], onlyOperations: ['GetObject'] });
+
+    const whole = await restErrorOf(viaProxy.getBlockBlobClient('cut.bin').syncUploadFromURL(url));
+    const block = await restErrorOf(viaProxy.getBlockBlobClient('cut.bin').stageBlockFromURL(Buffer.from('block-0').toString('base64'), url, 0, MiB));
+
+    for (const error of [whole, block]) {
+      expect({ status: error.statusCode, code: error.code }).toEqual({ status: 500, code: 'CannotVerifyCopySource' });
+    }
+    expect(copyProxy.pulls().map(({ status, bytes }) => ({ status, bytes }))).toEqual([
+      { status: 200, bytes: 64 * 1024 },
+      { status: 206, bytes: 64 * 1024 },
+    ]);
+    expect(await direct.getBlockBlobClient('cut.bin').exists()).toBe(false);
+    expect((await direct.getBlockBlobClient('cut.bin').getBlockList('all').catch(() => ({ uncommittedBlocks: [] }))).uncommittedBlocks ?? []).toEqual([]);
   });
 
   it('with refuse on, every copy from URL answers 403 CannotVerifyCopySource and nothing is pulled', async () => {
@@ -507,9 +527,10 @@ describe('the counting proxy streams large bodies', () => {
 
       const report = await proxy.ask('report');
       console.log(JSON.stringify({ event: 'proxy_memory', bodyMiB: 2 * size / MiB, rssGrowthMiB: +(report.rssGrowth / MiB).toFixed(1), arrayBuffersGrowthMiB: +(report.arrayBuffersGrowth / MiB).toFixed(1) }));
-      // Holding the body would cost 100 MiB; streaming keeps a few chunks per direction alive.
-      expect(report.arrayBuffersGrowth).toBeLessThan(16 * MiB);
-      expect(report.rssGrowth).toBeLessThan(16 * MiB);
+      // Holding the body would cost 100 MiB (a buffering proxy measured 192 MiB here); streaming keeps a
+      // few chunks per direction alive (4-8 MiB seen on a loaded 2-core machine).
+      expect(report.arrayBuffersGrowth).toBeLessThan(24 * MiB);
+      expect(report.rssGrowth).toBeLessThan(24 * MiB);
       expect(report.requests.slice(-2)).toEqual([
         { operation: 'PutObject', requestBytes: size, responseBytes: 0 },
         { operation: 'GetObject', requestBytes: 0, responseBytes: size },
@@ -529,7 +550,7 @@ interface ProxyProcessReport {
 }
 
 /**
- * Runs ./support/http-proxy.ts in a child process that samples its own memory every 10 ms, each time
+ * Runs ./support/http-proxy.ts in a child process that samples its own memory every 25 ms, each time
  * after a full GC: without it, garbage Buffers awaiting collection (V8 collects them only every ~32 MiB
  * of external allocation) would look like buffering. `mark` restarts the measurement.
  */
@@ -544,7 +565,7 @@ async function startProxyProcess(upstream: string): Promise<{ url: string; ask(c
     setInterval(() => {
       const now = sample();
       peak = { rss: Math.max(peak.rss, now.rss), arrayBuffers: Math.max(peak.arrayBuffers, now.arrayBuffers) };
-    }, 10).unref();
+    }, 25).unref();
     const say = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
     say({ url: proxy.url });
     for await (const command of createInterface({ input: process.stdin })) {

@@ -199,17 +199,27 @@ function keyFromUrl(url: string, containerUrl: string): string {
   return decodeURIComponent(path);
 }
 
-const REFUSED_PULL_CODES = new Set(['CannotVerifyCopySource', 'APINotImplemented', 'NotImplemented', 'FeatureNotSupported', 'AuthorizationSourceIPMismatch']);
+/** Answers that mean "this service will not pull from that URL at all" (as opposed to one object failing). */
+const REFUSED_PULL_CODES = new Set(['APINotImplemented', 'NotImplemented', 'FeatureNotSupported', 'AuthorizationSourceIPMismatch']);
 const STORE_WIDE_CODES = new Set(['AuthenticationFailed', 'AuthorizationFailure', 'AuthorizationPermissionMismatch', 'ContainerNotFound', 'AccountIsDisabled', 'InvalidAuthenticationInfo', 'InsufficientAccountPermissions']);
 
-/** Turns an SDK error into one that names the store, operation, key and status, and classifies it. */
+/**
+ * Whether a failed pull means Azure cannot pull from the source at all: the source refused it (403
+ * CannotVerifyCopySource: a bucket policy, a firewall) or the endpoint lacks the API (501). A 404
+ * CannotVerifyCopySource is one object gone since the listing; a 500 one is a timeout: neither is a refusal.
+ */
+function isRefusedPull(status: number | undefined, code: string | undefined): boolean {
+  if (status === 501) return true;
+  if (code === 'CannotVerifyCopySource') return status === 401 || status === 403;
+  return code !== undefined && REFUSED_PULL_CODES.has(code);
+}
+
 export function toAzureStoreError(store: string, operation: string, error: unknown, key?: string): StoreError {
   if (error instanceof StoreError) return error;
   const status = error instanceof RestError ? error.statusCode : undefined;
   const code = error instanceof RestError ? error.code : undefined;
   let scope: FailureScope = 'object';
-  if (code !== undefined && REFUSED_PULL_CODES.has(code) && operation === 'copy from URL') scope = 'refused-pull';
-  else if (status === 501 && operation === 'copy from URL') scope = 'refused-pull';
+  if (operation === 'copy from URL' && isRefusedPull(status, code)) scope = 'refused-pull';
   else if ((code !== undefined && STORE_WIDE_CODES.has(code)) || status === 401 || status === 403) scope = 'store';
   else if (error instanceof Error && error.name === 'CredentialUnavailableError') scope = 'store';
   return new StoreError({ store, operation, key, status, code, scope, detail: firstLine(describeError(error)), cause: error });

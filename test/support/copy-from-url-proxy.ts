@@ -46,7 +46,7 @@ import http from 'node:http';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { PassThrough, Transform } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import {
   type BlobHTTPHeaders,
   type BlobRequestConditions,
@@ -209,7 +209,8 @@ async function copyFromUrl(operation: CopyFromUrlOperation, req: IncomingMessage
     if (operation === 'PutBlobFromURL' && !(await blob.container.exists({ abortSignal: abort.signal }))) {
       throw new AzureAnswer(404, 'ContainerNotFound', 'The specified container does not exist.');
     }
-    const source = await openSource(operation, req, context, abort.signal);
+    // A broken source also cancels the write at once, rather than leaving Azurite waiting for the rest.
+    const source = await openSource(operation, req, context, abort.signal, () => abort.abort());
     const headers = operation === 'PutBlobFromURL' ? await putBlob(req, blob, source, abort.signal) : await putBlock(req, blob, source, abort.signal);
     const clientRequestId = headerValue(req.headers['x-ms-client-request-id']);
     res.writeHead(201, { ...headers, 'content-length': 0, ...(clientRequestId === undefined ? {} : { 'x-ms-client-request-id': clientRequestId }) }).end();
@@ -228,7 +229,7 @@ interface OpenSource {
   failed(): boolean;
 }
 
-async function openSource(operation: CopyFromUrlOperation, req: IncomingMessage, context: CopyContext, signal: AbortSignal): Promise<OpenSource> {
+async function openSource(operation: CopyFromUrlOperation, req: IncomingMessage, context: CopyContext, signal: AbortSignal, onBrokenOff: () => void): Promise<OpenSource> {
   const copySource = headerValue(req.headers['x-ms-copy-source']) ?? '';
   let sourceUrl: URL;
   try {
@@ -289,24 +290,26 @@ async function openSource(operation: CopyFromUrlOperation, req: IncomingMessage,
   let broken = false;
   let received = 0;
   const body = new PassThrough();
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      received += chunk.length;
-      pull.bytes += chunk.length;
-      done(null, chunk);
-    },
+  // Counted as the bytes arrive, so the count is complete when the source ends.
+  response.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    pull.bytes += chunk.length;
   });
   // A source that stops early must fail the write rather than leave a short blob.
   const breakOff = (): void => {
+    if (broken) return;
     broken = true;
     body.destroy(new Error('the copy source broke off'));
+    onBrokenOff();
   };
   response.once('error', breakOff);
-  response.once('aborted', breakOff);
   response.once('end', () => {
     if (received !== length) breakOff();
   });
-  response.pipe(counter).pipe(body);
+  response.once('close', () => {
+    if (!response.complete) breakOff();
+  });
+  response.pipe(body);
   return { body, length, headers: response.headers, failed: () => broken };
 }
 
