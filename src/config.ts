@@ -42,7 +42,7 @@ export interface SyncSettings {
   /** Objects transferred at once (SYNC_CONCURRENCY, default 16). */
   readonly concurrency: number;
   readonly tuning: TransferTuning;
-  /** Bytes of object data held in memory at once across all transfers (SYNC_MEMORY_MB, default 128). */
+  /** Bytes of object data held in memory at once across all transfers (SYNC_MEMORY_MB, default 64). */
   readonly memoryBudget: number;
   readonly transferMode: TransferModeSetting;
   /** Objects up to this size are pulled by Azure in one Put Blob From URL, larger ones in blocks (SYNC_SERVER_SIDE_SINGLE_MAX_MB, default 256). */
@@ -133,7 +133,7 @@ export function loadConfig(settings: Settings, provider: ProviderChoice): Mirror
       partConcurrency: read.integer('SYNC_PART_CONCURRENCY', { default: DEFAULT_TRANSFER_TUNING.partConcurrency, min: 1, max: 32 }),
       readAttempts: DEFAULT_TRANSFER_TUNING.readAttempts,
     },
-    memoryBudget: read.integer('SYNC_MEMORY_MB', { default: 128, min: 16, max: 16_384 }) * MIB,
+    memoryBudget: read.integer('SYNC_MEMORY_MB', { default: 64, min: 16, max: 16_384 }) * MIB,
     transferMode: read.choice('SYNC_TRANSFER_MODE', ['auto', 'server-side', 'streaming'] as const, 'auto'),
     serverSideSingleMaxSize: read.integer('SYNC_SERVER_SIDE_SINGLE_MAX_MB', { default: 256, min: 1, max: 5000 }) * MIB,
     deleteLimits: {

@@ -2,7 +2,7 @@
  * The one entry point every adapter (CLI, timer, HTTP) calls: settings in, a mirror run, a report out.
  * It wires configuration, keys and stores to the core; it holds no mirror logic of its own.
  */
-import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
+import type { TokenCredential } from '@azure/identity';
 import { hostname } from 'node:os';
 import process from 'node:process';
 import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
@@ -48,6 +48,8 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
       const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, request.signal);
       if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
+        // Loaded only when needed: @azure/identity alone adds about 300 ms to a start.
+        const { DefaultAzureCredential } = await import('@azure/identity');
         azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
       }
       const source = sourceStore(config, keys);

@@ -283,7 +283,10 @@ async function cleanupInterruptedWrites(runs: readonly TargetRun[], before: numb
   }));
 }
 
-/** Groups the transfers of every target by key, so an object needed by several targets is read once. */
+/**
+ * Groups the transfers of every target by key, so an object needed by several targets is read once;
+ * largest first, so the longest transfers overlap with the many small ones instead of trailing them.
+ */
 function workItems(runs: readonly TargetRun[]): WorkItem[] {
   const byKey = new Map<string, WorkItem>();
   for (const run of runs) {
@@ -296,7 +299,7 @@ function workItems(runs: readonly TargetRun[]): WorkItem[] {
       item.actions.set(run, action);
     }
   }
-  return [...byKey.values()];
+  return [...byKey.values()].sort((a, b) => b.source.size - a.source.size);
 }
 
 async function transferAll(
