@@ -19,48 +19,87 @@ export async function forEachBounded<T>(items: Iterable<T>, limit: number, work:
   if (failure !== undefined) throw failure.error;
 }
 
+/** Memory for one part; `release` gives it back. */
+export interface PartBuffer {
+  readonly bytes: Uint8Array;
+  release(): void;
+}
+
 /**
  * A budget of bytes held in memory at once, shared by every transfer of a run: a part waits for
  * room before it is read, so memory stays bounded whatever the object sizes and concurrency.
+ * Released part buffers are kept for the next part of the same size (they still count against the
+ * budget), so a long run does not ask the system for fresh memory at every part.
  */
 export class ByteBudget {
   readonly capacity: number;
   #available: number;
   readonly #waiting: { bytes: number; resolve: () => void }[] = [];
+  /** Released buffers by size, ready to lend again. */
+  readonly #pool = new Map<number, Uint8Array[]>();
 
   constructor(capacity: number) {
     this.capacity = capacity;
     this.#available = capacity;
   }
 
-  /** Waits until `bytes` (capped at the capacity) are free and takes them; returns the function that gives them back. */
-  async acquire(bytes: number, signal?: AbortSignal): Promise<() => void> {
-    const wanted = Math.min(bytes, this.capacity);
-    if (this.#waiting.length === 0 && this.#available >= wanted) {
-      this.#available -= wanted;
-    } else {
-      await new Promise<void>((resolve, reject) => {
-        const entry = { bytes: wanted, resolve };
-        this.#waiting.push(entry);
-        signal?.addEventListener('abort', () => {
-          const position = this.#waiting.indexOf(entry);
-          if (position >= 0) {
-            this.#waiting.splice(position, 1);
-            reject(signal.reason);
-          }
-        }, { once: true });
-      });
+  /** Lends a buffer of exactly `size` bytes (contents undefined), waiting for room when the budget is spent. */
+  async borrow(size: number, signal?: AbortSignal): Promise<PartBuffer> {
+    let bytes = this.#pool.get(size)?.pop();
+    if (bytes === undefined) {
+      this.#dropPooled(size);
+      await this.#take(size, signal);
+      bytes = new Uint8Array(size);
     }
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.#available += wanted;
-      this.#wake();
+    const lent = bytes;
+    let returned = false;
+    return {
+      bytes: lent,
+      release: () => {
+        if (returned) return;
+        returned = true;
+        if (this.#waiting.length > 0) {
+          this.#give(Math.min(lent.byteLength, this.capacity));
+          return;
+        }
+        const free = this.#pool.get(lent.byteLength) ?? [];
+        free.push(lent);
+        this.#pool.set(lent.byteLength, free);
+      },
     };
   }
 
-  #wake(): void {
+  /** Frees kept buffers of other sizes until `size` more bytes would fit. */
+  #dropPooled(size: number): void {
+    for (const [poolSize, free] of this.#pool) {
+      while (free.length > 0 && this.#available < Math.min(size, this.capacity)) {
+        free.pop();
+        this.#give(Math.min(poolSize, this.capacity));
+      }
+    }
+  }
+
+  async #take(bytes: number, signal?: AbortSignal): Promise<void> {
+    const wanted = Math.min(bytes, this.capacity);
+    if (this.#waiting.length === 0 && this.#available >= wanted) {
+      this.#available -= wanted;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const entry = { bytes: wanted, resolve };
+      this.#waiting.push(entry);
+      signal?.addEventListener('abort', () => {
+        const position = this.#waiting.indexOf(entry);
+        if (position >= 0) {
+          this.#waiting.splice(position, 1);
+          reject(signal.reason);
+        }
+      }, { once: true });
+    });
+  }
+
+  #give(bytes: number): void {
+    this.#available += bytes;
     while (this.#waiting.length > 0) {
       const first = this.#waiting[0]!;
       if (first.bytes > this.#available) return;

@@ -84,9 +84,9 @@ export async function streamObject<Name extends string>(request: {
     const partSize = choosePartSize(first.size, tuning.partSize, destinations.map((destination) => destination.store.partLimits));
 
     if (first.size <= Math.min(partSize, singlePutLimit)) {
-      const release = await budget.acquire(first.size, signal);
+      const part = await budget.borrow(first.size, signal);
       try {
-        const bytes = await reader.read(first.size);
+        const bytes = await reader.read(part.bytes);
         await reader.expectEnd();
         verifyWholeMd5(description, md5Base64(bytes), source.label);
         await Promise.all(destinations.map(async (destination) => {
@@ -101,7 +101,7 @@ export async function streamObject<Name extends string>(request: {
       } catch (error) {
         return failAll(error);
       } finally {
-        release();
+        part.release();
       }
     }
 
@@ -127,10 +127,11 @@ export async function streamObject<Name extends string>(request: {
       for (let index = 0; index < partCount && live().length > 0; index += 1) {
         while (inFlight.size >= tuning.partConcurrency) await Promise.race(inFlight);
         const length = Math.min(partSize, first.size - index * partSize);
-        const release = await budget.acquire(length, signal);
+        const buffer = await budget.borrow(length, signal);
+        const release = buffer.release;
         let bytes: Uint8Array;
         try {
-          bytes = await reader.read(length);
+          bytes = await reader.read(buffer.bytes);
         } catch (error) {
           release();
           throw error;
@@ -208,9 +209,9 @@ class ResumingReader {
     this.#iterator = first.body[Symbol.asyncIterator]();
   }
 
-  /** The next `length` bytes of the object. */
-  async read(length: number): Promise<Uint8Array> {
-    const out = new Uint8Array(length);
+  /** Fills `out` with the next bytes of the object. */
+  async read(out: Uint8Array): Promise<Uint8Array> {
+    const length = out.byteLength;
     let filled = 0;
     while (filled < length) {
       const chunk = this.#pending ?? (await this.#nextChunk());
