@@ -6,14 +6,14 @@
  * the issue's targets as PASS/FAIL, and stops the emulators. See docs/benchmark.md.
  */
 import { writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus, totalmem } from 'node:os';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { relative } from 'node:path';
 import process from 'node:process';
 import { blobServiceClientFor, s3ClientFor, startEmulators } from '../test/support/emulators.ts';
 import type { BenchContext, Verdict } from './context.ts';
 import { initialMirror } from './initial-mirror.ts';
 import { CLI_PATH } from './contenders.ts';
-import { RSS_METHOD, measure, type CommandToMeasure, type MeasuredRun } from './measure.ts';
+import { RSS_METHOD, endRunningCommands, measure, type CommandToMeasure, type MeasuredRun } from './measure.ts';
 import { plannerAlone } from './planner.ts';
 import { RCLONE_INSTALL_HINT, RCLONE_SYNC_FLAGS, rcloneVersion } from './rclone.ts';
 import { steadyState } from './steady-state.ts';
@@ -94,6 +94,8 @@ async function main(): Promise<number> {
   const startedAt = new Date();
   print(`artifacts-sync benchmark${options.quick ? ' (--quick: small sizes, targets not judged)' : ''}, ${startedAt.toISOString()}`);
   print(`machine: ${machine.cpus} cores (${machine.cpuModel}), ${Math.round(machine.memoryBytes / 2 ** 30)} GiB RAM, Node ${machine.node}; emulators: Azurite + s3rver on this machine`);
+  print(`load average at start: ${describeLoad()}`);
+  if (Number(process.versions.node.split('.')[0]) < 22) print(`WARNING: Node ${process.version}; the product needs Node >= 22 - run the benchmark with \`npm run bench\`, which uses node_modules/.bin/node`);
   print(`peer: ${rclone ?? `rclone NOT installed - only our figures are taken; install it with: ${RCLONE_INSTALL_HINT}`}`);
   if (rclone !== undefined) print(`rclone flags: sync ${RCLONE_SYNC_FLAGS.join(' ')} [--size-only]; ours: default settings (SYNC_CONCURRENCY 8)`);
   print(`peak RSS: ${RSS_METHOD}, the same for both tools; scenarios: ${[...options.only].join(', ')}`);
@@ -146,7 +148,7 @@ async function main(): Promise<number> {
   print(renderTable(['scenario', 'goal', 'measured', 'result'], judged.map((entry) => [entry.scenario, entry.goal, entry.observed, entry.result]), { leftOnly: true }));
   const failed = judged.filter((entry) => entry.result === 'FAIL').length;
   const passed = judged.filter((entry) => entry.result === 'PASS').length;
-  print(`\n${passed} passed, ${failed} failed, ${judged.length - passed - failed} not measured; total bench time ${seconds(performance.now() - benchStarted)}`);
+  print(`\n${passed} passed, ${failed} failed, ${judged.length - passed - failed} not measured; total bench time ${seconds(performance.now() - benchStarted)}; load average at the end: ${describeLoad()}`);
 
   if (options.out !== undefined) {
     const document = { startedAt: startedAt.toISOString(), quick: options.quick, machine, rclone: rclone ?? null, rcloneFlags: RCLONE_SYNC_FLAGS, rssMethod: RSS_METHOD, startup, results, targets: judged };
@@ -155,6 +157,13 @@ async function main(): Promise<number> {
   }
   // Missed targets are findings, not errors: the benchmark itself succeeded.
   return 0;
+}
+
+/** Other work on the machine skews every figure: say how busy it was. */
+function describeLoad(): string {
+  const [one, five] = loadavg();
+  const busy = (five ?? 0) > availableParallelism();
+  return `${(one ?? 0).toFixed(1)} (1 min), ${(five ?? 0).toFixed(1)} (5 min)${busy ? ' - the machine is busy with other work: figures are noisier and slower than on an idle machine' : ''}`;
 }
 
 interface StartupFigures {
@@ -175,4 +184,11 @@ async function measureStartup(withRclone: boolean): Promise<{ ours: StartupFigur
   return { ours, rclone: await medianOf({ command: 'rclone', args: ['version'], env: process.env }) };
 }
 
+// Interrupted: end the measured process (the emulators end with us, see test/support/emulators.ts).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    endRunningCommands();
+    process.exit(130);
+  });
+}
 process.exitCode = await main();

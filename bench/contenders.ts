@@ -36,8 +36,8 @@ export interface RunSetup {
   readonly sourceBucket: string;
 }
 
-/** The command that mirrors the source to `target` of `pair`, as `contender`. */
-export function mirrorCommand(contender: Contender, target: TargetName, setup: RunSetup, pair: TargetPair, endpoints: Endpoints): CommandToMeasure {
+/** The command that mirrors the source to `target` of `pair`, as `contender`; `all` (both targets in one run) is ours alone. */
+export function mirrorCommand(contender: Contender, target: TargetName | 'all', setup: RunSetup, pair: TargetPair, endpoints: Endpoints): CommandToMeasure {
   const azureBlobEndpoint = `${endpoints.azure}/${setup.azurite.accountName}`;
   if (contender === 'ours') {
     const settings: Record<string, string> = {
@@ -51,6 +51,7 @@ export function mirrorCommand(contender: Contender, target: TargetName, setup: R
     return { command: process.execPath, args: [CLI_PATH, target, '--json'], env: { ...process.env, ...settings } };
   }
   const remotes = { sourceEndpoint: endpoints.source, ociEndpoint: endpoints.oci, azureBlobEndpoint, s3: setup.s3, azurite: setup.azurite };
+  if (target === 'all') throw new Error('rclone syncs one destination per run');
   const destination = target === 'azure' ? `az:${pair.container}` : `oci:${pair.ociBucket}`;
   return rcloneSync(remotes, `src:${setup.sourceBucket}`, destination, contender === 'rclone --size-only' ? ['--size-only'] : []);
 }

@@ -2,7 +2,7 @@
  * What the benchmark puts into the emulators and reads back: seeding the source fast, fresh targets
  * per contender, and the check that a target is an exact mirror after a run.
  */
-import { DeleteBucketCommand, DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, DeleteBucketCommand, DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { createHash } from 'node:crypto';
 import { forEachBounded } from '../src/core/concurrency.ts';
@@ -94,8 +94,10 @@ export interface MirrorCheck {
   readonly wrongSize: number;
   /** Keys whose bytes were read back from the target and hashed. */
   readonly bytesChecked: number;
-  /** Of those, how many differ from the source bytes. */
+  /** Of those, the keys whose bytes differ from the source's. */
   readonly wrongBytes: readonly string[];
+  /** Keys asked to be read back that the target does not hold. */
+  readonly unreadable: readonly string[];
   readonly exact: boolean;
 }
 
@@ -122,7 +124,9 @@ export async function checkMirror(request: {
   for (const key of target.keys()) if (!source.has(key)) extra += 1;
 
   const wrongBytes: string[] = [];
-  const keys = [...request.keysToRead].filter((key) => source.has(key) && target.has(key));
+  const requested = [...request.keysToRead];
+  const keys = requested.filter((key) => source.has(key) && target.has(key));
+  const unreadable = requested.filter((key) => !target.has(key));
   await forEachBounded(keys, 8, async (key) => {
     const [expected, actual] = await Promise.all([source.get(key)?.md5 ?? request.readSource(key), request.readTarget(key)]);
     if (expected !== actual) wrongBytes.push(key);
@@ -135,6 +139,7 @@ export async function checkMirror(request: {
     wrongSize,
     bytesChecked: keys.length,
     wrongBytes,
+    unreadable,
     exact: missing === 0 && extra === 0 && wrongSize === 0 && wrongBytes.length === 0,
   };
 }
@@ -163,4 +168,29 @@ export async function emptyAndDeleteBucket(s3: S3Client, bucket: string): Promis
     await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(offset, offset + 1000).map((key) => ({ Key: key })), Quiet: true } }));
   }
   await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
+
+/**
+ * Copies every object of one target into the same, empty target of `to`, inside the emulators
+ * (Copy Blob, CopyObject): same keys, bytes and metadata, without a tool in between. For a second
+ * contender that needs the state another one wrote.
+ */
+export async function cloneTarget(s3: S3Client, blobs: BlobServiceClient, target: 'azure' | 'oci', from: TargetPair, to: TargetPair): Promise<void> {
+  if (target === 'azure') {
+    const source = blobs.getContainerClient(from.container);
+    const destination = blobs.getContainerClient(to.container);
+    const names: string[] = [];
+    for await (const item of source.listBlobsFlat()) names.push(item.name);
+    await forEachBounded(names, 16, async (name) => {
+      const poller = await destination.getBlobClient(name).beginCopyFromURL(source.getBlobClient(name).url);
+      await poller.pollUntilDone();
+    });
+    return;
+  }
+  const keys = [...(await listBucket(s3, from.ociBucket)).keys()];
+  await forEachBounded(keys, 16, async (key) => {
+    // s3rver takes the copy source's slashes literally: encode each segment, not the separators.
+    const copySource = `${from.ociBucket}/${encodeURIComponent(key).replaceAll('%2F', '/')}`;
+    await s3.send(new CopyObjectCommand({ Bucket: to.ociBucket, Key: key, CopySource: copySource, MetadataDirective: 'COPY' }));
+  });
 }

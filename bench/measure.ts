@@ -2,10 +2,11 @@
  * Runs one command as a child process and measures it the same way whatever the command is
  * (our CLI, rclone, the planner child): wall time from spawn to exit, and peak resident memory.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import process from 'node:process';
 import { join } from 'node:path';
 
 /** GNU time reports the child's peak RSS (ru_maxrss, from wait4) with `%M`, in KiB, and its user and system CPU seconds with `%U %S`. */
@@ -79,6 +80,17 @@ async function measureByPolling(run: CommandToMeasure): Promise<MeasuredRun> {
   return { ...result, peakRssBytes: peakKib === undefined ? undefined : peakKib * 1024, rssMethod: RSS_METHOD, cpuMs: undefined };
 }
 
+/** Processes being measured right now, so an interrupted benchmark can end them (`endRunningCommands`). */
+const running = new Set<ChildProcess>();
+
+/** Ends every measured process still running (by its own PID); for an interrupted benchmark. */
+export function endRunningCommands(): void {
+  for (const child of running) {
+    // The command runs in a process group of its own (GNU time and what it runs): end the whole group.
+    if (child.pid !== undefined) process.kill(-child.pid, 'SIGTERM');
+  }
+}
+
 /** Spawns, collects output, and times spawn to exit. `watch` starts per-PID sampling and returns its stopper. */
 function execute(
   command: string,
@@ -88,7 +100,8 @@ function execute(
 ): Promise<{ exitCode: number; wallMs: number; stdout: string; stderr: string; stderrLines: TimedLine[] }> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    running.add(child);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     const stderrLines: TimedLine[] = [];
@@ -103,11 +116,13 @@ function execute(
     });
     const stopWatching = child.pid === undefined ? () => undefined : watch(child.pid);
     child.once('error', (error) => {
+      running.delete(child);
       stopWatching();
       reject(new Error(`could not run ${command}: ${error.message}`));
     });
     child.once('close', (code, signal) => {
       const wallMs = performance.now() - started;
+      running.delete(child);
       stopWatching();
       resolve({
         exitCode: code ?? (signal === null ? 1 : 128),

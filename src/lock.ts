@@ -7,6 +7,7 @@
 import { RestError, type BlobServiceClient, type BlockBlobClient, type ContainerClient } from '@azure/storage-blob';
 import { LockHeldError, StoreError, describeError } from './core/errors.ts';
 import type { TargetName } from './core/types.ts';
+import { withAttemptTimeout } from './stores/azure-blob.ts';
 
 export interface RunLock {
   /** Aborts when a lease could not be renewed: the run must stop, another run may take over. */
@@ -22,6 +23,8 @@ export interface LockOptions {
   readonly leaseSeconds?: number;
   /** Who holds the lock, shown to a run that finds it held (host, process, invocation). */
   readonly holder: string;
+  /** Milliseconds one lock request may go unanswered before it is tried again (default 60,000). */
+  readonly attemptTimeoutMs?: number;
 }
 
 /** One lock to take: the target it guards and the lock blob's name, unique per destination. */
@@ -33,6 +36,7 @@ export interface LockName {
 /** Takes the locks (in a fixed order, so two runs cannot deadlock), or throws `LockHeldError` naming the target and holder; takes none then. */
 export async function acquireRunLock(locks: readonly LockName[], options: LockOptions): Promise<RunLock> {
   const leaseSeconds = options.leaseSeconds ?? 60;
+  const bounded = <T>(call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> => withAttemptTimeout(call, undefined, options.attemptTimeoutMs ?? 60_000, 3);
   const container = options.service.getContainerClient(options.container);
   const label = `azure://${options.service.accountName}/${options.container}`;
   const held: { blob: BlockBlobClient; leaseId: string }[] = [];
@@ -45,17 +49,17 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
       const lease = blob.getBlobLeaseClient();
       try {
         // The lock blob and its container exist after the first run: try the lease first, create only when missing.
-        await lease.acquireLease(leaseSeconds).catch(async (error: unknown) => {
+        await bounded((abortSignal) => lease.acquireLease(leaseSeconds, { abortSignal })).catch(async (error: unknown) => {
           if (!(error instanceof RestError && error.statusCode === 404)) throw error;
-          await createLockBlob(blob, container);
-          await lease.acquireLease(leaseSeconds);
+          await createLockBlob(blob, container, bounded);
+          await bounded((abortSignal) => lease.acquireLease(leaseSeconds, { abortSignal }));
         });
       } catch (error) {
         if (error instanceof RestError && error.statusCode === 409) throw new LockHeldError(await heldMessage(blob, target, leaseSeconds));
         throw error;
       }
       held.push({ blob, leaseId: lease.leaseId });
-      await blob.setMetadata({ holder: asciiOnly(options.holder), since: new Date().toISOString() }, { conditions: { leaseId: lease.leaseId } });
+      await bounded((abortSignal) => blob.setMetadata({ holder: asciiOnly(options.holder), since: new Date().toISOString() }, { abortSignal, conditions: { leaseId: lease.leaseId } }));
     }
   } catch (error) {
     await releaseAll();
@@ -66,7 +70,10 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
   const lost = new AbortController();
   let failedRenewals = 0;
   const renewal = setInterval(() => {
-    void Promise.all(held.map(({ blob, leaseId }) => blob.getBlobLeaseClient(leaseId).renewLease()))
+    // A renewal that hangs counts as failed: bounded to a sixth of the lease.
+    const renew = (blob: BlockBlobClient, leaseId: string): Promise<unknown> =>
+      withAttemptTimeout((abortSignal) => blob.getBlobLeaseClient(leaseId).renewLease({ abortSignal }), undefined, (leaseSeconds * 1000) / 6, 1);
+    void Promise.all(held.map(({ blob, leaseId }) => renew(blob, leaseId)))
       .then(() => {
         failedRenewals = 0;
       })
@@ -86,8 +93,8 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
 }
 
 /** Creates an empty lock blob (and its container, the first time); another run creating it at the same moment is fine. */
-async function createLockBlob(blob: BlockBlobClient, container: ContainerClient): Promise<void> {
-  const create = (): Promise<unknown> => blob.upload('', 0, { conditions: { ifNoneMatch: '*' } });
+async function createLockBlob(blob: BlockBlobClient, container: ContainerClient, bounded: <T>(call: (abortSignal: AbortSignal) => Promise<T>) => Promise<T>): Promise<void> {
+  const create = (): Promise<unknown> => bounded((abortSignal) => blob.upload('', 0, { abortSignal, conditions: { ifNoneMatch: '*' } }));
   const alreadyThere = (error: unknown): boolean => error instanceof RestError && (error.statusCode === 409 || error.statusCode === 412);
   try {
     await create();
@@ -95,7 +102,7 @@ async function createLockBlob(blob: BlockBlobClient, container: ContainerClient)
     if (alreadyThere(error)) return;
     if (!(error instanceof RestError && error.statusCode === 404)) throw error;
     try {
-      await container.createIfNotExists();
+      await bounded((abortSignal) => container.createIfNotExists({ abortSignal }));
     } catch (createError) {
       throw new Error(
         `the lock container ${container.containerName} does not exist and cannot be created (${describeError(createError)}): create it, or grant the identity Storage Blob Data Contributor on the account, or set SYNC_LOCK_CONTAINER to a container it can write`,

@@ -91,7 +91,7 @@ async function takeLock(config: MirrorConfig, credential: TokenCredential | unde
   const names: LockName[] = [];
   if (config.azure !== undefined) names.push({ target: 'azure', blobName: `azure/${service.accountName}/${config.azure.container}.lock` });
   if (config.oci !== undefined) names.push({ target: 'oci', blobName: `oci/${new URL(config.oci.endpoint).host}/${config.oci.bucket}.lock` });
-  return acquireRunLock(names, { service, container: lock.container, leaseSeconds: lock.leaseSeconds, holder });
+  return acquireRunLock(names, { service, container: lock.container, leaseSeconds: lock.leaseSeconds, holder, attemptTimeoutMs: config.sync.requestTimeoutMs });
 }
 
 function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; abortAt: number } | undefined {
@@ -121,6 +121,7 @@ function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: To
         container: azure.container,
         ...(azure.connectionString !== undefined ? { connectionString: azure.connectionString } : { accountUrl: azure.accountUrl, credential: azureCredential }),
         maxTries: config.sync.retryAttempts,
+        tryTimeoutMs: config.sync.requestTimeoutMs,
         singleCopyMaxSize: config.sync.serverSideSingleMaxSize,
       }),
     });

@@ -27,11 +27,11 @@ const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const MIB = 1024 * 1024;
 const blobService = blobServiceClientFor(emulators.azurite);
 
-/** The source: three objects that go in 5 MiB parts, one that goes in a single PUT, and small ones. */
+/** The source: three objects that go in two 5 MiB parts each, one that goes in a single PUT, and small ones. */
 const SOURCE: readonly [string, Uint8Array][] = [
-  ['big/a.bin', pseudoRandomBytes(16 * MIB + 11, 1)],
-  ['big/b.bin', pseudoRandomBytes(18 * MIB + 22, 2)],
-  ['big/c.bin', pseudoRandomBytes(21 * MIB + 33, 3)],
+  ['big/a.bin', pseudoRandomBytes(8 * MIB + 11, 1)],
+  ['big/b.bin', pseudoRandomBytes(9 * MIB + 22, 2)],
+  ['big/c.bin', pseudoRandomBytes(10 * MIB + 33, 3)],
   ['medium.bin', pseudoRandomBytes(4 * MIB + 44, 4)],
   ...Array.from({ length: 12 }, (_, index) => [`small/${String(index).padStart(2, '0')}.txt`, pseudoRandomBytes(1000 + index * 777, 10 + index)] as [string, Uint8Array]),
 ];
@@ -39,7 +39,7 @@ const SOURCE: readonly [string, Uint8Array][] = [
 /** What each target holds before the run: old versions of some keys (other sizes) and keys no longer in the source. */
 const PREVIOUS: Record<'azure' | 'oci', readonly [string, Uint8Array][]> = {
   azure: [
-    ['big/a.bin', pseudoRandomBytes(6 * MIB, 101)],
+    ['big/a.bin', pseudoRandomBytes(2 * MIB, 101)],
     ['medium.bin', pseudoRandomBytes(1 * MIB, 102)],
     ['small/03.txt', pseudoRandomBytes(10, 103)],
     ['small/07.txt', pseudoRandomBytes(20, 104)],
@@ -47,8 +47,8 @@ const PREVIOUS: Record<'azure' | 'oci', readonly [string, Uint8Array][]> = {
     ['extra/2.txt', pseudoRandomBytes(40, 106)],
   ],
   oci: [
-    ['big/a.bin', pseudoRandomBytes(6 * MIB, 201)],
-    ['big/b.bin', pseudoRandomBytes(7 * MIB, 202)],
+    ['big/a.bin', pseudoRandomBytes(2 * MIB, 201)],
+    ['big/b.bin', pseudoRandomBytes(3 * MIB, 202)],
     ['medium.bin', pseudoRandomBytes(1 * MIB, 203)],
     ['small/03.txt', pseudoRandomBytes(10, 204)],
     ['small/07.txt', pseudoRandomBytes(20, 205)],
@@ -127,17 +127,14 @@ const halfSent = (requests: readonly ProxiedRequest[], operation: string, key: s
   requests.some((request) => request.operation === operation && request.path.endsWith(`/${key}`) && request.status === null && request.requestBytes >= 2 * MIB);
 
 const KILL_POINTS: readonly KillPoint[] = [
-  { name: 'the first source read is answered', when: (logs) => answered(logs.source, 'GetObject') >= 1 },
-  { name: '300 ms after the first source read', when: (logs) => (logs.msSinceFirstRead ?? 0) >= 300 },
+  { name: '200 ms after the first source read', when: (logs) => (logs.msSinceFirstRead ?? 0) >= 200 },
   { name: 'medium.bin half sent to OCI in its single PutObject', when: (logs) => halfSent(logs.oci, 'PutObject', 'medium.bin') },
   { name: 'medium.bin half sent to Azure in its single Put Blob', when: (logs) => halfSent(logs.azure, 'PutBlob', 'medium.bin') },
   { name: '1 part uploaded to OCI', when: (logs) => answered(logs.oci, 'UploadPart') >= 1 },
-  { name: '6 parts uploaded to OCI and 6 blocks to Azure', when: (logs) => answered(logs.oci, 'UploadPart') >= 6 && answered(logs.azure, 'PutBlock') >= 6 },
+  { name: '3 parts uploaded to OCI and 3 blocks to Azure', when: (logs) => answered(logs.oci, 'UploadPart') >= 3 && answered(logs.azure, 'PutBlock') >= 3 },
   { name: 'the first CompleteMultipartUpload about to reach OCI', holdComplete: true, when: (_logs, held) => held !== undefined },
   { name: 'the first Put Block List sent to Azure', when: (logs) => arrived(logs.azure, 'PutBlockList') >= 1 },
   { name: 'the first CompleteMultipartUpload answered', when: (logs) => answered(logs.oci, 'CompleteMultipartUpload') >= 1 },
-  { name: '1500 ms after the first source read', when: (logs) => (logs.msSinceFirstRead ?? 0) >= 1500 },
-  { name: 'the last CompleteMultipartUpload answered', when: (logs) => answered(logs.oci, 'CompleteMultipartUpload') >= 3 },
   { name: 'deletions sent to OCI or Azure', when: (logs) => arrived(logs.oci, 'DeleteObjects') + arrived(logs.azure, 'BlobBatch') >= 1 },
 ];
 
@@ -185,6 +182,8 @@ async function settle(): Promise<void> {
   const busy = (proxy: HttpProxy): boolean => proxy.requests().some((request) => request.durationMs === null);
   for (let waited = 0; waited < 10_000 && (busy(s.azureProxy) || busy(s.ociProxy)); waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
   await s.ociStandIn.idle();
+  // The emulators are still tidying up after the requests cut off by the kill.
+  await new Promise((resolve) => setTimeout(resolve, 250));
 }
 
 /** The killed run's leases would keep the next run out for SYNC_LOCK_LEASE_SECONDS; break them as if they had expired. */

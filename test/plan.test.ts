@@ -76,7 +76,7 @@ describe('deleteGuard', () => {
   });
 
   it('lets an intentionally empty source empty the target', () => {
-    const plan = planMirror([], [object('a', 1, T0)], { ...DEFAULT_DELETE_LIMITS, allowEmptySource: true, maxDeletePercent: 100 });
+    const plan = planMirror([], [object('a', 1, T0)], { ...DEFAULT_DELETE_LIMITS, allowEmptySource: true });
     expect(plan.deleteVerdict).toEqual({ allowed: true });
   });
 

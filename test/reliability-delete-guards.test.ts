@@ -46,7 +46,7 @@ async function mirroredScenario(prefix: string, keep: number): Promise<StandInSc
   return s;
 }
 
-describe('a bad source listing deletes nothing at either target', () => {
+describe.concurrent('a bad source listing deletes nothing at either target', () => {
   const failures: [string, (s: StandInScenario) => Promise<void>, (s: StandInScenario) => void][] = [
     ['the source refuses connections', (s) => s.sourceProxy.setDown('refuse'), () => undefined],
     [
@@ -101,7 +101,7 @@ describe('a bad source listing deletes nothing at either target', () => {
   });
 });
 
-describe('an empty source listing', () => {
+describe.concurrent('an empty source listing', () => {
   async function emptySourceScenario(): Promise<Scenario> {
     const s = await createScenario(emulators, 'guard-empty');
     closers.push(async () => s.s3.destroy());
@@ -131,27 +131,26 @@ describe('an empty source listing', () => {
     expect(await targets(s)).toEqual(before);
   });
 
-  it('empties the targets with SYNC_ALLOW_EMPTY_SOURCE=true, once SYNC_MAX_DELETE_PERCENT allows deleting all of them', async () => {
+  it('empties the targets with SYNC_ALLOW_EMPTY_SOURCE=true, within SYNC_MAX_DELETE_COUNT', async () => {
     const s = await emptySourceScenario();
     const before = await targets(s);
 
-    // Allowed to be empty, the plan still deletes 100% of each target: the share guard holds it back.
-    const allowed = await runJson('all', { ...s.settings, SYNC_ALLOW_EMPTY_SOURCE: 'true' });
-    expect(allowed.exitCode).toBe(1);
+    // Allowed to be empty, the share limit is waived; the count limit still holds.
+    const overCount = await runJson('all', { ...s.settings, SYNC_ALLOW_EMPTY_SOURCE: 'true', SYNC_MAX_DELETE_COUNT: '2' });
+    expect(overCount.exitCode).toBe(1);
     for (const name of ['azure', 'oci'] as const) {
-      expect(targetOf(allowed.report, name).deleteVerdict).toMatchObject({ allowed: false, setting: 'SYNC_MAX_DELETE_PERCENT' });
-      expect(targetOf(allowed.report, name).failures[0]!.message).toContain("the plan deletes 3 of the target's 3 objects (100.0%)");
+      expect(targetOf(overCount.report, name).deleteVerdict).toMatchObject({ allowed: false, setting: 'SYNC_MAX_DELETE_COUNT' });
     }
     expect(await targets(s)).toEqual(before);
 
-    const emptied = await runJson('all', { ...s.settings, SYNC_ALLOW_EMPTY_SOURCE: 'true', SYNC_MAX_DELETE_PERCENT: '100' });
+    const emptied = await runJson('all', { ...s.settings, SYNC_ALLOW_EMPTY_SOURCE: 'true' });
     expect(emptied.exitCode).toBe(0);
     expect(emptied.report.targets.map((target) => target.deleted)).toEqual([3, 3]);
     expect(await targets(s)).toEqual({ azure: {}, oci: {} });
   });
 });
 
-describe('delete limits', () => {
+describe.concurrent('delete limits', () => {
   /**
    * Six objects stay, three were deleted from the source and two were added since the last mirror:
    * the plan copies 2 and deletes 3 of each target's 9 objects (33.3%).

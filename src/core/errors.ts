@@ -66,10 +66,15 @@ export function registerSecret(value: string | undefined): void {
 
 const SIGNED_URL_PARAMETER = /([?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|sig|se|sv|sp|skoid|sktid|skt|ske|sks|skv)=)[^&\s"']*/gi;
 const CONNECTION_STRING_SECRET = /((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi;
+/** A SigV4 Authorization header (`Credential=<key id>/<scope>, ..., Signature=<hex>`), as a service may echo it in an error. */
+const AUTHORIZATION_HEADER_SECRET = /(\b(?:Credential|Signature)=)[^&,;()\s"']+/g;
 
 /** Masks registered secrets, URL signatures and connection-string keys in any text that may leave the process. */
 export function redactSecrets(text: string): string {
-  let result = text.replace(SIGNED_URL_PARAMETER, '$1[redacted]').replace(CONNECTION_STRING_SECRET, '$1[redacted]');
+  let result = text
+    .replace(SIGNED_URL_PARAMETER, '$1[redacted]')
+    .replace(CONNECTION_STRING_SECRET, '$1[redacted]')
+    .replace(AUTHORIZATION_HEADER_SECRET, '$1[redacted]');
   for (const secret of knownSecrets) result = result.split(secret).join('[redacted]');
   return result;
 }

@@ -97,7 +97,9 @@ export function deleteGuard(counts: { deletions: number; sourceObjects: number; 
     };
   }
   const percent = (deletions / targetObjects) * 100;
-  if (percent > limits.maxDeletePercent) {
+  // An intentionally empty source means emptying the target: only the count limit still applies.
+  const emptyingOnPurpose = sourceObjects === 0 && limits.allowEmptySource;
+  if (percent > limits.maxDeletePercent && !emptyingOnPurpose) {
     return {
       allowed: false,
       reason: `the plan deletes ${deletions} of the target's ${targetObjects} objects (${percent.toFixed(1)}%), more than the ${limits.maxDeletePercent}% one run may delete`,

@@ -25,7 +25,10 @@ export interface AzureBlobStoreOptions {
   readonly credential?: TokenCredential;
   /** Attempts per request, with exponential backoff (default 5). */
   readonly maxTries?: number;
-  /** Milliseconds one attempt may take before it is retried (default 120,000; pulls from a URL get ten times that). */
+  /**
+   * Milliseconds one call may go unanswered before it is abandoned and tried again, up to `maxTries`
+   * times (default 60,000; pulls from a URL, where Azure copies the bytes before answering, get ten times that).
+   */
   readonly tryTimeoutMs?: number;
   /** Objects up to this size are pulled from a URL in one Put Blob From URL; larger ones in blocks (default 256 MiB). */
   readonly singleCopyMaxSize?: number;
@@ -41,6 +44,11 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   const singleCopyMaxSize = options.singleCopyMaxSize ?? 256 * MIB;
   const copyBlockConcurrency = options.copyBlockConcurrency ?? 8;
   const fail = (operation: string, error: unknown, key?: string): StoreError => toAzureStoreError(label, operation, error, key);
+  const attemptTimeoutMs = options.tryTimeoutMs ?? 60_000;
+  const attempts = options.maxTries ?? 5;
+  /** The SDK's retry policy never abandons a call that stalls: bound each attempt, and try a stalled one again. */
+  const bounded = <T>(signal: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>, timeoutMs = attemptTimeoutMs): Promise<T> =>
+    withAttemptTimeout(call, signal, timeoutMs, attempts);
   const blob = (key: string): BlockBlobClient => container.getBlockBlobClient(key);
 
   const serverSideCopy: ServerSideCopy = {
@@ -49,27 +57,27 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       const sourceMd5 = description.contentMd5Base64 === undefined ? undefined : Buffer.from(description.contentMd5Base64, 'base64');
       try {
         if (description.size <= singleCopyMaxSize) {
-          await target.syncUploadFromURL(sourceUrl, {
-            abortSignal: signal,
+          await bounded(signal, (abortSignal) => target.syncUploadFromURL(sourceUrl, {
+            abortSignal,
             copySourceBlobProperties: false,
             blobHTTPHeaders: headersOf(description),
             metadata: recordedSourceMetadata(description),
             ...(sourceMd5 === undefined ? {} : { sourceContentMD5: sourceMd5 }),
-          });
+          }), attemptTimeoutMs * 10);
         } else {
           const blockSize = copyBlockSize(description.size, singleCopyMaxSize);
           const blockIds = blockIdsFor(Math.ceil(description.size / blockSize));
           await forEachBounded(blockIds.entries(), copyBlockConcurrency, async ([index, blockId]) => {
             const offset = index * blockSize;
-            await target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal: signal });
+            await bounded(signal, (abortSignal) => target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal }), attemptTimeoutMs * 10);
           });
-          await target.commitBlockList(blockIds, { abortSignal: signal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) });
+          await bounded(signal, (abortSignal) => target.commitBlockList(blockIds, { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
         }
       } catch (error) {
         throw fail('copy from URL', error, description.key);
       }
       // The bytes never passed through us: check what arrived.
-      const written = await target.getProperties({ abortSignal: signal }).catch((error: unknown) => {
+      const written = await bounded(signal, (abortSignal) => target.getProperties({ abortSignal })).catch((error: unknown) => {
         throw fail('check copy', error, description.key);
       });
       if (written.contentLength !== description.size) {
@@ -87,7 +95,15 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
 
     async *list(signal?: AbortSignal): AsyncIterable<ObjectInfo> {
       try {
-        for await (const page of container.listBlobsFlat({ includeMetadata: true, abortSignal: signal }).byPage({ maxPageSize: LIST_PAGE_SIZE })) {
+        let continuationToken: string | undefined;
+        do {
+          // One iterator per page, so each page request gets its own attempt timeout.
+          const page = await bounded(signal, async (abortSignal) => {
+            const next = await container.listBlobsFlat({ includeMetadata: true, abortSignal }).byPage({ maxPageSize: LIST_PAGE_SIZE, ...(continuationToken === undefined ? {} : { continuationToken }) }).next();
+            if (next.done === true) throw new Error('the listing ended without a page');
+            return next.value;
+          });
+          continuationToken = page.continuationToken === '' ? undefined : page.continuationToken;
           for (const item of page.segment.blobItems) {
             const recordedEtag = item.metadata?.[SOURCE_ETAG_METADATA];
             const recordedModified = item.metadata?.[SOURCE_MODIFIED_METADATA];
@@ -101,7 +117,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
                 : { recordedSource: { etag: recordedEtag, ...(recordedModified === undefined ? {} : { lastModifiedMs: Date.parse(recordedModified) }) } }),
             };
           }
-        }
+        } while (continuationToken !== undefined);
       } catch (error) {
         throw fail('list', error);
       }
@@ -109,12 +125,12 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
 
     async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
       try {
-        await blob(description.key).upload(bytes, bytes.byteLength, {
-          abortSignal: signal,
+        await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
+          abortSignal,
           blobHTTPHeaders: headersOf(description),
           metadata: recordedSourceMetadata(description),
           transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
-        });
+        }));
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -125,14 +141,14 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       return {
         async uploadPart(part: Part, signal?: AbortSignal): Promise<void> {
           try {
-            await target.stageBlock(blockId(part.index), part.bytes, part.bytes.byteLength, { abortSignal: signal, transactionalContentMD5: Buffer.from(part.md5Base64, 'base64') });
+            await bounded(signal, (abortSignal) => target.stageBlock(blockId(part.index), part.bytes, part.bytes.byteLength, { abortSignal, transactionalContentMD5: Buffer.from(part.md5Base64, 'base64') }));
           } catch (error) {
             throw fail(`stage block ${part.index}`, error, description.key);
           }
         },
         async commit(partCount: number, signal?: AbortSignal): Promise<void> {
           try {
-            await target.commitBlockList(blockIdsFor(partCount), { abortSignal: signal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) });
+            await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
           } catch (error) {
             throw fail('commit block list', error, description.key);
           }
@@ -148,7 +164,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       for (let offset = 0; offset < keys.length; offset += DELETE_BATCH) {
         const batch = keys.slice(offset, offset + DELETE_BATCH);
         try {
-          const response = await batchClient.deleteBlobs(batch.map((key) => container.getBlobClient(key)), { abortSignal: signal, deleteSnapshots: 'include' });
+          const response = await bounded(signal, (abortSignal) => batchClient.deleteBlobs(batch.map((key) => container.getBlobClient(key)), { abortSignal, deleteSnapshots: 'include' }));
           for (const sub of response.subResponses) {
             if (sub.status >= 300 && sub.status !== 404) {
               failures.push({ key: sub._request.url ? keyFromUrl(sub._request.url, container.url) : '', message: `${sub.status} ${sub.errorCode ?? ''}`.trim() });
@@ -165,10 +181,26 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   };
 }
 
+/**
+ * Runs `call` with a signal that aborts after `timeoutMs`; a call abandoned that way is tried again,
+ * `attempts` times in all. Only for idempotent calls (every write here names its blob or block).
+ */
+export async function withAttemptTimeout<T>(call: (signal: AbortSignal) => Promise<T>, outer: AbortSignal | undefined, timeoutMs: number, attempts: number): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    const timer = AbortSignal.timeout(timeoutMs);
+    try {
+      return await call(outer === undefined ? timer : AbortSignal.any([outer, timer]));
+    } catch (error) {
+      if (!timer.aborted || outer?.aborted === true) throw error;
+      if (attempt >= attempts) throw new Error(`no answer within ${timeoutMs / 1000} s, ${attempts} times`, { cause: error });
+    }
+  }
+}
+
 /** A Blob service client with the retry policy every Azure call of a run uses. */
 export function serviceClient(options: Pick<AzureBlobStoreOptions, 'connectionString' | 'accountUrl' | 'credential' | 'maxTries' | 'tryTimeoutMs'>): BlobServiceClient {
   // Short first delays: a store that stays down must fail the run in seconds, not minutes.
-  const retryOptions = { retryPolicyType: StorageRetryPolicyType.EXPONENTIAL, maxTries: options.maxTries ?? 5, tryTimeoutInMs: options.tryTimeoutMs ?? 120_000, retryDelayInMs: 500, maxRetryDelayInMs: 8000 };
+  const retryOptions = { retryPolicyType: StorageRetryPolicyType.EXPONENTIAL, maxTries: options.maxTries ?? 5, tryTimeoutInMs: Math.max(options.tryTimeoutMs ?? 60_000, 60_000), retryDelayInMs: 500, maxRetryDelayInMs: 8000 };
   if (options.connectionString !== undefined) return BlobServiceClient.fromConnectionString(options.connectionString, { retryOptions });
   if (options.accountUrl !== undefined && options.credential !== undefined) return new BlobServiceClient(options.accountUrl, options.credential, { retryOptions });
   throw new Error('azureBlobStore needs a connection string, or an account URL and a credential');

@@ -57,7 +57,8 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     ...(compatibility ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
     maxAttempts: options.maxAttempts ?? 5,
     retryMode: 'standard',
-    requestHandler: { connectionTimeout: 10_000, requestTimeout: options.requestTimeoutMs ?? 60_000 },
+    // socketTimeout is the "nothing received for this long" timeout; requestTimeout would only log a warning.
+    requestHandler: { connectionTimeout: 10_000, socketTimeout: options.requestTimeoutMs ?? 60_000 },
   });
   if (compatibility) useContentMd5ForDeleteObjects(client);
 

@@ -19,8 +19,11 @@
  *   failContinuations })`): `max-keys` is set on every ListObjectsV2 (s3rver checks no signatures);
  *   with `failContinuations`, every page after the first (a request with a continuation token) gets
  *   500 InternalError.
- * - **Bytes corrupted on the way** (`setCorruptReads(key)`): every GetObject of that key has one byte
+ * - **Bytes corrupted on the way** (`setCorruptReads(keys)`): every GetObject of those keys has one byte
  *   in the middle of its body flipped; the length and headers (ETag included) stay as they were.
+ * - **A careless service** (`setEchoErrors(true)`): every request is answered 400 InvalidRequest with a
+ *   message that repeats the request line and its Authorization header (key id, signature), as some
+ *   S3-compatible services and gateways do; what the app makes of such a message must not leak them.
  * - **A request held at the door** (`holdNext`): the next request of an operation waits until the test
  *   releases it; if its client went away meanwhile (killed), it is dropped, never forwarded.
  *
@@ -96,8 +99,10 @@ export interface S3StandIn {
   /** Multipart uploads seen so far (all states), optionally of one bucket. */
   uploads(bucket?: string): TrackedUpload[];
   setListing(rewrite: ListingRewrite | null): void;
-  /** Corrupt every GetObject body of this key (null: none). */
-  setCorruptReads(key: string | null): void;
+  /** Answer every request 400 with a message that echoes the request line and Authorization header. */
+  setEchoErrors(on: boolean): void;
+  /** Corrupt every GetObject body of these keys (empty: none). */
+  setCorruptReads(keys: readonly string[]): void;
   /** Resolves when the next request of `operation` (whose path satisfies `matches`) arrives; it waits until released. */
   holdNext(operation: S3Operation, matches?: (path: string) => boolean): Promise<HeldRequest>;
   /** Resolves once no exchange with s3rver is in flight. */
@@ -112,7 +117,8 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
   const uploads = new Map<string, TrackedUpload>();
   const holds: { operation: S3Operation; matches: (path: string) => boolean; arrived: (held: HeldRequest) => void }[] = [];
   let listing: ListingRewrite | null = null;
-  let corruptKey: string | null = null;
+  let corruptKeys = new Set<string>();
+  let echoErrors = false;
   let inFlight = 0;
 
   /** One exchange with s3rver; `body` replaces the client's (buffered) body. Counts as in flight until the answer is consumed. */
@@ -185,6 +191,12 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
       res.end(body);
     };
 
+    if (echoErrors) {
+      entry.handling = 'served';
+      await completeBody(req, entry);
+      reply(400, s3Error('InvalidRequest', `Cannot serve ${method} ${req.url ?? '/'} (Authorization: ${String(req.headers.authorization)})`));
+      return;
+    }
     if (options.multipartUploads && operation === 'ListMultipartUploads') {
       entry.handling = 'served';
       const open = [...uploads.values()].filter((upload) => upload.bucket === bucket && upload.state === 'in-progress').sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.uploadId < b.uploadId ? -1 : 1));
@@ -254,7 +266,7 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
       return;
     }
 
-    if (operation === 'GetObject' && corruptKey !== null && key === corruptKey) {
+    if (operation === 'GetObject' && corruptKeys.has(key)) {
       await tracked(async () => {
         const response = await send(req, req.url ?? '/');
         const length = Number(response.headers['content-length'] ?? Number.NaN);
@@ -270,6 +282,8 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
+      // A client that went away (killed) mid-exchange ends the exchange with s3rver too: nothing to report.
+      if (req.destroyed || req.socket.destroyed || res.destroyed) return;
       process.stderr.write(`${JSON.stringify({ event: 's3_stand_in_error', error: String(error) })}\n`);
       if (!res.headersSent && !res.destroyed) res.writeHead(502).end();
       else res.destroy();
@@ -294,8 +308,11 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
     setListing: (rewrite) => {
       listing = rewrite;
     },
-    setCorruptReads: (key) => {
-      corruptKey = key;
+    setEchoErrors: (on) => {
+      echoErrors = on;
+    },
+    setCorruptReads: (keys) => {
+      corruptKeys = new Set(keys);
     },
     holdNext: (operation, matches = () => true) => new Promise<HeldRequest>((arrived) => holds.push({ operation, matches, arrived })),
     idle: async () => {

@@ -1,0 +1,92 @@
+/**
+ * Integrity: bytes that do not match the source ETag's MD5 are never written. The source stand-in
+ * (./support/s3-stand-in.ts) flips one byte in the middle of every GetObject body of the chosen keys,
+ * keeping the length and the headers (the ETag still gives the MD5 of the true bytes).
+ */
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import type { RunReport, TargetReport } from '../src/core/report.ts';
+import { runJson } from './support/cli-run.ts';
+import { md5Hex, mirrorDifferences, pseudoRandomBytes, putBlob, putS3Object, putSource, readAll } from './support/scenario.ts';
+import { createStandInScenario, type StandInScenario } from './support/stand-in-scenario.ts';
+
+const emulators = inject('emulators');
+const MIB = 1024 * 1024;
+const closers: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  await Promise.all(closers.map((close) => close()));
+});
+
+async function scenario(prefix: string, options: { serverSideCopy?: boolean; settings?: Record<string, string> }): Promise<StandInScenario> {
+  const s = await createStandInScenario(emulators, { prefix, ...options });
+  closers.push(() => s.close());
+  return s;
+}
+
+const targetOf = (report: RunReport, name: 'azure' | 'oci'): TargetReport => {
+  const found = report.targets.find((entry) => entry.target === name);
+  if (found === undefined) throw new Error(`no ${name} in the report`);
+  return found;
+};
+
+describe.concurrent('integrity', () => {
+  it('an object whose bytes do not match the source ETag is reported as a failure and written nowhere; the targets keep what they had', async () => {
+    const s = await scenario('integrity', { settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_PART_SIZE_MB: '5' } });
+    const previous = pseudoRandomBytes(2 * MIB, 9);
+    await putSource(s, 'ok.txt', 'fine');
+    await putSource(s, 'bad-small.bin', pseudoRandomBytes(100_000, 1));
+    // 12 MiB: three 5 MiB parts; the previous copy at both targets must survive.
+    await putSource(s, 'bad-big.bin', pseudoRandomBytes(12 * MIB, 2));
+    await putBlob(s, 'bad-big.bin', previous);
+    await putS3Object(s, s.ociBucket, 'bad-big.bin', previous);
+    s.sourceStandIn.setCorruptReads(['bad-small.bin', 'bad-big.bin']);
+
+    const { exitCode, report } = await runJson('all', s.settings);
+
+    expect(exitCode).toBe(1);
+    for (const name of ['azure', 'oci'] as const) {
+      const target = targetOf(report, name);
+      expect(target).toMatchObject({ copied: 1, replaced: 0, failed: 2 });
+      expect(target.failures.map((failure) => [failure.operation, failure.key])).toEqual(
+        expect.arrayContaining([
+          ['copy', 'bad-small.bin'],
+          ['replace', 'bad-big.bin'],
+        ]),
+      );
+      for (const failure of target.failures) expect(failure.message).toMatch(/^read failed on s3:\/\/.* key "bad-(small|big)\.bin": the bytes read have MD5 \S+, the source ETag says \S+; nothing was written$/);
+    }
+    expect(s.sourceStandIn.requests().filter((request) => request.handling === 'corrupted').length).toBeGreaterThanOrEqual(2);
+    const state = await readAll(s);
+    for (const name of ['azure', 'oci'] as const) {
+      expect(state[name].has('bad-small.bin'), name).toBe(false);
+      expect(state[name].get('bad-big.bin')?.md5, name).toBe(md5Hex(previous));
+      expect(state[name].has('ok.txt'), name).toBe(true);
+    }
+    // The multipart upload at OCI was aborted, not left behind.
+    expect(s.ociStandIn.uploads(s.ociBucket).map((upload) => [upload.key, upload.state])).toEqual([['bad-big.bin', 'aborted']]);
+
+    // Once the bytes arrive intact, the next run completes the mirror.
+    s.sourceStandIn.setCorruptReads([]);
+    expect((await runJson('all', s.settings)).exitCode).toBe(0);
+    const healed = await readAll(s);
+    expect(mirrorDifferences(healed.source, healed.azure)).toEqual([]);
+    expect(mirrorDifferences(healed.source, healed.oci)).toEqual([]);
+  });
+
+  it('Azure refuses a server-side pull whose bytes do not match the source MD5, and the failure is reported', async () => {
+    const s = await scenario('integrity-pull', { serverSideCopy: true });
+    await putSource(s, 'ok.txt', 'fine');
+    await putSource(s, 'pulled.bin', pseudoRandomBytes(300_000, 3));
+    s.sourceStandIn.setCorruptReads(['pulled.bin']);
+
+    const { exitCode, report } = await runJson('azure', s.settings);
+
+    expect(exitCode).toBe(1);
+    const azure = targetOf(report, 'azure');
+    expect(azure).toMatchObject({ mode: 'server-side', copied: 1, failed: 1, bytesStreamed: 0 });
+    expect(azure.failures).toEqual([expect.objectContaining({ operation: 'copy', key: 'pulled.bin' })]);
+    expect(azure.failures[0]!.message).toMatch(/copy from URL failed on azure:\/\/.* key "pulled\.bin" \(400 Md5Mismatch\)/);
+    const state = await readAll(s);
+    expect(state.azure.has('pulled.bin')).toBe(false);
+    expect(state.azure.has('ok.txt')).toBe(true);
+  });
+});
