@@ -2,12 +2,14 @@
  * A scenario whose three stores are reached through counting proxies (test/support/http-proxy.ts), so
  * a test can see every request the run makes to each store, and inject faults into any of them.
  * Optionally Azure is reached through the copy-from-URL stand-in (test/support/copy-from-url-proxy.ts),
- * which serves the server-side copy API that Azurite lacks.
+ * which serves the server-side copy API that Azurite lacks, and the S3 stores through the S3 stand-in
+ * (test/support/s3-stand-in.ts), which gives OCI real S3's atomic PUT and multipart-upload listing.
  */
 import type { Settings } from '../../src/config.ts';
 import { startCopyFromUrlProxy, type CopyFromUrlProxy } from './copy-from-url-proxy.ts';
 import type { EmulatorCoordinates } from './emulators.ts';
 import { startHttpProxy, type HttpProxy } from './http-proxy.ts';
+import { startS3StandIn, type S3StandIn } from './s3-stand-in.ts';
 import { createScenario, type Scenario } from './scenario.ts';
 
 export interface ProxiedScenario extends Scenario {
@@ -18,17 +20,27 @@ export interface ProxiedScenario extends Scenario {
   /** Every request of the run to Azure (in front of the copy proxy, when there is one). */
   readonly azureProxy: HttpProxy;
   readonly copyProxy: CopyFromUrlProxy | undefined;
+  /** Present with `standIns`: between the source proxy and s3rver. */
+  readonly sourceStandIn: S3StandIn | undefined;
+  /** Present with `standIns`: between the OCI proxy and s3rver, with atomic PUTs and multipart-upload listing. */
+  readonly ociStandIn: S3StandIn | undefined;
   close(): Promise<void>;
 }
 
-export async function createProxiedScenario(
-  emulators: EmulatorCoordinates,
-  options: { prefix?: string; serverSideCopy?: boolean; settings?: Settings } = {},
-): Promise<ProxiedScenario> {
+export interface ProxiedScenarioOptions {
+  readonly prefix?: string;
+  readonly serverSideCopy?: boolean;
+  readonly standIns?: boolean;
+  readonly settings?: Settings;
+}
+
+export async function createProxiedScenario(emulators: EmulatorCoordinates, options: ProxiedScenarioOptions = {}): Promise<ProxiedScenario> {
   const base = await createScenario(emulators, options.prefix ?? 'proxied', options.settings);
   const copyProxy = options.serverSideCopy ? await startCopyFromUrlProxy({ azurite: emulators.azurite }) : undefined;
-  const sourceProxy = await startHttpProxy({ upstream: emulators.s3.endpoint, dialect: 's3' });
-  const ociProxy = await startHttpProxy({ upstream: emulators.s3.endpoint, dialect: 's3' });
+  const sourceStandIn = options.standIns ? await startS3StandIn({ upstream: emulators.s3.endpoint }) : undefined;
+  const ociStandIn = options.standIns ? await startS3StandIn({ upstream: emulators.s3.endpoint, atomicPuts: true, multipartUploads: true }) : undefined;
+  const sourceProxy = await startHttpProxy({ upstream: sourceStandIn?.url ?? emulators.s3.endpoint, dialect: 's3' });
+  const ociProxy = await startHttpProxy({ upstream: ociStandIn?.url ?? emulators.s3.endpoint, dialect: 's3' });
   const azureProxy = await startHttpProxy({ upstream: copyProxy?.url ?? new URL(emulators.azurite.blobEndpoint).origin, dialect: 'azure' });
   const blobEndpoint = `${azureProxy.url}/${emulators.azurite.accountName}`;
   return {
@@ -43,9 +55,12 @@ export async function createProxiedScenario(
     ociProxy,
     azureProxy,
     copyProxy,
+    sourceStandIn,
+    ociStandIn,
     async close(): Promise<void> {
       base.s3.destroy();
       await Promise.all([sourceProxy.close(), ociProxy.close(), azureProxy.close(), copyProxy?.close()]);
+      await Promise.all([sourceStandIn?.close(), ociStandIn?.close()]);
     },
   };
 }
