@@ -97,7 +97,7 @@ async function main(): Promise<number> {
   print(`load average at start: ${describeLoad()}`);
   if (Number(process.versions.node.split('.')[0]) < 22) print(`WARNING: Node ${process.version}; the product needs Node >= 22 - run the benchmark with \`npm run bench\`, which uses node_modules/.bin/node`);
   print(`peer: ${rclone ?? `rclone NOT installed - only our figures are taken; install it with: ${RCLONE_INSTALL_HINT}`}`);
-  if (rclone !== undefined) print(`rclone flags: sync ${RCLONE_SYNC_FLAGS.join(' ')} [--size-only]; ours: default settings (SYNC_CONCURRENCY 8)`);
+  if (rclone !== undefined) print(`rclone flags: sync ${RCLONE_SYNC_FLAGS.join(' ')} [--size-only]; ours: default settings (SYNC_CONCURRENCY 16, SYNC_MEMORY_MB 64)`);
   print(`peak RSS: ${RSS_METHOD}, the same for both tools; scenarios: ${[...options.only].join(', ')}`);
   const startup = await measureStartup(rclone !== undefined);
   print(`process start alone, median of 3: ours (node ${relative(process.cwd(), CLI_PATH)} --help) ${seconds(startup.ours.wallMs)}, ${megabytes(startup.ours.peakRssBytes)} RSS${startup.rclone === undefined ? '' : `; rclone version ${seconds(startup.rclone.wallMs)}, ${megabytes(startup.rclone.peakRssBytes)} RSS`}\n`);

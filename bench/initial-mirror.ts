@@ -108,7 +108,7 @@ function verdicts(data: InitialMirrorData, rclone: boolean): Verdict[] {
       verdict(
         'initial mirror',
         `${target}: our peak RSS < ${megabytes(RSS_GOAL_BYTES)}`,
-        megabytes(ours?.peakRssBytes),
+        megabytes(ours?.peakRssBytes, 1),
         ours?.peakRssBytes === undefined ? undefined : ours.peakRssBytes < RSS_GOAL_BYTES,
       ),
     );

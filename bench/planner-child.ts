@@ -36,10 +36,11 @@ export interface PlannerChildResult {
   readonly bareTargetMapMs: number;
 }
 
-/** Every 100th object differs: 40% of those by size, 30% by content (same size), 30% missing at the target; as many extra objects at the target keep both sides at N. */
+/** Objects per parsed page, as a listing arrives in pages. */
 const PAGE = 10_000;
 const SOURCE_SECONDS = Date.UTC(2025, 0, 1) / 1000;
 
+/** Every 100th object differs: 40% of those by size, 30% by content (same size), 30% missing at the target; as many extra objects at the target keep both sides at N. */
 function kind(index: number, count: number): 'same' | 'size' | 'content' | 'missing' | 'extra' {
   if (index >= count) return 'extra';
   if (index % 100 !== 0) return 'same';

@@ -60,7 +60,7 @@ function verdicts(data: PlannerData): Verdict[] {
     verdict(
       'planner',
       `${run.shape}-shaped: ${count(data.objectsPerSide)} per side in < ${megabytes(RSS_GOAL_BYTES)} peak RSS`,
-      `${megabytes(run.peakRssAfterPlanBytes)} (inputs alone: ${megabytes(run.inputsHeapBytes)} live heap, ${megabytes(run.peakRssBeforePlanBytes)} RSS)`,
+      `${megabytes(run.peakRssAfterPlanBytes, 1)} (inputs alone: ${megabytes(run.inputsHeapBytes)} live heap, ${megabytes(run.peakRssBeforePlanBytes)} RSS)`,
       data.objectsPerSide >= 1_000_000 ? run.peakRssAfterPlanBytes < RSS_GOAL_BYTES : undefined,
     ),
   ]);

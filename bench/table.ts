@@ -21,8 +21,9 @@ export function seconds(ms: number | undefined): string {
   return ms < 10_000 ? `${(ms / 1000).toFixed(2)} s` : `${(ms / 1000).toFixed(1)} s`;
 }
 
-export function megabytes(bytes: number | undefined): string {
-  return bytes === undefined ? '-' : `${Math.round(bytes / MB)} MB`;
+/** `208 MB`; with `digits`, `200.4 MB` (a figure judged against a limit must not round onto it). */
+export function megabytes(bytes: number | undefined, digits = 0): string {
+  return bytes === undefined ? '-' : `${(bytes / MB).toFixed(digits)} MB`;
 }
 
 export function count(value: number | undefined): string {
