@@ -1,7 +1,6 @@
 /** The mirror as a user sees it, against real Azurite and s3rver (started by the global setup). */
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import type { TargetReport } from '../src/core/report.ts';
-import { runCli, runJson } from './support/cli-run.ts';
+import { runCli, runJson, targetOf } from './support/cli-run.ts';
 import type { HttpProxy } from './support/http-proxy.ts';
 import { createProxiedScenario } from './support/proxied-scenario.ts';
 import {
@@ -29,11 +28,7 @@ async function scenario(extraSettings: Record<string, string> = {}): Promise<Sce
   return created;
 }
 
-const target = (report: { targets: readonly TargetReport[] }, name: 'azure' | 'oci'): TargetReport => {
-  const found = report.targets.find((entry) => entry.target === name);
-  if (found === undefined) throw new Error(`no ${name} in the report`);
-  return found;
-};
+const target = targetOf;
 
 async function expectExactMirrors(s: Scenario): Promise<void> {
   const state = await readAll(s);

@@ -8,8 +8,7 @@
  */
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import type { RunReport, TargetReport } from '../src/core/report.ts';
-import { runCli, runJson } from './support/cli-run.ts';
+import { runCli, runJson, targetOf } from './support/cli-run.ts';
 import { createScenario, putBlob, putS3Object, putSource, readAll, type Scenario } from './support/scenario.ts';
 import { createStandInScenario, type StandInScenario } from './support/stand-in-scenario.ts';
 
@@ -18,12 +17,6 @@ const closers: (() => Promise<void>)[] = [];
 afterAll(async () => {
   await Promise.all(closers.map((close) => close()));
 });
-
-const targetOf = (report: RunReport, name: 'azure' | 'oci'): TargetReport => {
-  const found = report.targets.find((entry) => entry.target === name);
-  if (found === undefined) throw new Error(`no ${name} in the report`);
-  return found;
-};
 
 /** Keys and MD5s of both targets, to compare before and after a run. */
 async function targets(s: Scenario): Promise<{ azure: Record<string, string>; oci: Record<string, string> }> {

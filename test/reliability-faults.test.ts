@@ -4,8 +4,7 @@
  * nothing there and leaves the other target mirrored; wrong credentials name the store.
  */
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import type { RunReport, TargetReport } from '../src/core/report.ts';
-import { runJson } from './support/cli-run.ts';
+import { runJson, targetOf } from './support/cli-run.ts';
 import type { FaultKind, HttpProxy } from './support/http-proxy.ts';
 import { createProxiedScenario, type ProxiedScenario } from './support/proxied-scenario.ts';
 import { mirrorDifferences, pseudoRandomBytes, putBlob, putS3Object, putSource, readAll, type Scenario } from './support/scenario.ts';
@@ -22,12 +21,6 @@ async function proxiedScenario(prefix: string, settings: Record<string, string> 
   closers.push(() => s.close());
   return s;
 }
-
-const targetOf = (report: RunReport, name: 'azure' | 'oci'): TargetReport => {
-  const found = report.targets.find((entry) => entry.target === name);
-  if (found === undefined) throw new Error(`no ${name} in the report`);
-  return found;
-};
 
 /** Keys and MD5s of one target. */
 async function holdings(s: Scenario, name: 'azure' | 'oci'): Promise<Record<string, string>> {

@@ -4,8 +4,7 @@
  * keeping the length and the headers (the ETag still gives the MD5 of the true bytes).
  */
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import type { RunReport, TargetReport } from '../src/core/report.ts';
-import { runJson } from './support/cli-run.ts';
+import { runJson, targetOf } from './support/cli-run.ts';
 import { md5Hex, mirrorDifferences, pseudoRandomBytes, putBlob, putS3Object, putSource, readAll } from './support/scenario.ts';
 import { createStandInScenario, type StandInScenario } from './support/stand-in-scenario.ts';
 
@@ -21,12 +20,6 @@ async function scenario(prefix: string, options: { serverSideCopy?: boolean; set
   closers.push(() => s.close());
   return s;
 }
-
-const targetOf = (report: RunReport, name: 'azure' | 'oci'): TargetReport => {
-  const found = report.targets.find((entry) => entry.target === name);
-  if (found === undefined) throw new Error(`no ${name} in the report`);
-  return found;
-};
 
 describe.concurrent('integrity', () => {
   it('an object whose bytes do not match the source ETag is reported as a failure and written nowhere; the targets keep what they had', async () => {

@@ -1,6 +1,6 @@
 /** Runs the CLI adapter in-process, as `artifacts-sync <args>` would, capturing what it prints. */
 import { runCommandLine } from '../../src/command-line.ts';
-import type { RunReport } from '../../src/core/report.ts';
+import type { RunReport, TargetReport } from '../../src/core/report.ts';
 import type { Settings } from '../../src/config.ts';
 
 export interface CliResult {
@@ -26,4 +26,11 @@ export async function runJson(provider: string, settings: Settings, extra: reado
     throw new Error(`no JSON report (exit ${result.exitCode}); stdout: ${result.stdout}\nstderr: ${result.stderr}`);
   }
   return { exitCode: result.exitCode, report, stderr: result.stderr };
+}
+
+/** One target's part of a report; fails the test when the target is missing. */
+export function targetOf(report: Pick<RunReport, 'targets'>, name: 'azure' | 'oci'): TargetReport {
+  const found = report.targets.find((entry) => entry.target === name);
+  if (found === undefined) throw new Error(`no ${name} in the report`);
+  return found;
 }

@@ -45,7 +45,6 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
 import {
   type BlobHTTPHeaders,
@@ -60,7 +59,7 @@ import {
   StorageSharedKeyCredential,
   type WebResource,
 } from '@azure/storage-blob';
-import { classifyAzureRequest, forwardRequest, headerValue, splitTarget, withoutHopByHop, writeAzureError } from './http-proxy.ts';
+import { classifyAzureRequest, forwardRequest, headerValue, listenOnLoopback, splitTarget, withoutHopByHop, writeAzureError } from './http-proxy.ts';
 
 export type CopyFromUrlOperation = 'PutBlobFromURL' | 'PutBlockFromURL';
 
@@ -124,14 +123,7 @@ export async function startCopyFromUrlProxy(options: CopyFromUrlProxyOptions): P
       else res.destroy();
     });
   });
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { url, closeNow } = await listenOnLoopback(server);
   const blobEndpoint = `${url}/${options.azurite.accountName}`;
 
   return {
@@ -146,9 +138,7 @@ export async function startCopyFromUrlProxy(options: CopyFromUrlProxyOptions): P
       refuse = on;
     },
     close: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      await closed;
+      await closeNow();
       agent.destroy();
     },
   };

@@ -155,6 +155,30 @@ const HOP_BY_HOP_HEADERS = new Set([
   'expect',
 ]);
 
+/**
+ * Listens on a free loopback port and tracks the server's connections, so `closeNow` ends them with
+ * it (a keep-alive client would otherwise hold `close` open). Shared by every test server here.
+ */
+export async function listenOnLoopback(server: http.Server): Promise<{ port: number; url: string; closeNow(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    closeNow: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
+
 export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpProxy> {
   const upstream = new URL(options.upstream);
   if (upstream.protocol !== 'http:') throw new Error(`startHttpProxy: upstream ${upstream.origin} must be plain http`);
@@ -260,21 +284,9 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
       else res.destroy();
     });
   });
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-
+  const { port, closeNow } = await listenOnLoopback(server);
   const stopListening = async (): Promise<void> => {
-    if (!server.listening) return;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const socket of sockets) socket.destroy();
-    await closed;
+    if (server.listening) await closeNow();
   };
 
   return {

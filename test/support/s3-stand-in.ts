@@ -35,10 +35,9 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { classifyS3Request, splitTarget, withoutHopByHop, type S3Operation } from './http-proxy.ts';
+import { classifyS3Request, listenOnLoopback, splitTarget, withoutHopByHop, type S3Operation } from './http-proxy.ts';
 
 export interface S3StandInOptions {
   /** s3rver's origin, `http://127.0.0.1:PORT`. */
@@ -289,14 +288,7 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
       else res.destroy();
     });
   });
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { url, closeNow } = await listenOnLoopback(server);
 
   return {
     url,
@@ -319,9 +311,7 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
       while (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 10));
     },
     close: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      await closed;
+      await closeNow();
       agent.destroy();
     },
   };
