@@ -41,41 +41,80 @@ export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceRe
 }
 
 /**
- * The plan that makes `target` an exact mirror of `source`: pure, no I/O.
- * Listings may come in any order; keys are compared byte-exact.
+ * Plans one target while the two listings arrive, in any order and interleaving: each object is
+ * matched against the other side's objects not yet matched, so only those (and the actions) are held.
+ * When both listings come in key order, as stores list, that is about a page per side, however
+ * large the bucket. Keys are compared byte-exact. Pure: no I/O.
  */
-export function planMirror(source: Iterable<ObjectInfo>, target: Iterable<ObjectInfo>, limits: DeleteLimits = DEFAULT_DELETE_LIMITS): Plan {
-  const targetByKey = new Map<string, ObjectInfo>();
-  for (const object of target) targetByKey.set(object.key, object);
-  const targetObjects = targetByKey.size;
+export class MirrorPlanner {
+  readonly #limits: DeleteLimits;
+  /** Source objects the target has not listed yet: copies, unless the target lists them later. */
+  readonly #unmatchedSource = new Map<string, ObjectInfo>();
+  /** Target objects the source has not listed yet: deletions, unless the source lists them later. */
+  readonly #unmatchedTarget = new Map<string, ObjectInfo>();
+  readonly #replacements: TransferAction[] = [];
+  #unchanged = 0;
+  #sourceObjects = 0;
+  #targetObjects = 0;
 
-  const transfers: TransferAction[] = [];
-  let unchanged = 0;
-  let sourceObjects = 0;
-  for (const object of source) {
-    sourceObjects += 1;
-    const existing = targetByKey.get(object.key);
-    if (existing === undefined) {
-      transfers.push({ kind: 'copy', key: object.key, source: object });
-      continue;
-    }
-    targetByKey.delete(object.key);
-    const reason = replaceReason(object, existing);
-    if (reason === undefined) unchanged += 1;
-    else transfers.push({ kind: 'replace', key: object.key, source: object, target: existing, reason });
+  constructor(limits: DeleteLimits = DEFAULT_DELETE_LIMITS) {
+    this.#limits = limits;
   }
 
-  const deletions: DeleteAction[] = [];
-  for (const leftover of targetByKey.values()) deletions.push({ kind: 'delete', key: leftover.key, target: leftover });
+  addSource(object: ObjectInfo): void {
+    this.#sourceObjects += 1;
+    const existing = this.#unmatchedTarget.get(object.key);
+    if (existing === undefined) this.#unmatchedSource.set(object.key, object);
+    else {
+      this.#unmatchedTarget.delete(object.key);
+      this.#compare(object, existing);
+    }
+  }
 
-  return {
-    transfers,
-    deletions,
-    unchanged,
-    sourceObjects,
-    targetObjects,
-    deleteVerdict: deleteGuard({ deletions: deletions.length, sourceObjects, targetObjects }, limits),
-  };
+  addTarget(object: ObjectInfo): void {
+    this.#targetObjects += 1;
+    const source = this.#unmatchedSource.get(object.key);
+    if (source === undefined) this.#unmatchedTarget.set(object.key, object);
+    else {
+      this.#unmatchedSource.delete(object.key);
+      this.#compare(source, object);
+    }
+  }
+
+  /** Objects listed on one side and not (yet) on the other: what this planner holds besides its replacements. */
+  get unmatched(): number {
+    return this.#unmatchedSource.size + this.#unmatchedTarget.size;
+  }
+
+  /** The plan, once both listings are complete: what is still unmatched is copied or deleted. */
+  finish(): Plan {
+    const transfers: TransferAction[] = [...this.#replacements];
+    for (const object of this.#unmatchedSource.values()) transfers.push({ kind: 'copy', key: object.key, source: object });
+    const deletions: DeleteAction[] = [];
+    for (const object of this.#unmatchedTarget.values()) deletions.push({ kind: 'delete', key: object.key, target: object });
+    const counts = { sourceObjects: this.#sourceObjects, targetObjects: this.#targetObjects };
+    return {
+      transfers,
+      deletions,
+      unchanged: this.#unchanged,
+      ...counts,
+      deleteVerdict: deleteGuard({ deletions: deletions.length, ...counts }, this.#limits),
+    };
+  }
+
+  #compare(source: ObjectInfo, target: ObjectInfo): void {
+    const reason = replaceReason(source, target);
+    if (reason === undefined) this.#unchanged += 1;
+    else this.#replacements.push({ kind: 'replace', key: source.key, source, target, reason });
+  }
+}
+
+/** The plan that makes `target` an exact mirror of `source`, from complete listings: pure, no I/O. */
+export function planMirror(source: Iterable<ObjectInfo>, target: Iterable<ObjectInfo>, limits: DeleteLimits = DEFAULT_DELETE_LIMITS): Plan {
+  const planner = new MirrorPlanner(limits);
+  for (const object of target) planner.addTarget(object);
+  for (const object of source) planner.addSource(object);
+  return planner.finish();
 }
 
 /** Whether a plan's deletions may run: a guard against a bad source listing wiping a target. */

@@ -1,7 +1,8 @@
 import type { SourceStore, TargetStore } from '../stores/store.ts';
 import { ByteBudget, forEachBounded } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
-import { planMirror, type DeleteLimits } from './plan.ts';
+import { planWhileListing, type ListedPlans } from './listings.ts';
+import type { DeleteLimits } from './plan.ts';
 import { plannedAction, type RunReport, type TargetReport } from './report.ts';
 import { describeWrite, streamObject, type StreamDestination, type TransferTuning } from './transfer.ts';
 import type { Failure, ObjectInfo, Plan, ProviderChoice, TargetName, TransferAction, TransferMode, TransferModeSetting } from './types.ts';
@@ -139,29 +140,17 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     if (delay < LONGEST_TIMER_MS) abortTimer = setTimeout(() => cancel.abort(new Error('the run deadline was reached')), Math.max(0, delay));
   }
   try {
-    const timedList = async (store: { label: string; list(signal?: AbortSignal): AsyncIterable<ObjectInfo> }): Promise<ObjectInfo[]> => {
-      const began = now();
-      const objects: ObjectInfo[] = [];
-      for await (const object of store.list(signal)) objects.push(object);
-      emit({ event: 'listed', store: store.label, objects: objects.length, durationMs: now() - began });
-      return objects;
-    };
-    const [sourceListing, ...targetListings] = await Promise.allSettled([timedList(source), ...targets.map((target) => timedList(target.store))]);
-
-    if (cancel.signal.aborted) {
-      // The deadline came during the listings: nothing was written, nothing failed; the next run starts over.
-      return finish({
-        sourceObjects: 0,
-        sourceBytes: 0,
-        runs: [],
-        failures: [],
-        stoppedEarly: 'the run deadline was reached before the listings finished: nothing was changed',
-        listingFailures: targets.map((target) => ({ target, message: 'not mirrored: the run deadline came first', counted: false })),
-      });
-    }
-
-    if (sourceListing!.status === 'rejected') {
-      const failure: Failure = { target: 'source', operation: 'list', message: describeError(sourceListing!.reason) };
+    let listed: ListedPlans<TargetName>;
+    try {
+      listed = await planWhileListing(
+        { label: source.label, pages: (listSignal) => source.listPages(listSignal) },
+        targets.map((target) => ({ name: target.name, label: target.store.label, pages: (listSignal: AbortSignal) => target.store.listPages(listSignal) })),
+        options.deleteLimits,
+        { signal, now, onListed: (label, objects, durationMs) => emit({ event: 'listed', store: label, objects, durationMs }) },
+      );
+    } catch (error) {
+      if (cancel.signal.aborted) return deadlineDuringListings();
+      const failure: Failure = { target: 'source', operation: 'list', message: describeError(error) };
       emit({ event: 'failure', ...failure });
       return finish({
         sourceObjects: 0,
@@ -172,19 +161,18 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         listingFailures: targets.map((target) => ({ target, message: 'not mirrored: the source listing failed', counted: false })),
       });
     }
-    const sourceObjects = sourceListing!.value;
-    const sourceBytes = sourceObjects.reduce((sum, object) => sum + object.size, 0);
+    if (cancel.signal.aborted) return deadlineDuringListings();
 
     const runs: TargetRun[] = [];
     const listingFailures: { target: MirrorTarget; message: string; counted: boolean }[] = [];
-    targets.forEach((target, index) => {
-      const listing = targetListings[index]!;
-      if (listing.status === 'rejected') {
-        listingFailures.push({ target, message: describeError(listing.reason), counted: true });
-        emit({ event: 'failure', target: target.name, operation: 'list', message: describeError(listing.reason) });
-        return;
+    for (const target of targets) {
+      const plan = listed.plans.get(target.name);
+      if (plan === undefined) {
+        const message = describeError(listed.failedTargets.get(target.name));
+        listingFailures.push({ target, message, counted: true });
+        emit({ event: 'failure', target: target.name, operation: 'list', message });
+        continue;
       }
-      const plan = planMirror(sourceObjects, listing.value, options.deleteLimits);
       const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
       const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming');
       runs.push(run);
@@ -197,7 +185,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         unchanged: plan.unchanged,
         deletionsAllowed: plan.deleteVerdict.allowed,
       });
-    });
+    }
 
     if (!dryRun) {
       await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
@@ -206,8 +194,8 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     }
     const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > 0);
     return finish({
-      sourceObjects: sourceObjects.length,
-      sourceBytes,
+      sourceObjects: listed.sourceObjects,
+      sourceBytes: listed.sourceBytes,
       runs,
       failures: [],
       stoppedEarly: deadlinePassed ? 'the run deadline was reached: the next run continues where this one stopped' : undefined,
@@ -215,6 +203,18 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     });
   } finally {
     clearTimeout(abortTimer);
+  }
+
+  /** The deadline came during the listings: nothing was written, nothing failed; the next run starts over. */
+  function deadlineDuringListings(): RunReport {
+    return finish({
+      sourceObjects: 0,
+      sourceBytes: 0,
+      runs: [],
+      failures: [],
+      stoppedEarly: 'the run deadline was reached before the listings finished: nothing was changed',
+      listingFailures: targets.map((target) => ({ target, message: 'not mirrored: the run deadline came first', counted: false })),
+    });
   }
 
   function finish(result: {

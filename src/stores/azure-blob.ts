@@ -93,7 +93,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
     partLimits: { minPartSize: 1, maxPartSize: 4000 * MIB, maxParts: 50_000 },
     serverSideCopy,
 
-    async *list(signal?: AbortSignal): AsyncIterable<ObjectInfo> {
+    async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
       try {
         let continuationToken: string | undefined;
         do {
@@ -104,10 +104,10 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
             return next.value;
           });
           continuationToken = page.continuationToken === '' ? undefined : page.continuationToken;
-          for (const item of page.segment.blobItems) {
+          yield page.segment.blobItems.map((item): ObjectInfo => {
             const recordedEtag = item.metadata?.[SOURCE_ETAG_METADATA];
             const recordedModified = item.metadata?.[SOURCE_MODIFIED_METADATA];
-            yield {
+            return {
               key: item.name,
               size: item.properties.contentLength ?? 0,
               lastModifiedMs: item.properties.lastModified.getTime(),
@@ -116,7 +116,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
                 ? {}
                 : { recordedSource: { etag: recordedEtag, ...(recordedModified === undefined ? {} : { lastModifiedMs: Date.parse(recordedModified) }) } }),
             };
-          }
+          });
         } while (continuationToken !== undefined);
       } catch (error) {
         throw fail('list', error);

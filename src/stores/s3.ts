@@ -69,7 +69,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     maxSinglePutSize: 5 * GIB,
     partLimits: { minPartSize: 5 * MIB, maxPartSize: 5 * GIB, maxParts: 10_000 },
 
-    async *list(signal?: AbortSignal): AsyncIterable<ObjectInfo> {
+    async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
       let continuationToken: string | undefined;
       do {
         let page;
@@ -78,15 +78,17 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         } catch (error) {
           throw fail('list', error);
         }
+        const objects: ObjectInfo[] = [];
         for (const entry of page.Contents ?? []) {
           if (entry.Key === undefined) continue;
-          yield {
+          objects.push({
             key: entry.Key,
             size: entry.Size ?? 0,
             lastModifiedMs: entry.LastModified?.getTime() ?? 0,
             etag: unquoteEtag(entry.ETag),
-          };
+          });
         }
+        yield objects;
         if (page.IsTruncated === true && page.NextContinuationToken === undefined) {
           throw new StoreError({ store: label, operation: 'list', scope: 'store', detail: 'the listing says it is truncated but gives no continuation token; the listing is incomplete' });
         }

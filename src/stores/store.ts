@@ -4,8 +4,8 @@ import type { ObjectInfo, RecordedSource } from '../core/types.ts';
 export interface ObjectStore {
   /** Where this store points, for messages and reports: `s3://bucket`, `azure://account/container`. Never holds a secret. */
   readonly label: string;
-  /** Every object, all pages, in the store's order. Throws `StoreError` when any page fails. */
-  list(signal?: AbortSignal): AsyncIterable<ObjectInfo>;
+  /** Every object, a page at a time as the store returns them, in the store's key order. Throws `StoreError` when any page fails. */
+  listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]>;
   /** Deletes the keys in as few batch requests as the store allows; resolves with the keys that could not be deleted. */
   deleteMany(keys: readonly string[], signal?: AbortSignal): Promise<KeyFailure[]>;
 }

@@ -1,0 +1,228 @@
+import { MirrorPlanner, type DeleteLimits } from './plan.ts';
+import type { ObjectInfo, Plan } from './types.ts';
+
+/** A store's listing as it arrives: pages of objects, in the store's key order. */
+export interface Listing {
+  /** Where the listing comes from, for events and messages (`s3://bucket`). */
+  readonly label: string;
+  /** Starts the listing; `signal` stops it. */
+  readonly pages: (signal: AbortSignal) => AsyncIterable<readonly ObjectInfo[]>;
+}
+
+export interface TargetListing<Name extends string> extends Listing {
+  readonly name: Name;
+}
+
+/** What `planWhileListing` found. */
+export interface ListedPlans<Name extends string> {
+  readonly sourceObjects: number;
+  readonly sourceBytes: number;
+  /** One plan per target whose listing completed. */
+  readonly plans: Map<Name, Plan>;
+  /** Targets whose listing failed, with the error; they get no plan. */
+  readonly failedTargets: Map<Name, unknown>;
+  /** The most objects the planners held unmatched at once: about a page per listing when stores list in key order. */
+  readonly peakUnmatched: number;
+}
+
+/**
+ * Lists the source and every target at once and plans each target while the pages arrive, so a run
+ * holds about a page per listing instead of every listing in full. The next page of every listing is
+ * fetched while the current one is planned; the listing furthest behind in key order is read first,
+ * so objects meet their counterparts soon after they arrive.
+ *
+ * Throws the source listing's error (and stops the other listings): without the whole source, no
+ * plan is safe. A target whose listing fails gets no plan; the others go on.
+ * A listing whose keys do not come strictly ascending (a key listed twice looks exactly like one
+ * that is not in the source) gets its deletions held back, and the source's holds back every target's.
+ */
+export async function planWhileListing<Name extends string>(
+  source: Listing,
+  targets: readonly TargetListing<Name>[],
+  limits: DeleteLimits,
+  options: { readonly signal?: AbortSignal; readonly onListed?: (label: string, objects: number, durationMs: number) => void; readonly now?: () => number } = {},
+): Promise<ListedPlans<Name>> {
+  const now = options.now ?? Date.now;
+  const startedMs = now();
+  const stop = new AbortController();
+  const planners = new Map(targets.map((target) => [target.name, new MirrorPlanner(limits)]));
+  const failedTargets = new Map<Name, unknown>();
+  const stopListing = (): void => stop.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', stopListing, { once: true });
+  if (options.signal?.aborted === true) stopListing();
+  const sourceReader = new PageReader<Name>(source, undefined, stop.signal);
+  const readers = [sourceReader, ...targets.map((target) => new PageReader(target, target.name, stop.signal))];
+  let sourceBytes = 0;
+  let peakUnmatched = 0;
+
+  try {
+    for (let reader = nextToRead(readers); reader !== undefined; reader = nextToRead(readers)) {
+      let page: readonly ObjectInfo[] | undefined;
+      try {
+        page = await reader.next();
+      } catch (error) {
+        if (reader.target === undefined) throw error;
+        failedTargets.set(reader.target, error);
+        planners.delete(reader.target);
+        continue;
+      }
+      if (page === undefined) {
+        options.onListed?.(reader.label, reader.objects, now() - startedMs);
+        continue;
+      }
+      if (reader.target === undefined) {
+        for (const object of page) {
+          sourceBytes += object.size;
+          for (const planner of planners.values()) planner.addSource(object);
+        }
+      } else {
+        const planner = planners.get(reader.target);
+        for (const object of page) planner?.addTarget(object);
+      }
+      let unmatched = 0;
+      for (const planner of planners.values()) unmatched += planner.unmatched;
+      peakUnmatched = Math.max(peakUnmatched, unmatched);
+    }
+  } finally {
+    options.signal?.removeEventListener('abort', stopListing);
+    stop.abort();
+    await Promise.all(readers.map((reader) => reader.close()));
+  }
+
+  const plans = new Map<Name, Plan>();
+  for (const [name, planner] of planners) {
+    const plan = planner.finish();
+    const disorderly = [sourceReader, ...readers.filter((reader) => reader.target === name)].find((reader) => reader.order.violation !== undefined);
+    plans.set(name, disorderly === undefined || plan.deletions.length === 0 ? plan : { ...plan, deleteVerdict: { allowed: false, reason: outOfOrderReason(disorderly) } });
+  }
+  return { sourceObjects: sourceReader.objects, sourceBytes, plans, failedTargets, peakUnmatched };
+}
+
+function outOfOrderReason(reader: PageReader<string>): string {
+  const { previous, key } = reader.order.violation!;
+  return `${reader.label} listed ${JSON.stringify(key)} after ${JSON.stringify(previous)}, out of key order; a key listed twice cannot be told from one missing from the source, so deletions wait for a listing in order`;
+}
+
+/** The unfinished listing furthest behind in key order (a listing not yet started first; the source first on ties). */
+function nextToRead<Name extends string>(readers: readonly PageReader<Name>[]): PageReader<Name> | undefined {
+  let behind: PageReader<Name> | undefined;
+  for (const reader of readers) {
+    if (reader.finished) continue;
+    if (reader.lastKey === undefined) return reader;
+    if (behind === undefined || reader.lastKey < behind.lastKey!) behind = reader;
+  }
+  return behind;
+}
+
+/** One listing, read a page ahead: the next page is on its way while the current one is planned. */
+class PageReader<Name extends string> {
+  readonly label: string;
+  readonly target: Name | undefined;
+  readonly order = new KeyOrder();
+  objects = 0;
+  lastKey: string | undefined;
+  finished = false;
+  readonly #iterator: AsyncIterator<readonly ObjectInfo[]>;
+  #ahead: Promise<IteratorResult<readonly ObjectInfo[]>>;
+  readonly #signal: AbortSignal;
+
+  constructor(listing: Listing, target: Name | undefined, signal: AbortSignal) {
+    this.label = listing.label;
+    this.target = target;
+    this.#signal = signal;
+    this.#iterator = listing.pages(signal)[Symbol.asyncIterator]();
+    this.#ahead = this.#fetch();
+  }
+
+  /** The next page, or `undefined` at the end. */
+  async next(): Promise<readonly ObjectInfo[] | undefined> {
+    let result: IteratorResult<readonly ObjectInfo[]>;
+    try {
+      this.#signal.throwIfAborted();
+      result = await this.#ahead;
+    } catch (error) {
+      this.finished = true;
+      throw error;
+    }
+    if (result.done === true) {
+      this.finished = true;
+      return undefined;
+    }
+    const page = result.value;
+    this.#ahead = this.#fetch();
+    for (const object of page) this.order.see(object.key);
+    this.objects += page.length;
+    if (page.length > 0) this.lastKey = page[page.length - 1]!.key;
+    return page;
+  }
+
+  /** Ends the listing early (its generator's `finally` runs); a page still on its way is dropped. */
+  async close(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    await this.#ahead.catch(() => undefined);
+    await this.#iterator.return?.().catch(() => undefined);
+  }
+
+  #fetch(): Promise<IteratorResult<readonly ObjectInfo[]>> {
+    const ahead = this.#iterator.next();
+    // Observed when read; until then a failure must not count as unhandled.
+    ahead.catch(() => undefined);
+    return ahead;
+  }
+}
+
+/**
+ * Whether keys arrive strictly ascending: in UTF-16 code-unit order (JavaScript's) or in UTF-8 byte
+ * order (S3's); stores list in one of them. Strictly ascending means no key is listed twice.
+ */
+export class KeyOrder {
+  #previous: string | undefined;
+  #previousHasSurrogate = false;
+  #utf16 = true;
+  #utf8 = true;
+  #violation: { readonly previous: string; readonly key: string } | undefined;
+
+  see(key: string): void {
+    const previous = this.#previous;
+    const hasSurrogate = SURROGATE.test(key);
+    const previousHasSurrogate = this.#previousHasSurrogate;
+    this.#previous = key;
+    this.#previousHasSurrogate = hasSurrogate;
+    if (previous === undefined || this.#violation !== undefined) return;
+    const ascendingUtf16 = previous < key;
+    if (!ascendingUtf16) this.#utf16 = false;
+    // The two orders can only disagree where a key holds a surrogate; elsewhere one comparison serves both.
+    if (this.#utf8 && !(hasSurrogate || previousHasSurrogate ? compareUtf8(previous, key) < 0 : ascendingUtf16)) this.#utf8 = false;
+    if (!this.#utf16 && !this.#utf8) this.#violation = { previous, key };
+  }
+
+  /** The first pair of keys out of order, if any. */
+  get violation(): { readonly previous: string; readonly key: string } | undefined {
+    return this.#violation;
+  }
+}
+
+const SURROGATE = /[\uD800-\uDFFF]/;
+const FIRST_SURROGATE = 0xd800;
+const AFTER_SURROGATES = 0xe000;
+
+/**
+ * Compares strings by their UTF-8 bytes. It agrees with UTF-16 code-unit order except where the
+ * first difference sets a surrogate (a character above U+FFFF, four UTF-8 bytes) against a unit from
+ * U+E000 up (three bytes): UTF-8 sorts the surrogate last.
+ */
+export function compareUtf8(a: string, b: string): number {
+  if (a === b) return 0;
+  const length = Math.min(a.length, b.length);
+  let index = 0;
+  while (index < length && a.charCodeAt(index) === b.charCodeAt(index)) index += 1;
+  if (index === length) return a.length - b.length;
+  const unitA = a.charCodeAt(index);
+  const unitB = b.charCodeAt(index);
+  const surrogateA = unitA >= FIRST_SURROGATE && unitA < AFTER_SURROGATES;
+  const surrogateB = unitB >= FIRST_SURROGATE && unitB < AFTER_SURROGATES;
+  if (surrogateA && !surrogateB && unitB >= AFTER_SURROGATES) return 1;
+  if (surrogateB && !surrogateA && unitA >= AFTER_SURROGATES) return -1;
+  return unitA - unitB;
+}

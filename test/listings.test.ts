@@ -1,0 +1,198 @@
+import { describe, expect, it } from 'vitest';
+import { KeyOrder, compareUtf8, planWhileListing, type Listing, type TargetListing } from '../src/core/listings.ts';
+import { DEFAULT_DELETE_LIMITS, MirrorPlanner, describeAction, planMirror } from '../src/core/plan.ts';
+import type { ObjectInfo, Plan } from '../src/core/types.ts';
+
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+const object = (key: string, size = 1, lastModifiedMs = T0): ObjectInfo => ({ key, size, lastModifiedMs, etag: `etag-${key}-${size}` });
+const keyOf = (index: number): string => `releases/${String(index).padStart(6, '0')}.zip`;
+const LIMITS = { ...DEFAULT_DELETE_LIMITS, maxDeleteCount: 100_000, maxDeletePercent: 100 };
+
+/** A listing served from memory in pages, recording whether it was stopped before its end. */
+function listing(label: string, objects: readonly ObjectInfo[], pageSize: number, options: { failAfterPages?: number } = {}): Listing & { stoppedEarly: boolean; pagesServed: number } {
+  const state = {
+    label,
+    stoppedEarly: false,
+    pagesServed: 0,
+    pages: async function* (signal: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
+      let finished = false;
+      try {
+        for (let start = 0; start < objects.length; start += pageSize) {
+          if (state.pagesServed === options.failAfterPages) throw new Error(`${label}: page ${state.pagesServed + 1} failed`);
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          signal.throwIfAborted();
+          state.pagesServed += 1;
+          yield objects.slice(start, start + pageSize);
+        }
+        finished = true;
+      } finally {
+        if (!finished) state.stoppedEarly = true;
+      }
+    },
+  };
+  return state;
+}
+
+const target = <Name extends string>(name: Name, base: Listing): TargetListing<Name> => ({ name, label: base.label, pages: base.pages });
+
+/** What a plan says, independent of the order actions were found in. */
+function summary(plan: Plan): { actions: string[]; unchanged: number; allowed: boolean } {
+  return {
+    actions: [...plan.transfers, ...plan.deletions].map((action) => `${action.key}: ${describeAction(action)}`).sort(),
+    unchanged: plan.unchanged,
+    allowed: plan.deleteVerdict.allowed,
+  };
+}
+
+/** A source of 3,000 objects and a target that differs on every 50th: size, timestamp, missing, plus extras. */
+function fixture(): { source: ObjectInfo[]; target: ObjectInfo[] } {
+  const source: ObjectInfo[] = [];
+  const target: ObjectInfo[] = [];
+  for (let index = 0; index < 3000; index += 1) {
+    source.push(object(keyOf(index), 10, T0 + 5000));
+    if (index % 50 === 1) target.push(object(keyOf(index), 11, T0));
+    else if (index % 50 === 2) target.push(object(keyOf(index), 10, T0));
+    else if (index % 50 !== 3) target.push(object(keyOf(index), 10, T0 + 9000));
+    if (index % 50 === 4) target.push(object(`${keyOf(index)}.old`, 10, T0));
+  }
+  return { source, target };
+}
+
+describe('MirrorPlanner', () => {
+  it('gives the same plan whatever order and interleaving the two listings arrive in', () => {
+    const { source, target } = fixture();
+    const expected = summary(planMirror(source, target, LIMITS));
+    expect(expected.actions.filter((action) => action.endsWith('copy missing'))).toHaveLength(60);
+    expect(expected.actions.filter((action) => action.includes('replace size'))).toHaveLength(60);
+    expect(expected.actions.filter((action) => action.endsWith('source newer'))).toHaveLength(60);
+    expect(expected.actions.filter((action) => action.endsWith('delete not in source'))).toHaveLength(60);
+
+    let seed = 7;
+    const random = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const shuffled = <T>(items: readonly T[]): T[] => {
+      const copy = [...items];
+      for (let index = copy.length - 1; index > 0; index -= 1) {
+        const other = Math.floor(random() * (index + 1));
+        [copy[index], copy[other]] = [copy[other]!, copy[index]!];
+      }
+      return copy;
+    };
+    for (let round = 0; round < 5; round += 1) {
+      const planner = new MirrorPlanner(LIMITS);
+      const sources = shuffled(source);
+      const targets = shuffled(target);
+      while (sources.length > 0 || targets.length > 0) {
+        if (targets.length === 0 || (sources.length > 0 && random() < 0.5)) planner.addSource(sources.pop()!);
+        else planner.addTarget(targets.pop()!);
+      }
+      expect(summary(planner.finish())).toEqual(expected);
+    }
+  });
+});
+
+describe('planWhileListing', () => {
+  it('plans every target like planMirror while holding about a page per listing', async () => {
+    const { source, target: azureObjects } = fixture();
+    const ociObjects = azureObjects.filter((_, index) => index % 7 !== 0);
+    const listed: string[] = [];
+    const result = await planWhileListing(
+      listing('s3://source', source, 100),
+      [target('azure', listing('azure://target', azureObjects, 500)), target('oci', listing('oci://target', ociObjects, 100))],
+      LIMITS,
+      { onListed: (label, objects) => listed.push(`${label} ${objects}`) },
+    );
+    expect(summary(result.plans.get('azure')!)).toEqual(summary(planMirror(source, azureObjects, LIMITS)));
+    expect(summary(result.plans.get('oci')!)).toEqual(summary(planMirror(source, ociObjects, LIMITS)));
+    expect(result.sourceObjects).toBe(3000);
+    expect(result.sourceBytes).toBe(30_000);
+    expect(listed.sort()).toEqual(['azure://target 3000', `oci://target ${ociObjects.length}`, 's3://source 3000']);
+    // Holding the listings whole would mean 3,000 source objects plus each target's (8,572); read in key
+    // order, the two planners hold about two pages (500 + 100 per target) plus the copies and deletions found.
+    expect(result.peakUnmatched).toBeLessThan(1200);
+    expect(result.peakUnmatched).toBeGreaterThan(0);
+  });
+
+  it('stops every listing and throws when the source listing fails: no plan without the whole source', async () => {
+    const { source, target: targetObjects } = fixture();
+    const azure = listing('azure://target', targetObjects, 100);
+    await expect(planWhileListing(listing('s3://source', source, 100, { failAfterPages: 3 }), [target('azure', azure)], LIMITS)).rejects.toThrow(
+      's3://source: page 4 failed',
+    );
+    expect(azure.stoppedEarly).toBe(true);
+    expect(azure.pagesServed).toBeLessThan(30);
+  });
+
+  it('plans the other targets when one target listing fails', async () => {
+    const { source, target: targetObjects } = fixture();
+    const result = await planWhileListing(
+      listing('s3://source', source, 100),
+      [target('azure', listing('azure://target', targetObjects, 100, { failAfterPages: 2 })), target('oci', listing('oci://target', targetObjects, 100))],
+      LIMITS,
+    );
+    expect(String(result.failedTargets.get('azure'))).toContain('azure://target: page 3 failed');
+    expect(result.plans.has('azure')).toBe(false);
+    expect(summary(result.plans.get('oci')!)).toEqual(summary(planMirror(source, targetObjects, LIMITS)));
+  });
+
+  it('holds deletions back when a target lists a key twice, which would otherwise delete an object the source has', async () => {
+    const source = [object('a'), object('b'), object('c')];
+    // The target lists `b` again after the source matched it: out of key order.
+    const targetObjects = [object('a'), object('b'), object('c'), object('b'), object('d')];
+    const result = await planWhileListing(listing('s3://source', source, 1), [target('oci', listing('oci://target', targetObjects, 1))], LIMITS);
+    const plan = result.plans.get('oci')!;
+    expect(plan.deletions.map((action) => action.key).sort()).toContain('d');
+    expect(plan.deleteVerdict).toEqual({ allowed: false, reason: expect.stringContaining('oci://target listed "b" after "c", out of key order') });
+    expect(plan.transfers).toEqual([]);
+  });
+
+  it('holds every target\'s deletions back when the source lists out of key order, and still plans its copies', async () => {
+    const source = [object('b'), object('a'), object('new')];
+    const result = await planWhileListing(
+      listing('s3://source', source, 2),
+      [target('azure', listing('azure://target', [object('a'), object('b'), object('old')], 2))],
+      LIMITS,
+    );
+    const plan = result.plans.get('azure')!;
+    expect(plan.deleteVerdict.allowed).toBe(false);
+    expect(plan.deletions.map((action) => action.key)).toEqual(['old']);
+    expect(plan.transfers.map((action) => action.key)).toEqual(['new']);
+  });
+
+  it('stops the listings when the caller aborts', async () => {
+    const { source, target: targetObjects } = fixture();
+    const abort = new AbortController();
+    const sourceListing = listing('s3://source', source, 10);
+    const planned = planWhileListing(sourceListing, [target('oci', listing('oci://target', targetObjects, 10))], LIMITS, { signal: abort.signal });
+    setTimeout(() => abort.abort(new Error('deadline')), 5);
+    await expect(planned).rejects.toThrow();
+    expect(sourceListing.stoppedEarly).toBe(true);
+  });
+});
+
+describe('key order', () => {
+  const astral = 'a\u{1F600}'; // a surrogate pair: four UTF-8 bytes, F0...
+  const highBmp = 'a\uFF21'; // U+FF21: three UTF-8 bytes, EF...
+
+  it('compares by UTF-8 bytes, which differs from UTF-16 only for characters above U+FFFF against U+E000 and up', () => {
+    expect(astral < highBmp).toBe(true);
+    expect(compareUtf8(astral, highBmp)).toBeGreaterThan(0);
+    expect(Math.sign(compareUtf8('a/b', 'a-b'))).toBe(1);
+    expect(Math.sign(compareUtf8('abc', 'abcd'))).toBe(-1);
+    expect(compareUtf8('same', 'same')).toBe(0);
+  });
+
+  it('accepts a listing ascending in either order and reports the first pair out of both', () => {
+    const utf8 = new KeyOrder();
+    for (const key of ['a', highBmp, astral, 'b']) utf8.see(key);
+    expect(utf8.violation).toBeUndefined();
+    const utf16 = new KeyOrder();
+    for (const key of ['a', astral, highBmp, 'b']) utf16.see(key);
+    expect(utf16.violation).toBeUndefined();
+    const repeated = new KeyOrder();
+    for (const key of ['a', 'b', 'b', 'c']) repeated.see(key);
+    expect(repeated.violation).toEqual({ previous: 'b', key: 'b' });
+  });
+});
