@@ -1,7 +1,12 @@
 #!/usr/bin/env node
 /** `artifacts-sync <all|azure|oci> [--dry-run] [--json]`; runs on Node and Deno. */
+import module from 'node:module';
 import process from 'node:process';
-import { runCommandLine } from './command-line.ts';
+
+// Keep the compiled code of this tool and its SDKs between runs (Node 22.1+, in the OS temp
+// directory or NODE_COMPILE_CACHE): start-up takes half the time. Elsewhere (Deno) nothing happens.
+module.enableCompileCache?.();
+const { runCommandLine } = await import('./command-line.ts');
 
 const exitCode = await runCommandLine(process.argv.slice(2), process.env, {
   out: (text) => process.stdout.write(`${text}\n`),
