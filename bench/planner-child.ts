@@ -5,9 +5,9 @@
  * The listings arrive as a real run receives them: in key order, in pages (1,000 objects for S3 and
  * OCI, 5,000 for Azure), each page parsed from text into fresh objects with flat strings. They go
  * through the run's own `planWhileListing`, which plans while the pages arrive. Planning time is what
- * planning adds: the time of that run less the time of making and reading the same pages without
+ * planning adds: the time of that pass less the time of making and reading the same pages without
  * planning (a real run spends that time waiting for the network), garbage collection of the planner's
- * own objects included. The memory is the whole process's. Prints one JSON line: `PlannerChildResult`.
+ * own objects included; the median of three rounds. The memory is the whole process's. Prints one JSON line: `PlannerChildResult`.
  */
 import { readFileSync } from 'node:fs';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
@@ -24,22 +24,24 @@ export interface PlannerChildResult {
   readonly shape: TargetShape;
   readonly sourceObjects: number;
   readonly targetObjects: number;
-  /** What planning adds: `listAndPlanMs` less `listOnlyMs`. */
+  /** What planning adds: the median over three rounds of (list and plan) less (list only), in wall time. */
   readonly planMs: number;
-  /** Making, parsing and reading both sides' pages while planning them. */
+  /** The same in CPU time of the process. */
+  readonly planCpuMs: number;
+  /** Making, parsing and reading both sides' pages while planning them (median). */
   readonly listAndPlanMs: number;
-  /** Making, parsing and reading the same pages without planning (after the planning run, so page making is warm: this errs towards a longer planning time). */
+  /** Making, parsing and reading the same pages without planning (median; each round lists without planning after the one with). */
   readonly listOnlyMs: number;
   readonly transfers: number;
   readonly deletions: number;
   readonly unchanged: number;
-  /** Garbage-collection pauses during the planning run (pages and planning). */
+  /** Garbage-collection pauses during a list-and-plan pass (pages and planning; median). */
   readonly gcMs: number;
   /** The most objects held unmatched at once (copies and deletions found so far included). */
   readonly peakUnmatched: number;
   /** VmHWM of the process before any listing: Node itself, for scale. */
   readonly baselineRssBytes: number;
-  /** VmHWM at the end: the figure judged. */
+  /** VmHWM after the first list-and-plan pass: the peak of one run, the figure judged. */
   readonly peakRssBytes: number;
   /** Live heap at the end, after a full collection, with the plan still held. */
   readonly heapWithPlanBytes: number;
@@ -119,38 +121,78 @@ const objectsPerSide = Number(process.argv[2] ?? '1000000');
 const shape: TargetShape = process.argv[3] === 'oci' ? 'oci' : 'azure';
 const baselineRssBytes = peakRssBytes();
 
-let gcMs = 0;
-const gcObserver = new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) gcMs += entry.duration;
-});
-gcObserver.observe({ entryTypes: ['gc'] });
-const started = performance.now();
-const listed = await planWhileListing(
-  { label: 'source', pages: () => pages(objectsPerSide, 'source', shape) },
-  [{ name: shape, label: 'target', pages: () => pages(objectsPerSide, 'target', shape) }],
-  DEFAULT_DELETE_LIMITS,
-);
-const listAndPlanMs = performance.now() - started;
-// Observer callbacks run on later turns of the event loop.
-await new Promise((resolve) => setTimeout(resolve, 50));
-gcObserver.disconnect();
+/** Lists both sides and plans them, as a run does: wall and CPU milliseconds, the plan, GC pauses. */
+async function listAndPlan(): Promise<{ wallMs: number; cpuMs: number; gcMs: number; listed: Awaited<ReturnType<typeof planWhileListing<TargetShape>>> }> {
+  let gcMs = 0;
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) gcMs += entry.duration;
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  const listed = await planWhileListing(
+    { label: 'source', pages: () => pages(objectsPerSide, 'source', shape) },
+    [{ name: shape, label: 'target', pages: () => pages(objectsPerSide, 'target', shape) }],
+    DEFAULT_DELETE_LIMITS,
+  );
+  const wallMs = performance.now() - started;
+  const cpuMs = cpuMilliseconds(process.cpuUsage(cpu));
+  // Observer callbacks run on later turns of the event loop.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  gcObserver.disconnect();
+  return { wallMs, cpuMs, gcMs, listed };
+}
+
+/** Makes and reads the same pages without planning. */
+async function listOnly(): Promise<{ wallMs: number; cpuMs: number }> {
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  await Promise.all([pages(objectsPerSide, 'source', shape), pages(objectsPerSide, 'target', shape)].map(async (side) => {
+    for await (const page of side) if (page.length === 0) throw new Error('empty page');
+  }));
+  return { wallMs: performance.now() - started, cpuMs: cpuMilliseconds(process.cpuUsage(cpu)) };
+}
+
+function cpuMilliseconds(usage: NodeJS.CpuUsage): number {
+  return (usage.user + usage.system) / 1000;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+// Rounds alternate, and the median difference is taken: one pass takes seconds, and on a shared
+// machine a single difference of two such passes is noisier than the planning itself.
+const ROUNDS = 3;
+const first = await listAndPlan();
+const { listed } = first;
 const plan = listed.plans.get(shape)!;
+// The peak of one run: taken before the other rounds add their garbage.
+const peakRssAfterPlanBytes = peakRssBytes();
 collectGarbage();
 const heapWithPlanBytes = process.memoryUsage().heapUsed;
-const peakRssAfterPlanBytes = peakRssBytes();
-
-const listOnlyStarted = performance.now();
-await Promise.all([pages(objectsPerSide, 'source', shape), pages(objectsPerSide, 'target', shape)].map(async (side) => {
-  for await (const page of side) if (page.length === 0) throw new Error('empty page');
-}));
-const listOnlyMs = performance.now() - listOnlyStarted;
+const rounds: { planned: { wallMs: number; cpuMs: number; gcMs: number }; unplanned: { wallMs: number; cpuMs: number } }[] = [];
+for (let round = 0; round < ROUNDS; round += 1) {
+  const planned = round === 0 ? first : await listAndPlan();
+  collectGarbage();
+  const unplanned = await listOnly();
+  collectGarbage();
+  rounds.push({ planned: { wallMs: planned.wallMs, cpuMs: planned.cpuMs, gcMs: planned.gcMs }, unplanned });
+}
+const planMs = median(rounds.map((round) => round.planned.wallMs - round.unplanned.wallMs));
+const planCpuMs = median(rounds.map((round) => round.planned.cpuMs - round.unplanned.cpuMs));
+const listAndPlanMs = median(rounds.map((round) => round.planned.wallMs));
+const listOnlyMs = median(rounds.map((round) => round.unplanned.wallMs));
+const gcMs = median(rounds.map((round) => round.planned.gcMs));
 
 const result: PlannerChildResult = {
   objectsPerSide,
   shape,
   sourceObjects: plan.sourceObjects,
   targetObjects: plan.targetObjects,
-  planMs: listAndPlanMs - listOnlyMs,
+  planMs,
+  planCpuMs,
   listAndPlanMs,
   listOnlyMs,
   transfers: plan.transfers.length,
