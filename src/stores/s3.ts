@@ -17,6 +17,7 @@ import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { recordedSourceMetadata, unquoteEtag } from './metadata.ts';
+import { parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import type { KeyFailure, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from './store.ts';
 
 const MIB = 1024 * 1024;
@@ -72,27 +73,17 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
       let continuationToken: string | undefined;
       do {
-        let page;
+        let page: S3ListingPage;
         try {
-          page = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: continuationToken }), { abortSignal: signal });
+          page = await listPage(client, bucket, continuationToken, signal);
         } catch (error) {
           throw fail('list', error);
         }
-        const objects: ObjectInfo[] = [];
-        for (const entry of page.Contents ?? []) {
-          if (entry.Key === undefined) continue;
-          objects.push({
-            key: entry.Key,
-            size: entry.Size ?? 0,
-            lastModifiedMs: entry.LastModified?.getTime() ?? 0,
-            etag: unquoteEtag(entry.ETag),
-          });
-        }
-        yield objects;
-        if (page.IsTruncated === true && page.NextContinuationToken === undefined) {
+        yield page.objects.map((entry): ObjectInfo => ({ key: entry.key, size: entry.size, lastModifiedMs: entry.lastModifiedMs, etag: unquoteEtag(entry.etag) }));
+        if (page.isTruncated && page.nextContinuationToken === undefined) {
           throw new StoreError({ store: label, operation: 'list', scope: 'store', detail: 'the listing says it is truncated but gives no continuation token; the listing is incomplete' });
         }
-        continuationToken = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+        continuationToken = page.isTruncated ? page.nextContinuationToken : undefined;
       } while (continuationToken !== undefined);
     },
 
@@ -299,4 +290,46 @@ function scopeOf(status: number | undefined, code: string | undefined): FailureS
   if (code !== undefined && STORE_WIDE_CODES.has(code)) return 'store';
   if (status === 401 || status === 403) return 'store';
   return 'object';
+}
+
+/** What the SDK's deserialiser is left to read once the listing's own text is taken: nothing. */
+const EMPTY_LISTING = new TextEncoder().encode('<ListBucketResult></ListBucketResult>');
+
+/**
+ * One ListObjectsV2 page, sent by the SDK (signing, retries, timeouts, errors as usual) but read by
+ * `parseListObjectsV2`: a middleware just inside the SDK's deserialiser takes a 200 answer's text and
+ * leaves the deserialiser an empty listing, so the page is parsed once, by the cheaper reader.
+ */
+async function listPage(client: S3Client, bucket: string, continuationToken: string | undefined, signal: AbortSignal | undefined): Promise<S3ListingPage> {
+  const command = new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: continuationToken });
+  let text: string | undefined;
+  command.middlewareStack.add(
+    (next) => async (args) => {
+      const result = await next(args);
+      const response: unknown = result.response;
+      if (isHttpResponse(response) && response.statusCode === 200) {
+        text = await readText(response.body);
+        response.body = EMPTY_LISTING;
+      }
+      return result;
+    },
+    { step: 'deserialize', priority: 'low', name: 'artifactsSyncRawListing' },
+  );
+  await client.send(command, { abortSignal: signal });
+  if (text === undefined) throw new Error('the ListObjectsV2 answer had no body');
+  return parseListObjectsV2(text);
+}
+
+function isHttpResponse(value: unknown): value is { statusCode: number; body: unknown } {
+  return typeof value === 'object' && value !== null && 'statusCode' in value && typeof value.statusCode === 'number' && 'body' in value;
+}
+
+async function readText(body: unknown): Promise<string> {
+  if (body instanceof Uint8Array) return new TextDecoder().decode(body);
+  if (typeof body === 'object' && body !== null && Symbol.asyncIterator in body) {
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of body as AsyncIterable<Uint8Array | string>) chunks.push(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk);
+    return new TextDecoder().decode(Buffer.concat(chunks));
+  }
+  throw new Error('the ListObjectsV2 answer has a body this tool cannot read');
 }

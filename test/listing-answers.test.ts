@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { ListingFormatError, decodeEntities, parseBlobListing } from '../src/stores/azure-listing.ts';
+import { parseBlobListing } from '../src/stores/azure-listing.ts';
+import { parseListObjectsV2 } from '../src/stores/s3-listing.ts';
+import { ListingFormatError, decodeEntities } from '../src/stores/xml-scan.ts';
 
 const METADATA = ['source_etag', 'source_last_modified'];
 
@@ -22,7 +24,7 @@ function blob(name: string, options: { encoded?: boolean; size?: number; metadat
   );
 }
 
-describe('parseBlobListing', () => {
+describe('parseBlobListing (Azure List Blobs)', () => {
   it('reads names, sizes, times, ETags and the recorded source metadata of every blob, and the next marker', () => {
     const page = parseBlobListing(
       document(
@@ -72,7 +74,50 @@ describe('parseBlobListing', () => {
   });
 
   it('decodes only XML entities and refuses unknown ones', () => {
-    expect(decodeEntities('a &amp;amp; b &#x1F600;')).toBe('a &amp; b \u{1F600}');
-    expect(() => decodeEntities('&nbsp;')).toThrow(ListingFormatError);
+    expect(decodeEntities('a &amp;amp; b &#x1F600;', 'a test')).toBe('a &amp; b \u{1F600}');
+    expect(() => decodeEntities('&nbsp;', 'a test')).toThrow('unknown XML entity &nbsp; in a test');
+  });
+});
+
+/** A ListObjectsV2 answer shaped as the S3 API reference documents it. */
+function bucketListing(contents: string, tail = '<IsTruncated>false</IsTruncated>'): string {
+  return (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>artifacts</Name><Prefix></Prefix>' +
+    `<KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys>${tail}${contents}</ListBucketResult>`
+  );
+}
+
+function contents(key: string, size = 434_234): string {
+  return (
+    `<Contents><Key>${key}</Key><LastModified>2026-10-12T17:50:30.000Z</LastModified><ETag>&quot;fba9dede5f27731c9771645a39863328&quot;</ETag>` +
+    `<ChecksumAlgorithm>CRC64NVME</ChecksumAlgorithm><Size>${size}</Size><Owner><ID>abc</ID><DisplayName>x</DisplayName></Owner><StorageClass>STANDARD</StorageClass></Contents>`
+  );
+}
+
+describe('parseListObjectsV2 (S3 and OCI)', () => {
+  it('reads keys, sizes, times and ETags, and where the next page starts', () => {
+    const page = parseListObjectsV2(bucketListing(contents('installers/a &amp; b &lt;1&gt;.msi', 5_000_000_000) + contents('z.zip'), '<IsTruncated>true</IsTruncated><NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>'));
+    expect(page).toEqual({
+      objects: [
+        { key: 'installers/a & b <1>.msi', size: 5_000_000_000, lastModifiedMs: Date.parse('2026-10-12T17:50:30Z'), etag: '"fba9dede5f27731c9771645a39863328"' },
+        { key: 'z.zip', size: 434_234, lastModifiedMs: Date.parse('2026-10-12T17:50:30Z'), etag: '"fba9dede5f27731c9771645a39863328"' },
+      ],
+      isTruncated: true,
+      nextContinuationToken: '1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=',
+    });
+  });
+
+  it('reads an empty bucket, and a last page with the token after the objects', () => {
+    expect(parseListObjectsV2(bucketListing(''))).toEqual({ objects: [], isTruncated: false, nextContinuationToken: undefined });
+    const page = parseListObjectsV2(bucketListing(contents('a') + '<NextContinuationToken>t2</NextContinuationToken>', '<IsTruncated>true</IsTruncated>'));
+    expect(page.nextContinuationToken).toBe('t2');
+  });
+
+  it('refuses an answer cut short, without IsTruncated, or with keys encoded that were not asked for', () => {
+    const whole = bucketListing(contents('a') + contents('b'));
+    for (const cut of [whole.length - 3, whole.indexOf('<Key>b') + 4, 30]) expect(() => parseListObjectsV2(whole.slice(0, cut))).toThrow(ListingFormatError);
+    expect(() => parseListObjectsV2(bucketListing(contents('a'), ''))).toThrow(/does not say whether it is truncated/);
+    expect(() => parseListObjectsV2(bucketListing(contents('a%20b'), '<EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>'))).toThrow(/encoded keys/);
+    expect(() => parseListObjectsV2(bucketListing(contents('a').replace('<Size>434234</Size>', '')))).toThrow(/size, time or ETag of "a"/);
   });
 });

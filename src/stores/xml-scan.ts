@@ -1,0 +1,48 @@
+/**
+ * Just enough XML reading for the stores' listing answers: flat, known documents whose text the
+ * service escapes. Finds elements by name between two offsets; never builds a tree.
+ */
+
+export class ListingFormatError extends Error {
+  override readonly name = 'ListingFormatError';
+}
+
+/**
+ * The text of the first `<tag>` (or `<tag attributes>`) between `start` and `end`, entities decoded;
+ * `Encoded="true"` (Azure's names with characters XML cannot carry) is percent-decoded as the service
+ * encodes it. `undefined` when absent; `''` for an empty element. `document` names the answer in errors.
+ */
+export function elementText(xml: string, tag: string, start: number, end: number, document: string): string | undefined {
+  let open = xml.indexOf(`<${tag}`, start);
+  // Skip longer names sharing the prefix (`<Name` must not match `<NameX>`).
+  while (open >= 0 && open < end) {
+    const after = xml.charCodeAt(open + tag.length + 1);
+    if (after === GREATER_THAN || after === SPACE || after === SLASH) break;
+    open = xml.indexOf(`<${tag}`, open + 1);
+  }
+  if (open < 0 || open >= end) return undefined;
+  const openEnd = xml.indexOf('>', open);
+  if (openEnd < 0 || openEnd >= end) throw new ListingFormatError(`an unfinished <${tag}> in ${document}`);
+  if (xml.charCodeAt(openEnd - 1) === SLASH) return '';
+  const close = xml.indexOf(`</${tag}>`, openEnd);
+  if (close < 0 || close > end) throw new ListingFormatError(`<${tag}> has no end in ${document}`);
+  const text = decodeEntities(xml.slice(openEnd + 1, close), document);
+  return /\bEncoded="true"/.test(xml.slice(open, openEnd)) ? decodeURIComponent(text) : text;
+}
+
+const GREATER_THAN = 0x3e;
+const SPACE = 0x20;
+const SLASH = 0x2f;
+const NAMED_ENTITIES: Readonly<Record<string, string>> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+
+/** XML's five named entities and numeric character references. */
+export function decodeEntities(text: string, document: string): string {
+  if (!text.includes('&')) return text;
+  return text.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-z]+);/g, (whole, entity: string) => {
+    if (entity.startsWith('#x')) return String.fromCodePoint(Number.parseInt(entity.slice(2), 16));
+    if (entity.startsWith('#')) return String.fromCodePoint(Number.parseInt(entity.slice(1), 10));
+    const named = NAMED_ENTITIES[entity];
+    if (named === undefined) throw new ListingFormatError(`unknown XML entity ${whole} in ${document}`);
+    return named;
+  });
+}
