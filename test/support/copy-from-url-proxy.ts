@@ -59,7 +59,7 @@ import {
   StorageSharedKeyCredential,
   type WebResource,
 } from '@azure/storage-blob';
-import { classifyAzureRequest, forwardRequest, headerValue, listenOnLoopback, splitTarget, withoutHopByHop, writeAzureError } from './http-proxy.ts';
+import { classifyAzureRequest, forwardRequest, headerValue, listenOnLoopback, splitTarget, upstreamAgent, withoutHopByHop, writeAzureError } from './http-proxy.ts';
 
 export type CopyFromUrlOperation = 'PutBlobFromURL' | 'PutBlockFromURL';
 
@@ -107,7 +107,7 @@ export async function startCopyFromUrlProxy(options: CopyFromUrlProxyOptions): P
   const azuriteEndpoint = new URL(options.azurite.blobEndpoint);
   const upstream = new URL(azuriteEndpoint.origin);
   const credential = new StorageSharedKeyCredential(options.azurite.accountName, options.azurite.accountKey);
-  const agent = new http.Agent({ keepAlive: true });
+  const agent = upstreamAgent();
   const pullLog: SourcePull[] = [];
   let refuse = false;
 

@@ -179,10 +179,20 @@ export async function listenOnLoopback(server: http.Server): Promise<{ port: num
   };
 }
 
+/**
+ * The connection pool a test server uses towards an emulator. Emulators close idle keep-alive
+ * connections after 5 s (Node's default, Azurite and s3rver alike); a pooled connection reused just
+ * after that fails with EPIPE or ECONNRESET, which a proxy can only answer with 502. Idle
+ * connections are dropped here after 3 s, before the emulator drops them.
+ */
+export function upstreamAgent(): http.Agent {
+  return new http.Agent({ keepAlive: true, timeout: 3000 });
+}
+
 export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpProxy> {
   const upstream = new URL(options.upstream);
   if (upstream.protocol !== 'http:') throw new Error(`startHttpProxy: upstream ${upstream.origin} must be plain http`);
-  const agent = new http.Agent({ keepAlive: true });
+  const agent = upstreamAgent();
   const log: ProxiedRequest[] = [];
   let seq = 0;
   let faults: FaultConfig | null = null;

@@ -37,7 +37,7 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { classifyS3Request, listenOnLoopback, splitTarget, withoutHopByHop, type S3Operation } from './http-proxy.ts';
+import { classifyS3Request, listenOnLoopback, splitTarget, upstreamAgent, withoutHopByHop, type S3Operation } from './http-proxy.ts';
 
 export interface S3StandInOptions {
   /** s3rver's origin, `http://127.0.0.1:PORT`. */
@@ -111,7 +111,7 @@ export interface S3StandIn {
 
 export async function startS3StandIn(options: S3StandInOptions): Promise<S3StandIn> {
   const upstream = new URL(options.upstream);
-  const agent = new http.Agent({ keepAlive: true });
+  const agent = upstreamAgent();
   const log: StandInRequest[] = [];
   const uploads = new Map<string, TrackedUpload>();
   const holds: { operation: S3Operation; matches: (path: string) => boolean; arrived: (held: HeldRequest) => void }[] = [];
