@@ -88,10 +88,13 @@ export async function streamObject<Name extends string>(request: {
       try {
         const bytes = await reader.read(part.bytes);
         await reader.expectEnd();
-        verifyWholeMd5(description, md5Base64(bytes), source.label);
+        const md5 = md5Base64(bytes);
+        verifyWholeMd5(description, md5, source.label);
+        // The MD5 is known now even where the source ETag did not give it: the stores need not hash the bytes again.
+        const written: WriteDescription = { ...description, contentMd5Base64: md5 };
         await Promise.all(destinations.map(async (destination) => {
           try {
-            await destination.store.putObject(description, bytes, signal);
+            await destination.store.putObject(written, bytes, signal);
             outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength });
           } catch (error) {
             outcomes.set(destination.name, { ok: false, error });
@@ -121,7 +124,8 @@ export async function streamObject<Name extends string>(request: {
     const live = (): Name[] => [...uploads.keys()].filter((name) => !outcomes.has(name));
 
     const partCount = Math.max(1, Math.ceil(first.size / partSize));
-    const whole = createHash('md5');
+    // Only worth a pass over the bytes when there is a source MD5 to compare with (not for multipart or SSE-KMS ETags).
+    const whole = description.contentMd5Base64 === undefined ? undefined : createHash('md5');
     const inFlight = new Set<Promise<void>>();
     try {
       for (let index = 0; index < partCount && live().length > 0; index += 1) {
@@ -136,7 +140,7 @@ export async function streamObject<Name extends string>(request: {
           release();
           throw error;
         }
-        whole.update(bytes);
+        whole?.update(bytes);
         const part = { index, bytes, md5Base64: md5Base64(bytes) };
         const upload = Promise.all(live().map(async (name) => {
           try {
@@ -151,7 +155,7 @@ export async function streamObject<Name extends string>(request: {
       }
       await Promise.all(inFlight);
       await reader.expectEnd();
-      verifyWholeMd5(description, whole.digest('base64'), source.label);
+      if (whole !== undefined) verifyWholeMd5(description, whole.digest('base64'), source.label);
       await Promise.all(live().map(async (name) => {
         try {
           await uploads.get(name)!.commit(partCount, signal);
