@@ -65,6 +65,28 @@ describe.concurrent('integrity', () => {
     expect(mirrorDifferences(healed.source, healed.oci)).toEqual([]);
   });
 
+  it('every upload to OCI carries a Content-MD5 of its bytes and is signed through it, not through a second hash of the body', async () => {
+    const s = await scenario('integrity-signing', { settings: { SYNC_PART_SIZE_MB: '5' } });
+    await putSource(s, 'small.bin', pseudoRandomBytes(300_000, 4));
+    // 12 MiB: three 5 MiB parts.
+    await putSource(s, 'large.bin', pseudoRandomBytes(12 * MIB, 5));
+
+    expect((await runJson('oci', s.settings)).exitCode).toBe(0);
+
+    const uploads = s.ociProxy.requests().filter((request) => request.operation === 'PutObject' || request.operation === 'UploadPart');
+    expect(uploads.map((request) => request.operation).sort()).toEqual(['PutObject', 'UploadPart', 'UploadPart', 'UploadPart']);
+    for (const upload of uploads) {
+      expect(upload).toMatchObject({ status: 200, payloadHash: 'UNSIGNED-PAYLOAD', contentMd5MatchesBody: true });
+      // The signature covers the Content-MD5 (so the bytes) and the unsigned-payload marker.
+      expect(upload.signedHeaders).toEqual(expect.arrayContaining(['content-md5', 'x-amz-content-sha256']));
+    }
+    // Requests without a Content-MD5 keep a signed payload.
+    const completes = s.ociProxy.requests().filter((request) => request.operation === 'CompleteMultipartUpload');
+    expect(completes.map((request) => request.payloadHash)).toEqual([expect.stringMatching(/^[0-9a-f]{64}$/)]);
+    const state = await readAll(s);
+    expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
+  });
+
   it('Azure refuses a server-side pull whose bytes do not match the source MD5, and the failure is reported', async () => {
     const s = await scenario('integrity-pull', { serverSideCopy: true });
     await putSource(s, 'ok.txt', 'fine');

@@ -61,6 +61,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     requestHandler: { connectionTimeout: 10_000, socketTimeout: options.requestTimeoutMs ?? 60_000 },
   });
   if (compatibility) useContentMd5ForDeleteObjects(client);
+  signBodiesByTheirContentMd5(client);
 
   const fail = (operation: string, error: unknown, key?: string): StoreError => toStoreError(label, operation, error, key);
 
@@ -280,6 +281,28 @@ function useContentMd5ForDeleteObjects(client: S3Client): void {
       return next(args);
     },
     { step: 'build', name: 'contentMd5ForDeleteObjects', priority: 'low' },
+  );
+}
+
+/** Uploads whose bodies `signBodiesByTheirContentMd5` leaves unhashed. */
+const CONTENT_MD5_UPLOADS = new Set(['PutObjectCommand', 'UploadPartCommand']);
+
+/**
+ * Every PutObject and UploadPart we send carries a Content-MD5, which SigV4 signs and the service checks against the
+ * body: the body is bound to the signature through it. SigV4's own SHA-256 of the body (x-amz-content-sha256) would be
+ * a second full pass over every byte written; `UNSIGNED-PAYLOAD` tells the signer and the service to skip it.
+ * Over https, TLS protects the body as well. See "Integrity" in the README.
+ */
+function signBodiesByTheirContentMd5(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const headers = (args.request as { headers?: Record<string, string> }).headers;
+      if (CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && Object.keys(headers).some((header) => header.toLowerCase() === 'content-md5')) {
+        headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      }
+      return next(args);
+    },
+    { step: 'build', name: 'unsignedPayloadWithContentMd5', priority: 'low' },
   );
 }
 
