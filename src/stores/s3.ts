@@ -299,7 +299,9 @@ function signBodiesByTheirContentMd5(client: S3Client): void {
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const headers = (args.request as { headers?: Record<string, string> }).headers;
-      if (CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && Object.keys(headers).some((header) => header.toLowerCase() === 'content-md5')) {
+      const names = Object.keys(headers ?? {}).map((header) => header.toLowerCase());
+      // A payload hash set by someone else (an aws-chunked upload's marker) is left alone.
+      if (CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && names.includes('content-md5') && !names.includes('x-amz-content-sha256')) {
         headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
       }
       return next(args);
