@@ -141,7 +141,8 @@ export async function streamObject<Name extends string>(request: {
           throw error;
         }
         whole?.update(bytes);
-        const part = { index, bytes, md5Base64: md5Base64(bytes) };
+        // After the first part, the whole object's hash is that part's hash: no second pass over its bytes.
+        const part = { index, bytes, md5Base64: index === 0 && whole !== undefined ? whole.copy().digest('base64') : md5Base64(bytes) };
         const upload = Promise.all(live().map(async (name) => {
           try {
             await uploads.get(name)!.uploadPart(part, signal);
