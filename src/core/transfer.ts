@@ -178,9 +178,9 @@ export async function streamObject<Name extends string>(request: {
 }
 
 /**
- * A buffer of `length` bytes cut from one of a few pooled sizes (a quarter-power-of-two steps, at most 25%
- * larger), so objects of different sizes reuse the budget's buffers: a fresh buffer costs page faults and
- * zeroing, a third of an MD5 of the same bytes.
+ * A buffer of `length` bytes cut from one of a few pooled sizes (at most 25% larger), so objects of different
+ * sizes reuse the budget's buffers: a fresh buffer costs page faults and zeroing, a fifth to a half of an MD5
+ * of the same bytes.
  */
 async function borrowPartBuffer(budget: ByteBudget, length: number, signal: AbortSignal | undefined): Promise<PartBuffer> {
   const lent = await budget.borrow(pooledSize(length), signal);

@@ -293,7 +293,7 @@ const CONTENT_MD5_UPLOADS = new Set(['PutObjectCommand', 'UploadPartCommand']);
  * Every PutObject and UploadPart we send carries a Content-MD5, which SigV4 signs and the service checks against the
  * body: the body is bound to the signature through it. SigV4's own SHA-256 of the body (x-amz-content-sha256) would be
  * a second full pass over every byte written; `UNSIGNED-PAYLOAD` tells the signer and the service to skip it.
- * Over https, TLS protects the body as well. See "Integrity" in the README.
+ * Over https, TLS protects the body as well. See "CPU per byte" in the README.
  */
 function signBodiesByTheirContentMd5(client: S3Client): void {
   client.middlewareStack.add(
