@@ -3,8 +3,11 @@
  * (./support/s3-stand-in.ts) flips one byte in the middle of every GetObject body of the chosen keys,
  * keeping the length and the headers (the ETag still gives the MD5 of the true bytes).
  */
+import http from 'node:http';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { s3Store } from '../src/stores/s3.ts';
 import { runJson, targetOf } from './support/cli-run.ts';
+import { listenOnLoopback } from './support/http-proxy.ts';
 import { md5Hex, mirrorDifferences, pseudoRandomBytes, putBlob, putS3Object, putSource, readAll } from './support/scenario.ts';
 import { createStandInScenario, type StandInScenario } from './support/stand-in-scenario.ts';
 
@@ -63,6 +66,56 @@ describe.concurrent('integrity', () => {
     const healed = await readAll(s);
     expect(mirrorDifferences(healed.source, healed.azure)).toEqual([]);
     expect(mirrorDifferences(healed.source, healed.oci)).toEqual([]);
+  });
+
+  it('every upload to OCI carries a Content-MD5 of its bytes and is signed through it, not through a second hash of the body', async () => {
+    const s = await scenario('integrity-signing', { settings: { SYNC_PART_SIZE_MB: '5' } });
+    await putSource(s, 'small.bin', pseudoRandomBytes(300_000, 4));
+    // 12 MiB: three 5 MiB parts.
+    await putSource(s, 'large.bin', pseudoRandomBytes(12 * MIB, 5));
+
+    expect((await runJson('oci', s.settings)).exitCode).toBe(0);
+
+    const uploads = s.ociProxy.requests().filter((request) => request.operation === 'PutObject' || request.operation === 'UploadPart');
+    expect(uploads.map((request) => request.operation).sort()).toEqual(['PutObject', 'UploadPart', 'UploadPart', 'UploadPart']);
+    for (const upload of uploads) {
+      expect(upload).toMatchObject({ status: 200, payloadHash: 'UNSIGNED-PAYLOAD', contentMd5MatchesBody: true });
+      // The signature covers the Content-MD5 (so the bytes) and the unsigned-payload marker.
+      expect(upload.signedHeaders).toEqual(expect.arrayContaining(['content-md5', 'x-amz-content-sha256']));
+    }
+    // Requests without a Content-MD5 keep a signed payload.
+    const completes = s.ociProxy.requests().filter((request) => request.operation === 'CompleteMultipartUpload');
+    expect(completes.map((request) => request.payloadHash)).toEqual([expect.stringMatching(/^[0-9a-f]{64}$/)]);
+    const state = await readAll(s);
+    expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
+  });
+
+  it('on AWS, a body whose ETag is its MD5 is checked against that MD5 alone; any other body against the checksum S3 sends', async () => {
+    const body = Buffer.from('the bytes of an artifact');
+    const etags: Record<string, string> = { 'single.bin': md5Hex(body), 'multipart.bin': `${md5Hex(body)}-2` };
+    const checksumModes: (string | undefined)[] = [];
+    // S3 as seen by the SDK with its default checksum settings: every answer carries a (here wrong) full-object CRC32.
+    const server = http.createServer((req, res) => {
+      checksumModes.push(req.headers['x-amz-checksum-mode'] as string | undefined);
+      const key = new URL(req.url ?? '/', 'http://s3').pathname.split('/').pop() ?? '';
+      res.writeHead(200, { etag: `"${etags[key]}"`, 'content-length': body.byteLength, 'x-amz-checksum-crc32': 'AAAAAA==', 'x-amz-checksum-type': 'FULL_OBJECT' });
+      res.end(body);
+    });
+    const listener = await listenOnLoopback(server);
+    closers.push(listener.closeNow);
+    const source = s3Store({ label: 's3://aws', bucket: 'aws', region: 'us-east-1', endpoint: listener.url, credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' }, compatibilityMode: false, maxAttempts: 1 });
+    const readAllOf = async (key: string): Promise<Buffer> => {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of (await source.read(key)).body) chunks.push(chunk);
+      return Buffer.concat(chunks);
+    };
+
+    // The transfer compares these bytes with the ETag's MD5; the SDK does not hash them a second time.
+    expect((await source.read('single.bin')).md5Base64).toBe(Buffer.from(etags['single.bin']!, 'hex').toString('base64'));
+    expect(await readAllOf('single.bin')).toEqual(body);
+    // No MD5 to compare with: the SDK's checksum check stays, and catches the mismatch.
+    await expect(readAllOf('multipart.bin')).rejects.toThrow(/checksum mismatch/i);
+    expect(checksumModes).toEqual(['ENABLED', 'ENABLED', 'ENABLED']);
   });
 
   it('Azure refuses a server-side pull whose bytes do not match the source MD5, and the failure is reported', async () => {

@@ -62,6 +62,8 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     requestHandler: { connectionTimeout: 10_000, socketTimeout: options.requestTimeoutMs ?? 60_000 },
   });
   if (compatibility) useContentMd5ForDeleteObjects(client);
+  signBodiesByTheirContentMd5(client);
+  checkReadsByTheirMd5Etag(client);
 
   const fail = (operation: string, error: unknown, key?: string): StoreError => toStoreError(label, operation, error, key);
 
@@ -87,6 +89,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       } while (continuationToken !== undefined);
     },
 
+    /** The caller checks the bytes against `md5Base64` where it is given (`checkReadsByTheirMd5Etag`). */
     async read(key: string, readOptions: ReadOptions = {}): Promise<ObjectRead> {
       const start = readOptions.start ?? 0;
       try {
@@ -273,6 +276,52 @@ function useContentMd5ForDeleteObjects(client: S3Client): void {
       return next(args);
     },
     { step: 'build', name: 'contentMd5ForDeleteObjects', priority: 'low' },
+  );
+}
+
+/** Uploads whose bodies `signBodiesByTheirContentMd5` leaves unhashed. */
+const CONTENT_MD5_UPLOADS = new Set(['PutObjectCommand', 'UploadPartCommand']);
+
+/**
+ * Every PutObject and UploadPart we send carries a Content-MD5, which SigV4 signs and the service checks against the
+ * body: the body is bound to the signature through it. SigV4's own SHA-256 of the body (x-amz-content-sha256) would be
+ * a second full pass over every byte written; `UNSIGNED-PAYLOAD` tells the signer and the service to skip it.
+ * Over https, TLS protects the body as well. See "CPU per byte" in the README.
+ */
+function signBodiesByTheirContentMd5(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const headers = (args.request as { headers?: Record<string, string> }).headers;
+      const names = Object.keys(headers ?? {}).map((header) => header.toLowerCase());
+      // A payload hash set by someone else (an aws-chunked upload's marker) is left alone.
+      if (CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && names.includes('content-md5') && !names.includes('x-amz-content-sha256')) {
+        headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      }
+      return next(args);
+    },
+    { step: 'build', name: 'unsignedPayloadWithContentMd5', priority: 'low' },
+  );
+}
+
+/**
+ * Where a GetObject answer's ETag is the object's MD5, the reader checks every byte against it (core/transfer.ts),
+ * so the SDK's own check of the body against the object's stored checksum (it asks for one whenever
+ * `responseChecksumValidation` is `WHEN_SUPPORTED`, the default on AWS) would be a second pass over every byte
+ * read; for CRC64NVME, which S3 stores for new objects by default, the SDK's JavaScript CRC is slower than MD5.
+ * Its checksum headers are dropped from such answers before the SDK looks (this runs inside the SDK's
+ * response-checksum middleware); answers without an MD5 ETag (multipart, SSE-KMS) keep the SDK's check.
+ */
+function checkReadsByTheirMd5Etag(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const result = await next(args);
+      const headers = (result.response as { headers?: Record<string, string> }).headers;
+      if (context.commandName === 'GetObjectCommand' && headers !== undefined && plainMd5(unquoteEtag(headers['etag']), headers['x-amz-server-side-encryption']) !== undefined) {
+        for (const header of Object.keys(headers)) if (header.startsWith('x-amz-checksum-')) delete headers[header];
+      }
+      return result;
+    },
+    { step: 'deserialize', name: 'md5EtagInsteadOfResponseChecksum', priority: 'low' },
   );
 }
 

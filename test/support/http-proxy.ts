@@ -11,7 +11,7 @@
  *
  * Addressing is path-style only (`/bucket/key`, `/account/container/blob`), as the emulators use.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
@@ -107,6 +107,12 @@ export interface ProxiedRequest {
   client: string;
   /** The fault injected, `down` for an answer given while down, or null. */
   fault: FaultKind | 'down' | null;
+  /** The `x-amz-content-sha256` header as sent (a SHA-256 in hex, or `UNSIGNED-PAYLOAD`), or null. */
+  payloadHash: string | null;
+  /** The headers a SigV4 `Authorization` header says it signed (never the signature itself), or null. */
+  signedHeaders: string[] | null;
+  /** For a request with a Content-MD5 whose whole body was forwarded: whether the header matches those bytes; otherwise null. */
+  contentMd5MatchesBody: boolean | null;
   /** From arrival to the end of the exchange; null while in flight. */
   durationMs: number | null;
 }
@@ -238,9 +244,18 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
       responseBytes: 0,
       client: headerValue(req.headers['x-test-client']) ?? 'app',
       fault: null,
+      payloadHash: headerValue(req.headers['x-amz-content-sha256']) ?? null,
+      signedHeaders: signedHeadersOf(headerValue(req.headers.authorization)),
+      contentMd5MatchesBody: null,
       durationMs: null,
     };
     log.push(entry);
+    const contentMd5 = headerValue(req.headers['content-md5']);
+    const forward = async (resetAfterBytes?: number): Promise<void> => {
+      const body = contentMd5 === undefined ? undefined : createHash('md5');
+      await forwardRequest(req, res, upstream, agent, entry, resetAfterBytes, body);
+      if (body !== undefined && req.complete) entry.contentMd5MatchesBody = body.digest('base64') === contentMd5;
+    };
     try {
       if (downMode === '503') {
         entry.fault = 'down';
@@ -271,14 +286,14 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
             req.socket.once('close', end);
           });
           if (req.socket.destroyed) return;
-          await forwardRequest(req, res, upstream, agent, entry);
+          await forward();
           return;
         }
         case 'reset-mid-body':
-          await forwardRequest(req, res, upstream, agent, entry, faults?.resetAfterBytes ?? DEFAULT_RESET_AFTER_BYTES);
+          await forward(faults?.resetAfterBytes ?? DEFAULT_RESET_AFTER_BYTES);
           return;
         case null:
-          await forwardRequest(req, res, upstream, agent, entry);
+          await forward();
           return;
       }
     } finally {
@@ -302,7 +317,7 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
   return {
     url: `http://127.0.0.1:${port}`,
     port,
-    requests: () => log.map((entry) => ({ ...entry, query: { ...entry.query } })),
+    requests: () => log.map((entry) => ({ ...entry, query: { ...entry.query }, signedHeaders: entry.signedHeaders === null ? null : [...entry.signedHeaders] })),
     reset: () => {
       log.length = 0;
     },
@@ -332,7 +347,8 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
  * Streams one request to `upstream` and its answer back, counting body bytes into `counters` as
  * they pass. Resolves when the exchange is over, whichever way it ended; never rejects.
  * With `resetAfterBytes`, the client's connection is reset after that many body bytes (at most half
- * the body), or before the status line when the answer has no body.
+ * the body), or before the status line when the answer has no body. `requestBody` sees every request
+ * body byte forwarded.
  */
 export async function forwardRequest(
   req: IncomingMessage,
@@ -341,6 +357,7 @@ export async function forwardRequest(
   agent: http.Agent,
   counters: { status: number | null; requestBytes: number; responseBytes: number },
   resetAfterBytes?: number,
+  requestBody?: Hash,
 ): Promise<void> {
   const upstreamReq = http.request({
     protocol: 'http:',
@@ -358,7 +375,7 @@ export async function forwardRequest(
   };
   res.once('close', abandon);
 
-  const requestSent = pipeline(req, countInto((n) => (counters.requestBytes += n)), upstreamReq).catch(() => undefined);
+  const requestSent = pipeline(req, countInto((n) => (counters.requestBytes += n), requestBody), upstreamReq).catch(() => undefined);
 
   let upstreamRes: IncomingMessage;
   try {
@@ -551,6 +568,12 @@ function redactQuery(query: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(query).map(([name, value]) => [name, SECRET_QUERY_PARAMS.has(name.toLowerCase()) ? 'REDACTED' : value]));
 }
 
+/** `SignedHeaders=a;b;c` of a SigV4 Authorization header, as a list. */
+function signedHeadersOf(authorization: string | undefined): string[] | null {
+  const list = authorization === undefined ? undefined : /SignedHeaders=([^,\s]+)/.exec(authorization)?.[1];
+  return list === undefined ? null : list.split(';');
+}
+
 export function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
@@ -571,10 +594,11 @@ function resetSocket(socket: Socket): void {
   else socket.destroy();
 }
 
-function countInto(add: (bytes: number) => void): Transform {
+function countInto(add: (bytes: number) => void, hash?: Hash): Transform {
   return new Transform({
     transform(chunk: Buffer, _encoding, done) {
       add(chunk.length);
+      hash?.update(chunk);
       done(null, chunk);
     },
   });
