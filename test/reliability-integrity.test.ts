@@ -90,6 +90,30 @@ describe.concurrent('integrity', () => {
     expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
   });
 
+  it('signs payloads for the rest of the run when a service refuses an unsigned one', async () => {
+    const s = await scenario('integrity-unsigned-refused', { settings: { SYNC_PART_SIZE_MB: '5', SYNC_CONCURRENCY: '1' } });
+    await putSource(s, 'a-small.bin', pseudoRandomBytes(300_000, 6));
+    await putSource(s, 'b-large.bin', pseudoRandomBytes(12 * MIB, 7));
+    s.ociProxy.setRefuseUnsignedPayload(true);
+
+    const run = await runJson('oci', s.settings);
+    expect(run.exitCode, run.stderr).toBe(0);
+
+    const uploads = s.ociProxy.requests().filter((request) => request.operation === 'PutObject' || request.operation === 'UploadPart');
+    // The uploads already in flight (the large object's first parts, largest first) are refused once
+    // each and sent again signed; every upload after that is signed from the start.
+    const refused = uploads.filter((request) => request.status === 400);
+    expect(refused.length).toBeGreaterThanOrEqual(1);
+    expect(refused.length).toBeLessThanOrEqual(3);
+    for (const request of refused) expect(request.payloadHash).toBe('UNSIGNED-PAYLOAD');
+    const written = uploads.filter((request) => request.status === 200);
+    expect(written.map((request) => request.operation).sort()).toEqual(['PutObject', 'UploadPart', 'UploadPart', 'UploadPart']);
+    for (const request of written) expect(request.payloadHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(uploads.indexOf(refused.at(-1)!)).toBeLessThan(uploads.indexOf(written[0]!));
+    const state = await readAll(s);
+    expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
+  });
+
   it('on AWS, a body whose ETag is its MD5 is checked against that MD5 alone; any other body against the checksum S3 sends', async () => {
     const body = Buffer.from('the bytes of an artifact');
     const etags: Record<string, string> = { 'single.bin': md5Hex(body), 'multipart.bin': `${md5Hex(body)}-2` };

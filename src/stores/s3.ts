@@ -12,7 +12,6 @@ import {
   S3ServiceException,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
 import type { ObjectInfo } from '../core/types.ts';
@@ -62,7 +61,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     requestHandler: { connectionTimeout: 10_000, socketTimeout: options.requestTimeoutMs ?? 60_000 },
   });
   if (compatibility) useContentMd5ForDeleteObjects(client);
-  signBodiesByTheirContentMd5(client);
+  const payloadSigning = signBodiesByTheirContentMd5(client);
   checkReadsByTheirMd5Etag(client);
 
   const fail = (operation: string, error: unknown, key?: string): StoreError => toStoreError(label, operation, error, key);
@@ -130,12 +129,14 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     },
 
     async presignGet(key: string, expiresInSeconds: number): Promise<string> {
+      // Loaded on first use: only a target that pulls from a URL needs it, and no-op runs start faster without it.
+      const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
       return getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: expiresInSeconds });
     },
 
     async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
       try {
-        await client.send(
+        await payloadSigning.send(() =>
           new PutObjectCommand({
             Bucket: bucket,
             Key: description.key,
@@ -145,7 +146,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
             ContentMD5: description.contentMd5Base64 ?? md5Base64(bytes),
             Metadata: recordedSourceMetadata(description),
           }),
-          { abortSignal: signal },
+          signal,
         );
       } catch (error) {
         throw fail('write', error, description.key);
@@ -170,9 +171,9 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       return {
         async uploadPart(part: Part, partSignal?: AbortSignal): Promise<void> {
           try {
-            const uploaded = await client.send(
-              new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: id, PartNumber: part.index + 1, Body: part.bytes, ContentLength: part.bytes.byteLength, ContentMD5: part.md5Base64 }),
-              { abortSignal: partSignal },
+            const uploaded = await payloadSigning.send(
+              () => new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: id, PartNumber: part.index + 1, Body: part.bytes, ContentLength: part.bytes.byteLength, ContentMD5: part.md5Base64 }),
+              partSignal,
             );
             etags.set(part.index + 1, uploaded.ETag ?? '');
           } catch (error) {
@@ -287,20 +288,51 @@ const CONTENT_MD5_UPLOADS = new Set(['PutObjectCommand', 'UploadPartCommand']);
  * body: the body is bound to the signature through it. SigV4's own SHA-256 of the body (x-amz-content-sha256) would be
  * a second full pass over every byte written; `UNSIGNED-PAYLOAD` tells the signer and the service to skip it.
  * Over https, TLS protects the body as well. See "CPU per byte" in the README.
+ *
+ * Not every S3-compatible service takes `UNSIGNED-PAYLOAD`. An upload it refuses (any 4xx, or 501) is sent once more
+ * with a signed payload; when that one goes through, the rest of the run signs payloads.
  */
-function signBodiesByTheirContentMd5(client: S3Client): void {
+type Upload = PutObjectCommand | UploadPartCommand;
+
+function signBodiesByTheirContentMd5(client: S3Client): { send(command: () => Upload, signal?: AbortSignal): Promise<{ readonly ETag?: string }> } {
+  let signPayloads = false;
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const headers = (args.request as { headers?: Record<string, string> }).headers;
       const names = Object.keys(headers ?? {}).map((header) => header.toLowerCase());
       // A payload hash set by someone else (an aws-chunked upload's marker) is left alone.
-      if (CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && names.includes('content-md5') && !names.includes('x-amz-content-sha256')) {
+      if (!signPayloads && CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && names.includes('content-md5') && !names.includes('x-amz-content-sha256')) {
         headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
       }
       return next(args);
     },
     { step: 'build', name: 'unsignedPayloadWithContentMd5', priority: 'low' },
   );
+  const sendOnce = (upload: Upload, signal: AbortSignal | undefined): Promise<{ readonly ETag?: string }> =>
+    upload instanceof PutObjectCommand ? client.send(upload, { abortSignal: signal }) : client.send(upload, { abortSignal: signal });
+  return {
+    async send(command: () => Upload, signal?: AbortSignal): Promise<{ readonly ETag?: string }> {
+      const unsigned = !signPayloads;
+      try {
+        return await sendOnce(command(), signal);
+      } catch (error) {
+        if (!unsigned || signal?.aborted === true || !refusedAsClientError(error)) throw error;
+        signPayloads = true;
+        try {
+          return await sendOnce(command(), signal);
+        } catch (signedError) {
+          // Refused signed as well: the payload signing was not the reason.
+          signPayloads = false;
+          throw signedError;
+        }
+      }
+    },
+  };
+}
+
+function refusedAsClientError(error: unknown): boolean {
+  const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
+  return status !== undefined && ((status >= 400 && status < 500) || status === 501);
 }
 
 /**

@@ -137,6 +137,8 @@ export interface HttpProxy {
   countBy(operation: ProxyOperation, client?: string): number;
   /** Replaces the fault settings and re-seeds the PRNG; null turns faults off. */
   setFaults(faults: FaultConfig | null): void;
+  /** Answers uploads signed with `UNSIGNED-PAYLOAD` with 400 InvalidRequest, as some S3-compatible services do. */
+  setRefuseUnsignedPayload(refuse: boolean): void;
   /** Takes the target down (`503` or `refuse`) or brings it back (null). Resolves once in effect. */
   setDown(mode: DownMode | null): Promise<void>;
   close(): Promise<void>;
@@ -205,6 +207,7 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
   let random = mulberry32(1);
   let faultsInjected = 0;
   let downMode: DownMode | null = null;
+  let refuseUnsignedPayload = false;
   const stallTimers = new Set<NodeJS.Timeout>();
 
   const setFaults = (next: FaultConfig | null): void => {
@@ -260,6 +263,10 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
       if (downMode === '503') {
         entry.fault = 'down';
         await answerWithError(req, res, entry, options.dialect, 503);
+        return;
+      }
+      if (refuseUnsignedPayload && entry.payloadHash === 'UNSIGNED-PAYLOAD') {
+        await answerWithError(req, res, entry, options.dialect, 400, ['InvalidRequest', 'UNSIGNED-PAYLOAD is not supported by this service']);
         return;
       }
       const fault = chooseFault(operation);
@@ -323,6 +330,9 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
     },
     countBy: (operation, client) => log.filter((entry) => entry.operation === operation && (client === undefined || entry.client === client)).length,
     setFaults,
+    setRefuseUnsignedPayload: (refuse) => {
+      refuseUnsignedPayload = refuse;
+    },
     setDown: async (mode) => {
       downMode = mode;
       if (mode === 'refuse') {
@@ -436,12 +446,12 @@ async function sendThenReset(upstreamRes: IncomingMessage, res: ServerResponse, 
 }
 
 /** Answers 500 or 503 in the dialect after reading the request body, as a real server would. */
-async function answerWithError(req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest, dialect: Dialect, status: 500 | 503): Promise<void> {
+async function answerWithError(req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest, dialect: Dialect, status: 400 | 500 | 503, s3Error?: [code: string, message: string]): Promise<void> {
   await pipeline(req, countInto((n) => (entry.requestBytes += n)), sink()).catch(() => undefined);
   if (res.destroyed) return;
   const requestId = randomUUID();
   if (dialect === 's3') {
-    const [code, message] = status === 500 ? ['InternalError', 'We encountered an internal error. Please try again.'] : ['SlowDown', 'Please reduce your request rate.'];
+    const [code, message] = s3Error ?? (status === 500 ? ['InternalError', 'We encountered an internal error. Please try again.'] : ['SlowDown', 'Please reduce your request rate.']);
     const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>${requestId}</RequestId><HostId>http-proxy</HostId></Error>`;
     entry.status = status;
     entry.responseBytes += req.method === 'HEAD' ? 0 : Buffer.byteLength(body);
