@@ -22,10 +22,10 @@ export interface PlannerData {
   readonly runs: readonly (PlannerChildResult & { readonly childWallMs: number; readonly childPeakRssBytes: number | undefined })[];
 }
 
-export async function plannerAlone(context: BenchContext, objectsPerSide: number): Promise<ScenarioOutcome<PlannerData>> {
+export async function plannerAlone(progress: BenchContext['progress'], objectsPerSide: number): Promise<ScenarioOutcome<PlannerData>> {
   const runs: PlannerData['runs'][number][] = [];
   for (const shape of SHAPES) {
-    context.progress(`planner: ${count(objectsPerSide)} objects per side, ${shape}-shaped target listing`);
+    progress(`planner: ${count(objectsPerSide)} objects per side, ${shape}-shaped target listing`);
     // --expose-gc: the child collects the garbage of building its inputs before it starts the clock.
     const run = await measure({ command: process.execPath, args: ['--expose-gc', CHILD_PATH, String(objectsPerSide), shape], env: process.env });
     if (run.exitCode !== 0) throw new Error(`the planner child failed (exit ${run.exitCode}):\n${run.stderr}`);
