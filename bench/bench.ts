@@ -3,7 +3,7 @@
  *
  * Starts its own Azurite and s3rver, measures our CLI side by side with rclone on the same emulators
  * in the same run (ours first, then rclone, each into fresh targets), prints a table per scenario and
- * the issue's targets as PASS/FAIL, and stops the emulators. See docs/benchmark.md.
+ * the issue's targets as PASS/FAIL, and stops the emulators. See "Benchmark" in README.md.
  */
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
