@@ -8,9 +8,9 @@ import { SecretsError } from './secrets.ts';
 import { createSyncService, type SyncServiceOptions } from './sync.ts';
 
 export const EXIT = {
-  /** The mirror is complete (or the dry run planned without errors). */
+  /** The mirror is complete (or the dry run planned without errors, and a real run would delete what it plans). */
   complete: 0,
-  /** Some object or listing failed, deletions were held back, or the run stopped early. */
+  /** Some object or listing failed, deletions were held back (or a dry run found they would be), or the run stopped early. */
   failed: 1,
   /** Bad arguments, settings or secrets: nothing was changed. */
   usage: 2,
@@ -27,7 +27,8 @@ AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
   --json      print the report as JSON (progress still goes to stderr)
   -h, --help  show this help
 
-Exit codes: 0 mirror complete, 1 some object failed or the run stopped early,
+Exit codes: 0 mirror complete, 1 some object failed, deletions were (or, in a dry
+run, would be) held back by a delete guard, or the run stopped early,
 2 usage or configuration error, 3 another run holds the lock.
 Settings are read from the environment; see README.md.`;
 
@@ -77,7 +78,8 @@ export async function runCommandLine(args: readonly string[], settings: Settings
     return EXIT.failed;
   }
   io.out(json ? JSON.stringify(report, null, 2) : renderText(report));
-  const clean = failureCount(report) === 0 && (dryRun || report.complete);
+  // A dry run fails where the real run would: a delete guard holding deletions back.
+  const clean = failureCount(report) === 0 && (dryRun ? report.targets.every((target) => target.deleteVerdict.allowed) : report.complete);
   return clean ? EXIT.complete : EXIT.failed;
 }
 

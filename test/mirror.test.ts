@@ -186,6 +186,10 @@ describe('artifacts-sync all', () => {
   it('changes nothing on a dry run', async () => {
     const s = await scenario();
     await putSource(s, 'new.txt', 'new');
+    // One kept object per target keeps the planned deletion within the delete guard's 50%.
+    await putSource(s, 'keep.txt', 'keep');
+    await putBlob(s, 'keep.txt', 'keep');
+    await putS3Object(s, s.ociBucket, 'keep.txt', 'keep');
     await putBlob(s, 'old.txt', 'old');
     await putS3Object(s, s.ociBucket, 'old.txt', 'old');
     const before = await readAll(s);

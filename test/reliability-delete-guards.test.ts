@@ -110,6 +110,8 @@ describe.concurrent('an empty source listing', () => {
     const before = await targets(s);
 
     const dry = await runCli(['all', '--dry-run'], s.settings);
+    // The dry run fails as the real run will.
+    expect(dry.exitCode).toBe(1);
     expect(dry.stdout).toContain('DELETIONS HELD BACK: the source listing is empty while the target holds 3 objects; refusing to empty the target (raise SYNC_ALLOW_EMPTY_SOURCE if this is intended)');
     const { exitCode, report } = await runJson('all', s.settings);
 
@@ -179,6 +181,7 @@ describe.concurrent('delete limits', () => {
       `  DELETIONS HELD BACK: ${reason} (raise ${setting} if this is intended)`,
     ]);
     expect(exitCode).toBe(1);
+    expect([dryText.exitCode, dry.exitCode]).toEqual([1, 1]);
     for (const name of ['azure', 'oci'] as const) {
       expect(targetOf(dry.report, name).deleteVerdict).toEqual(verdict);
       expect(targetOf(dry.report, name).planned).toMatchObject({ copy: 2, delete: 3 });
