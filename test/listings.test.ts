@@ -1,7 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { KeyOrder, compareUtf8, planWhileListing, type Listing, type TargetListing } from '../src/core/listings.ts';
 import { DEFAULT_DELETE_LIMITS, MirrorPlanner, describeAction, planMirror } from '../src/core/plan.ts';
+import { runMirror } from '../src/core/run.ts';
+import { DEFAULT_TRANSFER_TUNING } from '../src/core/transfer.ts';
 import type { ObjectInfo, Plan } from '../src/core/types.ts';
+import { s3Store } from '../src/stores/s3.ts';
+import { createScenario, putS3Object, putSource, readBucket } from './support/scenario.ts';
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 const object = (key: string, size = 1, lastModifiedMs = T0): ObjectInfo => ({ key, size, lastModifiedMs, etag: `etag-${key}-${size}` });
@@ -137,15 +141,18 @@ describe('planWhileListing', () => {
     expect(summary(result.plans.get('oci')!)).toEqual(summary(planMirror(source, targetObjects, LIMITS)));
   });
 
-  it('holds deletions back when a target lists a key twice, which would otherwise delete an object the source has', async () => {
+  it('asks for each deletion to be confirmed at the source when a target lists out of key order (a key listed twice looks deleted)', async () => {
     const source = [object('a'), object('b'), object('c')];
     // The target lists `b` again after the source matched it: out of key order.
     const targetObjects = [object('a'), object('b'), object('c'), object('b'), object('d')];
     const result = await planWhileListing(listing('s3://source', source, 1), [target('oci', listing('oci://target', targetObjects, 1))], LIMITS);
     const plan = result.plans.get('oci')!;
-    expect(plan.deletions.map((action) => action.key).sort()).toContain('d');
-    expect(plan.deleteVerdict).toEqual({ allowed: false, reason: expect.stringContaining('oci://target listed "b" after "c", out of key order') });
+    expect(plan.deletions.map((action) => action.key).sort()).toEqual(['b', 'd']);
+    expect(plan.deleteVerdict).toEqual({ allowed: true });
+    expect(plan.confirmDeletions).toBe('oci://target listed "b" after "c", out of key order; a key listed twice cannot be told from one missing from the source, so each deletion is confirmed at the source first');
     expect(plan.transfers).toEqual([]);
+    const inOrder = await planWhileListing(listing('s3://source', source, 1), [target('oci', listing('oci://target', [...source, object('d')], 1))], LIMITS);
+    expect(inOrder.plans.get('oci')!.confirmDeletions).toBeUndefined();
   });
 
   it('holds every target\'s deletions back when the source lists out of key order, and still plans its copies', async () => {
@@ -156,7 +163,7 @@ describe('planWhileListing', () => {
       LIMITS,
     );
     const plan = result.plans.get('azure')!;
-    expect(plan.deleteVerdict.allowed).toBe(false);
+    expect(plan.deleteVerdict).toEqual({ allowed: false, reason: expect.stringContaining('s3://source listed "a" after "b", out of key order') });
     expect(plan.deletions.map((action) => action.key)).toEqual(['old']);
     expect(plan.transfers.map((action) => action.key)).toEqual(['new']);
   });
@@ -194,5 +201,45 @@ describe('key order', () => {
     const repeated = new KeyOrder();
     for (const key of ['a', 'b', 'b', 'c']) repeated.see(key);
     expect(repeated.violation).toEqual({ previous: 'b', key: 'b' });
+  });
+});
+
+describe('a run against a target listing out of key order', () => {
+  const emulators = inject('emulators');
+
+  it('deletes only what the source confirms it no longer has, keeps a key listed twice, and says so', async () => {
+    const s = await createScenario(emulators, 'order');
+    for (const key of ['a.zip', 'b.zip', 'c.zip']) await putSource(s, key, key);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    for (const key of ['a.zip', 'b.zip', 'c.zip', 'gone.zip']) await putS3Object(s, s.ociBucket, key, key);
+    const store = (label: string, bucket: string): ReturnType<typeof s3Store> =>
+      s3Store({ label, bucket, region: emulators.s3.region, endpoint: emulators.s3.endpoint, credentials: { accessKeyId: emulators.s3.accessKeyId, secretAccessKey: emulators.s3.secretAccessKey } });
+    const oci = store('oci://order', s.ociBucket);
+    // The real listing, then `b.zip` once more: a store listing a key twice.
+    const repeating: typeof oci = {
+      ...oci,
+      async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
+        const seen: ObjectInfo[] = [];
+        for await (const page of oci.listPages(signal)) {
+          seen.push(...page);
+          yield page;
+        }
+        yield seen.filter((item) => item.key === 'b.zip');
+      },
+    };
+
+    const report = await runMirror(store('s3://order', s.sourceBucket), [{ name: 'oci', store: repeating }], {
+      provider: 'oci',
+      tuning: DEFAULT_TRANSFER_TUNING,
+      memoryBudget: 64 * 1024 * 1024,
+      deleteLimits: LIMITS,
+    });
+
+    const result = report.targets[0]!;
+    expect(result).toMatchObject({ planned: { delete: 2 }, deleted: 1, failed: 0, complete: true });
+    expect(result.notes).toEqual([
+      'oci://order listed "b.zip" after "gone.zip", out of key order; a key listed twice cannot be told from one missing from the source, so each deletion is confirmed at the source first: 1 deletion(s) confirmed at the source, 1 kept because the source has them',
+    ]);
+    expect([...(await readBucket(s, s.ociBucket)).keys()].sort()).toEqual(['a.zip', 'b.zip', 'c.zip']);
   });
 });

@@ -34,7 +34,8 @@ export interface ListedPlans<Name extends string> {
  * Throws the source listing's error (and stops the other listings): without the whole source, no
  * plan is safe. A target whose listing fails gets no plan; the others go on.
  * A listing whose keys do not come strictly ascending (a key listed twice looks exactly like one
- * that is not in the source) gets its deletions held back, and the source's holds back every target's.
+ * that is not in the source): a target's gets each deletion confirmed at the source first
+ * (`Plan.confirmDeletions`); the source's holds back every target's deletions.
  */
 export async function planWhileListing<Name extends string>(
   source: Listing,
@@ -92,15 +93,19 @@ export async function planWhileListing<Name extends string>(
   const plans = new Map<Name, Plan>();
   for (const [name, planner] of planners) {
     const plan = planner.finish();
-    const disorderly = [sourceReader, ...readers.filter((reader) => reader.target === name)].find((reader) => reader.order.violation !== undefined);
-    plans.set(name, disorderly === undefined || plan.deletions.length === 0 ? plan : { ...plan, deleteVerdict: { allowed: false, reason: outOfOrderReason(disorderly) } });
+    const targetReader = readers.find((reader) => reader.target === name)!;
+    if (plan.deletions.length === 0) plans.set(name, plan);
+    // A source out of order is no listing to delete by at all.
+    else if (sourceReader.order.violation !== undefined) plans.set(name, { ...plan, deleteVerdict: { allowed: false, reason: `${outOfOrderReason(sourceReader)}, so deletions wait for a listing in order` } });
+    else if (targetReader.order.violation !== undefined) plans.set(name, { ...plan, confirmDeletions: `${outOfOrderReason(targetReader)}, so each deletion is confirmed at the source first` });
+    else plans.set(name, plan);
   }
   return { sourceObjects: sourceReader.objects, sourceBytes, plans, failedTargets, peakUnmatched };
 }
 
 function outOfOrderReason(reader: PageReader<string>): string {
   const { previous, key } = reader.order.violation!;
-  return `${reader.label} listed ${JSON.stringify(key)} after ${JSON.stringify(previous)}, out of key order; a key listed twice cannot be told from one missing from the source, so deletions wait for a listing in order`;
+  return `${reader.label} listed ${JSON.stringify(key)} after ${JSON.stringify(previous)}, out of key order; a key listed twice cannot be told from one missing from the source`;
 }
 
 /** The unfinished listing furthest behind in key order (a listing not yet started first; the source first on ties). */

@@ -5,7 +5,7 @@ import { planWhileListing, type ListedPlans } from './listings.ts';
 import type { DeleteLimits } from './plan.ts';
 import { plannedAction, type RunReport, type TargetReport } from './report.ts';
 import { describeWrite, streamObject, type StreamDestination, type TransferTuning } from './transfer.ts';
-import type { Failure, ObjectInfo, Plan, ProviderChoice, TargetName, TransferAction, TransferMode, TransferModeSetting } from './types.ts';
+import type { DeleteAction, Failure, ObjectInfo, Plan, ProviderChoice, TargetName, TransferAction, TransferMode, TransferModeSetting } from './types.ts';
 
 /** A target of one run. */
 export interface MirrorTarget {
@@ -64,6 +64,9 @@ export type RunEvent =
   | { readonly event: 'failure'; readonly target: TargetName | 'source'; readonly operation: string; readonly key?: string; readonly message: string }
   | { readonly event: 'target-end'; readonly target: TargetName; readonly copied: number; readonly replaced: number; readonly deleted: number; readonly unchanged: number; readonly failed: number; readonly deferred: number; readonly bytes: number; readonly durationMs: number; readonly complete: boolean }
   | { readonly event: 'run-end'; readonly complete: boolean; readonly failures: number; readonly durationMs: number };
+
+/** HEAD requests in flight while deletions of a target listed out of key order are confirmed at the source. */
+const CONFIRMATION_CONCURRENCY = 16;
 
 /** After this many object failures in a row, a target is taken as down: no more transfers, no deletions. */
 const CONSECUTIVE_FAILURES_FOR_DOWN = 5;
@@ -175,6 +178,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       }
       const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
       const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming');
+      if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
       runs.push(run);
       emit({
         event: 'plan',
@@ -190,7 +194,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     if (!dryRun) {
       await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
       await transferAll(runs, source, options, signal, emit, now);
-      for (const run of runs) await deleteExtras(run, signal, emit);
+      for (const run of runs) await deleteExtras(run, source, signal, emit);
     }
     const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > 0);
     return finish({
@@ -449,8 +453,8 @@ function fail(run: TargetRun, action: TransferAction, error: unknown, signal: Ab
 }
 
 /** Deletions come last, and only when the target is healthy, the run was not cut short, and the delete guard allows them. */
-async function deleteExtras(run: TargetRun, signal: AbortSignal, emit: (event: RunEvent) => void): Promise<void> {
-  const deletions = run.plan.deletions;
+async function deleteExtras(run: TargetRun, source: SourceStore, signal: AbortSignal, emit: (event: RunEvent) => void): Promise<void> {
+  let deletions = run.plan.deletions;
   if (deletions.length === 0) return;
   const verdict = run.plan.deleteVerdict;
   if (!verdict.allowed) {
@@ -468,6 +472,8 @@ async function deleteExtras(run: TargetRun, signal: AbortSignal, emit: (event: R
     run.deferred += deletions.length;
     return;
   }
+  if (run.plan.confirmDeletions !== undefined) deletions = await confirmedAtSource(run, deletions, source, signal, emit);
+  if (deletions.length === 0) return;
   try {
     const failures = await run.store.deleteMany(deletions.map((action) => action.key), signal);
     run.deleted += deletions.length - failures.length;
@@ -488,6 +494,30 @@ async function deleteExtras(run: TargetRun, signal: AbortSignal, emit: (event: R
     emit({ event: 'failure', ...entry });
   }
   emit({ event: 'deleted', target: run.name, objects: run.deleted });
+}
+
+/** Keeps only the deletions whose key the source does not have (a HEAD answered 404); says how many were kept and why. */
+async function confirmedAtSource(run: TargetRun, deletions: readonly DeleteAction[], source: SourceStore, signal: AbortSignal, emit: (event: RunEvent) => void): Promise<DeleteAction[]> {
+  const confirmed: DeleteAction[] = [];
+  let kept = 0;
+  await forEachBounded(deletions, CONFIRMATION_CONCURRENCY, async (action) => {
+    try {
+      await source.head(action.key, signal);
+      kept += 1;
+    } catch (error) {
+      if (error instanceof StoreError && error.status === 404) {
+        confirmed.push(action);
+        return;
+      }
+      // Not confirmed: kept this run, and the run is not complete, so the next one asks again.
+      run.failed += 1;
+      const failure: Failure = { target: run.name, operation: 'delete', key: action.key, message: `not deleted: the source could not confirm it no longer has the key: ${describeError(error)}` };
+      run.failures.push(failure);
+      emit({ event: 'failure', ...failure });
+    }
+  });
+  run.notes.push(`${run.plan.confirmDeletions}: ${confirmed.length} deletion(s) confirmed at the source, ${kept} kept because the source has them`);
+  return confirmed;
 }
 
 function targetReport(run: TargetRun, dryRun: boolean, durationMs: number): TargetReport {

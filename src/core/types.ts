@@ -57,6 +57,11 @@ export interface Plan {
   readonly sourceObjects: number;
   readonly targetObjects: number;
   readonly deleteVerdict: DeleteVerdict;
+  /**
+   * Set when the target listed its keys out of order: a key it listed twice would look like a key
+   * missing from the source, so each deletion is confirmed at the source before it is made. Says why.
+   */
+  readonly confirmDeletions?: string;
 }
 
 export type Operation = 'list' | 'copy' | 'replace' | 'delete' | 'lock' | 'cleanup';
