@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import process from 'node:process';
-import { planWhileListing } from '../src/core/listings.ts';
+import { planWhileListing, type ListedPlans } from '../src/core/listings.ts';
 import { DEFAULT_DELETE_LIMITS } from '../src/core/plan.ts';
 import type { ObjectInfo } from '../src/core/types.ts';
 
@@ -122,7 +122,7 @@ const shape: TargetShape = process.argv[3] === 'oci' ? 'oci' : 'azure';
 const baselineRssBytes = peakRssBytes();
 
 /** Lists both sides and plans them, as a run does: wall and CPU milliseconds, the plan, GC pauses. */
-async function listAndPlan(): Promise<{ wallMs: number; cpuMs: number; gcMs: number; listed: Awaited<ReturnType<typeof planWhileListing<TargetShape>>> }> {
+async function listAndPlan(): Promise<{ wallMs: number; cpuMs: number; gcMs: number; listed: ListedPlans<TargetShape> }> {
   let gcMs = 0;
   const gcObserver = new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) gcMs += entry.duration;

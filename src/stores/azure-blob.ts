@@ -1,4 +1,4 @@
-import { createHttpHeaders, createPipelineRequest, type PipelineResponse } from '@azure/core-rest-pipeline';
+import { createHttpHeaders, createPipelineRequest } from '@azure/core-rest-pipeline';
 import { RestError, ContainerClient, type BlockBlobClient, BlobServiceClient, StorageRetryPolicyType, type StoragePipelineOptions } from '@azure/storage-blob';
 import type { TokenCredential } from '@azure/identity';
 import { md5Base64 } from '../core/checksums.ts';
@@ -6,6 +6,7 @@ import { StoreError, describeError, type FailureScope } from '../core/errors.ts'
 import { forEachBounded } from '../core/concurrency.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
+import { answerText } from './xml-scan.ts';
 import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, unquoteEtag } from './metadata.ts';
 import type { KeyFailure, Part, PartUpload, ServerSideCopy, TargetStore, WriteDescription } from './store.ts';
 
@@ -40,9 +41,8 @@ export interface AzureBlobStoreOptions {
 
 /** An Azure Blob container as a mirror target. */
 export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { readonly container: ContainerClient } {
-  const service = serviceClient(options);
   const container = listingContainerClient(options);
-  const label = `azure://${service.accountName}/${options.container}`;
+  const label = `azure://${container.accountName}/${options.container}`;
   const singleCopyMaxSize = options.singleCopyMaxSize ?? 256 * MIB;
   const copyBlockConcurrency = options.copyBlockConcurrency ?? 8;
   const fail = (operation: string, error: unknown, key?: string): StoreError => toAzureStoreError(label, operation, error, key);
@@ -250,18 +250,9 @@ class ListingContainerClient extends ContainerClient {
       const code = response.headers.get('x-ms-error-code') ?? undefined;
       throw new RestError(`List Blobs answered ${response.status}${code === undefined ? '' : ` ${code}`}`, { statusCode: response.status, ...(code === undefined ? {} : { code }), request, response });
     }
-    return parseBlobListing(await bodyText(response), [SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA]);
+    const text = await answerText(response.readableStreamBody ?? response.browserStreamBody ?? response.bodyAsText, 'the List Blobs answer');
+    return parseBlobListing(text, [SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA]);
   }
-}
-
-async function bodyText(response: PipelineResponse): Promise<string> {
-  if (response.readableStreamBody !== undefined) {
-    const chunks: Buffer[] = [];
-    for await (const chunk of response.readableStreamBody) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-    return Buffer.concat(chunks).toString('utf8');
-  }
-  if (response.browserStreamBody !== undefined) return new Response(response.browserStreamBody).text();
-  return response.bodyAsText ?? '';
 }
 
 function headersOf(description: WriteDescription): { blobContentType?: string; blobContentMD5?: Uint8Array } {

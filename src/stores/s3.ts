@@ -17,6 +17,7 @@ import { StoreError, describeError, type FailureScope } from '../core/errors.ts'
 import type { ObjectInfo } from '../core/types.ts';
 import { recordedSourceMetadata, unquoteEtag } from './metadata.ts';
 import { parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
+import { answerText } from './xml-scan.ts';
 import type { KeyFailure, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from './store.ts';
 
 const MIB = 1024 * 1024;
@@ -389,7 +390,7 @@ async function listPage(client: S3Client, bucket: string, continuationToken: str
       const result = await next(args);
       const response: unknown = result.response;
       if (isHttpResponse(response) && response.statusCode === 200) {
-        text = await readText(response.body);
+        text = await answerText(response.body, 'the ListObjectsV2 answer');
         response.body = EMPTY_LISTING;
       }
       return result;
@@ -403,14 +404,4 @@ async function listPage(client: S3Client, bucket: string, continuationToken: str
 
 function isHttpResponse(value: unknown): value is { statusCode: number; body: unknown } {
   return typeof value === 'object' && value !== null && 'statusCode' in value && typeof value.statusCode === 'number' && 'body' in value;
-}
-
-async function readText(body: unknown): Promise<string> {
-  if (body instanceof Uint8Array) return new TextDecoder().decode(body);
-  if (typeof body === 'object' && body !== null && Symbol.asyncIterator in body) {
-    const chunks: Uint8Array[] = [];
-    for await (const chunk of body as AsyncIterable<Uint8Array | string>) chunks.push(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk);
-    return new TextDecoder().decode(Buffer.concat(chunks));
-  }
-  throw new Error('the ListObjectsV2 answer has a body this tool cannot read');
 }

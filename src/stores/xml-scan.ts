@@ -7,6 +7,18 @@ export class ListingFormatError extends Error {
   override readonly name = 'ListingFormatError';
 }
 
+/** The whole text of a listing answer's body, as an SDK hands it over: bytes, a string, or a stream of either. */
+export async function answerText(body: unknown, document: string): Promise<string> {
+  if (typeof body === 'string') return body;
+  if (body instanceof Uint8Array) return new TextDecoder().decode(body);
+  if (typeof body === 'object' && body !== null && Symbol.asyncIterator in body) {
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of body as AsyncIterable<Uint8Array | string>) chunks.push(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk);
+    return new TextDecoder().decode(Buffer.concat(chunks));
+  }
+  throw new ListingFormatError(`${document} has a body this tool cannot read`);
+}
+
 /**
  * The text of the first `<tag>` (or `<tag attributes>`) between `start` and `end`, entities decoded;
  * `Encoded="true"` (Azure's names with characters XML cannot carry) is percent-decoded as the service
