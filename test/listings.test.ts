@@ -177,6 +177,30 @@ describe('planWhileListing', () => {
     await expect(planned).rejects.toThrow();
     expect(sourceListing.stoppedEarly).toBe(true);
   });
+
+  it('stops a listing whose next page had already arrived when the caller aborted', async () => {
+    const abort = new AbortController();
+    let stoppedEarly = false;
+    const source: Listing = {
+      label: 's3://source',
+      pages: async function* () {
+        let finished = false;
+        try {
+          yield [object('a')];
+          // The abort lands while this page waits, delivered, for the planner to take it.
+          abort.abort(new Error('deadline'));
+          yield [object('b')];
+          yield [object('c')];
+          finished = true;
+        } finally {
+          if (!finished) stoppedEarly = true;
+        }
+      },
+    };
+    const planned = planWhileListing(source, [target('oci', listing('oci://target', [object('a')], 1))], LIMITS, { signal: abort.signal });
+    await expect(planned).rejects.toThrow('deadline');
+    expect(stoppedEarly).toBe(true);
+  });
 });
 
 describe('key order', () => {

@@ -161,9 +161,11 @@ class PageReader<Name extends string> {
     return page;
   }
 
-  /** Ends the listing early (its generator's `finally` runs); a page still on its way is dropped. */
+  /**
+   * Ends the listing early (its generator's `finally` runs); a page still on its way is dropped. Also
+   * after `next` threw on an abort: the generator may then sit at a `yield` with its page delivered.
+   */
   async close(): Promise<void> {
-    if (this.finished) return;
     this.finished = true;
     await this.#ahead.catch(() => undefined);
     await this.#iterator.return?.().catch(() => undefined);
