@@ -6,13 +6,12 @@ import type { TokenCredential } from '@azure/identity';
 import { hostname } from 'node:os';
 import process from 'node:process';
 import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
-import { acquireRunLock, type LockName, type RunLock } from './lock.ts';
+import type { LockName, RunLock } from './lock.ts';
 import { registerSecret } from './core/errors.ts';
 import type { RunReport } from './core/report.ts';
 import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
 import type { ProviderChoice } from './core/types.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
-import { azureBlobStore, serviceClient } from './stores/azure-blob.ts';
 import { s3Store } from './stores/s3.ts';
 import type { SourceStore } from './stores/store.ts';
 
@@ -54,13 +53,21 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       }
       const source = sourceStore(config, keys);
       const dryRun = request.dryRun ?? false;
-      // A dry run changes nothing, so it needs no lock and never waits for one.
-      const lock = dryRun ? undefined : await takeLock(config, azureCredential, request.runId);
-      const noLockNote = dryRun || lock !== undefined ? [] : ['no lock was taken: no Azure storage is configured to hold it (set AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING)'];
-      const targets = targetStores(config, keys, azureCredential).map((target) => ({ ...target, notes: noLockNote }));
+      // A dry run changes nothing, so it needs no lock and never waits for one. Otherwise the lock is
+      // taken while the listings run (and the Blob SDK it needs loads meanwhile): the run waits for it
+      // before its first change, and stops its listings at once when another run holds it.
+      const lockLost = new AbortController();
+      let lockTaken: Promise<RunLock | undefined> | undefined;
+      const takeLockOnce = (): Promise<RunLock | undefined> =>
+        (lockTaken ??= takeLock(config, azureCredential, request.runId).then((lock) => {
+          lock?.lost.addEventListener('abort', () => lockLost.abort(lock.lost.reason), { once: true });
+          return lock;
+        }));
+      const noLockNote = dryRun || config.lock !== undefined ? [] : ['no lock was taken: no Azure storage is configured to hold it (set AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING)'];
       const startedMs = Date.now();
-      const signals = [request.signal, lock?.lost].filter((signal): signal is AbortSignal => signal !== undefined);
+      const signals = [request.signal, lockLost.signal].filter((signal): signal is AbortSignal => signal !== undefined);
       try {
+        const targets = (await targetStores(config, keys, azureCredential)).map((target) => ({ ...target, notes: noLockNote }));
         return await runMirror(source, targets, {
           provider: config.provider,
           dryRun,
@@ -71,12 +78,14 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
           deleteLimits: config.sync.deleteLimits,
           presignTtlSeconds: config.sync.presignTtlSeconds,
           deadline: request.deadline ?? deadlineFromSettings(config),
-          // Holding the lock, no other run of ours is uploading: every unfinished upload is a leftover.
-          cleanupInterruptedBefore: lock === undefined ? startedMs - 3_600_000 : startedMs,
-          ...(signals.length === 0 ? {} : { signal: AbortSignal.any(signals) }),
+          ...(config.lock === undefined ? {} : { beforeFirstChange: takeLockOnce }),
+          // Holding the lock, no other run of ours is uploading: every unfinished upload started before this run is a leftover.
+          cleanupInterruptedBefore: config.lock === undefined ? startedMs - 3_600_000 : startedMs,
+          signal: AbortSignal.any(signals),
           ...(request.onEvent === undefined ? {} : { onEvent: request.onEvent }),
         });
       } finally {
+        const lock = await lockTaken?.catch(() => undefined);
         await lock?.release();
       }
     },
@@ -86,6 +95,7 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
 async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined): Promise<RunLock | undefined> {
   const lock = config.lock;
   if (lock === undefined) return undefined;
+  const [{ acquireRunLock }, { serviceClient }] = await Promise.all([import('./lock.ts'), import('./stores/azure-blob.ts')]);
   const service = serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential });
   const holder = `host ${hostname()} pid ${process.pid}${runId === undefined ? '' : ` run ${runId}`}`;
   const names: LockName[] = [];
@@ -110,10 +120,12 @@ function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
   });
 }
 
-function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: TokenCredential | undefined): MirrorTarget[] {
+/** The Blob SDK takes about 0.3 s to load: a run that mirrors only OCI loads it for its lock, beside its listings. */
+async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: TokenCredential | undefined): Promise<MirrorTarget[]> {
   const targets: MirrorTarget[] = [];
   if (config.azure !== undefined) {
     const azure = config.azure;
+    const { azureBlobStore } = await import('./stores/azure-blob.ts');
     if (azure.connectionString !== undefined) registerSecret(accountKeyOf(azure.connectionString));
     targets.push({
       name: 'azure',

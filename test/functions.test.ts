@@ -9,6 +9,7 @@ import { LockHeldError } from '../src/core/errors.ts';
 import type { RunReport, TargetReport } from '../src/core/report.ts';
 import { createSyncRunner, type SyncRunner } from '../src/functions/run-sync.ts';
 import { callHttp, callTimer, loggedEvents, type HttpCall, type LoggedLine } from './support/functions-invocation.ts';
+import { blobServiceClientFor } from './support/emulators.ts';
 import { createScenario, mirrorDifferences, pseudoRandomBytes, putSource, readAll, type Scenario } from './support/scenario.ts';
 
 const emulators = inject('emulators');
@@ -219,11 +220,19 @@ describe('the HTTP trigger', () => {
   it('a run while another holds a target\'s lock answers 409 naming the holder\'s invocation, and does not start', async () => {
     await putSource(scenario, 'releases/big.bin', pseudoRandomBytes(24 * 1024 * 1024, 7));
     const runner = runnerFor(scenario.settings);
+    const lockBlob = blobServiceClientFor(emulators.azurite).getContainerClient('artifacts-sync-locks').getBlockBlobClient(`azure/${emulators.azurite.accountName}/${scenario.container}.lock`);
     let second: Promise<HttpCall> | undefined;
-    // The lock is taken before the run starts listing; the 24 MiB copy keeps the first run holding it.
+    // The lock is taken while the first run lists; once it holds it, the 24 MiB copy keeps it holding.
     const first = callHttp(runner, '/api/sync/all', {
       onLine: (line) => {
-        if (second === undefined && JSON.parse(line.text).event === 'run-start') second = callHttp(runner, '/api/sync/azure');
+        if (second !== undefined || JSON.parse(line.text).event !== 'plan') return;
+        second = (async () => {
+          for (;;) {
+            const properties = await lockBlob.getProperties().catch(() => undefined);
+            if (properties?.leaseState === 'leased' && properties.metadata?.['holder'] !== undefined) return callHttp(runner, '/api/sync/azure');
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+        })();
       },
     });
     const firstCall = await first;
@@ -233,7 +242,10 @@ describe('the HTTP trigger', () => {
     expect(secondCall.status).toBe(409);
     expect(secondCall.body).toEqual({ invocationId: secondCall.invocationId, error: expect.stringContaining(`another run is mirroring azure right now`) });
     expect(secondCall.body['error']).toContain(firstCall.invocationId);
-    expect(loggedEvents(secondCall.lines).map((event) => event['event'])).not.toContain('run-start');
+    // The second run listed (beside its lock attempt) and stopped there: it planned at most, changed nothing.
+    const secondEvents = loggedEvents(secondCall.lines).map((event) => event['event']);
+    for (const change of ['transferred', 'deleted', 'target-end', 'run-end']) expect(secondEvents).not.toContain(change);
+    expect(secondEvents.at(-1)).toBe('invocation-end');
     expectInvocationIdEverywhere(secondCall);
   });
 

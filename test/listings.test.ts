@@ -267,3 +267,74 @@ describe('a run against a target listing out of key order', () => {
     expect([...(await readBucket(s, s.ociBucket)).keys()].sort()).toEqual(['a.zip', 'b.zip', 'c.zip']);
   });
 });
+
+describe("a run's first change waits for `beforeFirstChange` (the adapters' lock)", () => {
+  const emulators = inject('emulators');
+  const storeOf = (s: Awaited<ReturnType<typeof createScenario>>, label: string, bucket: string): ReturnType<typeof s3Store> =>
+    s3Store({ label, bucket, region: emulators.s3.region, endpoint: emulators.s3.endpoint, credentials: { accessKeyId: emulators.s3.accessKeyId, secretAccessKey: emulators.s3.secretAccessKey } });
+  const options = { provider: 'oci', tuning: DEFAULT_TRANSFER_TUNING, memoryBudget: 64 * 1024 * 1024, deleteLimits: LIMITS } as const;
+
+  it('starts it once a first listing page is in, and changes nothing until it settles', async () => {
+    const s = await createScenario(emulators, 'gate');
+    for (const key of ['a.zip', 'b.zip']) await putSource(s, key, key);
+    await putS3Object(s, s.ociBucket, 'gone.zip', 'gone');
+    const source = storeOf(s, 's3://gate', s.sourceBucket);
+    let pagesIn = 0;
+    const counted: typeof source = {
+      ...source,
+      async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
+        for await (const page of source.listPages(signal)) {
+          pagesIn += 1;
+          yield page;
+        }
+      },
+    };
+    let pagesInWhenStarted: number | undefined;
+    let open = (): void => undefined;
+    let finished: Awaited<ReturnType<typeof runMirror>> | undefined;
+    const planned = new Promise<void>((resolve) => {
+      void runMirror(counted, [{ name: 'oci', store: storeOf(s, 'oci://gate', s.ociBucket) }], {
+        ...options,
+        beforeFirstChange: () => {
+          pagesInWhenStarted = pagesIn;
+          return new Promise<void>((resolve) => (open = resolve));
+        },
+        onEvent: (event) => {
+          if (event.event === 'plan') resolve();
+        },
+      }).then((report) => (finished = report));
+    });
+    await planned;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect([...(await readBucket(s, s.ociBucket)).keys()]).toEqual(['gone.zip']);
+    expect(finished).toBeUndefined();
+    expect(pagesInWhenStarted).toBeGreaterThanOrEqual(1);
+
+    open();
+    await expect.poll(() => finished?.complete, { timeout: 10_000 }).toBe(true);
+    expect([...(await readBucket(s, s.ociBucket)).keys()].sort()).toEqual(['a.zip', 'b.zip']);
+  });
+
+  it('ends the run with its error when it fails: the listings stop at once and nothing changes', async () => {
+    const s = await createScenario(emulators, 'gate-held');
+    await putSource(s, 'a.zip', 'a');
+    await putS3Object(s, s.ociBucket, 'gone.zip', 'gone');
+    const source = storeOf(s, 's3://gate-held', s.sourceBucket);
+    // A listing that never ends on its own: only the run stopping it lets the test finish.
+    const endless: typeof source = {
+      ...source,
+      async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
+        yield* source.listPages(signal);
+        for (let index = 0; ; index += 1) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          signal?.throwIfAborted();
+          yield [object(`zz/${String(index).padStart(9, '0')}`)];
+        }
+      },
+    };
+    const held = new Error('another run is mirroring oci right now');
+    const run = runMirror(endless, [{ name: 'oci', store: storeOf(s, 'oci://gate-held', s.ociBucket) }], { ...options, beforeFirstChange: () => Promise.reject(held) });
+    await expect(run).rejects.toBe(held);
+    expect([...(await readBucket(s, s.ociBucket)).keys()]).toEqual(['gone.zip']);
+  });
+});

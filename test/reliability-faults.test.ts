@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { runJson, targetOf } from './support/cli-run.ts';
-import type { FaultKind, HttpProxy } from './support/http-proxy.ts';
+import type { FaultKind, HttpProxy, ProxiedRequest } from './support/http-proxy.ts';
 import { createProxiedScenario, type ProxiedScenario } from './support/proxied-scenario.ts';
 import { mirrorDifferences, pseudoRandomBytes, putBlob, putS3Object, putSource, readAll, type Scenario } from './support/scenario.ts';
 
@@ -152,10 +152,14 @@ describe.concurrent('a target that stays down', () => {
     const listing = `/${emulators.azurite.accountName}/${s.container}`;
 
     const run = runJson('all', s.settings);
-    // The lock (in the same account) is taken and the container listed; then Azure goes away for good.
+    // The container is listed and the lock (in the same account) taken; then Azure goes away for good.
+    const answered = (matches: (request: ProxiedRequest) => boolean): number => s.azureProxy.requests().filter((request) => matches(request) && request.status !== null && request.status < 300).length;
     await new Promise<void>((resolve) => {
       const timer = setInterval(() => {
-        if (!s.azureProxy.requests().some((request) => request.operation === 'ListBlobs' && request.path === listing && request.status === 200)) return;
+        const listed = answered((request) => request.operation === 'ListBlobs' && request.path === listing) > 0;
+        // Each of the two locks (azure, oci) ends by naming its holder in its lock blob's metadata.
+        const locked = answered((request) => request.path.includes('/artifacts-sync-locks/') && request.query['comp'] === 'metadata') === 2;
+        if (!listed || !locked) return;
         clearInterval(timer);
         void s.azureProxy.setDown(mode).then(resolve);
       }, 1);

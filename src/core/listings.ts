@@ -41,7 +41,13 @@ export async function planWhileListing<Name extends string>(
   source: Listing,
   targets: readonly TargetListing<Name>[],
   limits: DeleteLimits,
-  options: { readonly signal?: AbortSignal; readonly onListed?: (label: string, objects: number, durationMs: number) => void; readonly now?: () => number } = {},
+  options: {
+    readonly signal?: AbortSignal;
+    readonly onListed?: (label: string, objects: number, durationMs: number) => void;
+    /** Called once, when the first page of any listing is in: every listing is then under way. */
+    readonly onFirstPage?: () => void;
+    readonly now?: () => number;
+  } = {},
 ): Promise<ListedPlans<Name>> {
   const now = options.now ?? Date.now;
   const startedMs = now();
@@ -55,6 +61,7 @@ export async function planWhileListing<Name extends string>(
   const readers = [sourceReader, ...targets.map((target) => new PageReader(target, target.name, stop.signal))];
   let sourceBytes = 0;
   let peakUnmatched = 0;
+  let anyPageIn = false;
 
   try {
     for (let reader = nextToRead(readers); reader !== undefined; reader = nextToRead(readers)) {
@@ -70,6 +77,10 @@ export async function planWhileListing<Name extends string>(
       if (page === undefined) {
         options.onListed?.(reader.label, reader.objects, now() - startedMs);
         continue;
+      }
+      if (!anyPageIn) {
+        anyPageIn = true;
+        options.onFirstPage?.();
       }
       if (reader.target === undefined) {
         for (const object of page) {

@@ -35,6 +35,13 @@ export interface RunOptions {
   readonly deadline?: { readonly stopStartingAt: number; readonly abortAt: number };
   /** Uploads interrupted before this time (epoch ms) are cleaned up at the start (default: one hour before the run). */
   readonly cleanupInterruptedBefore?: number;
+  /**
+   * What must be done before the run's first change (cleanup, transfer or deletion): the adapters take
+   * their run lock here. Not called in a dry run. It starts once the listings are under way (a first
+   * page is in) and runs beside them, so it costs no time of its own. A rejection ends the run with
+   * that error at once: listings stopped, nothing changed.
+   */
+  readonly beforeFirstChange?: () => Promise<unknown>;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: RunEvent) => void;
   readonly now?: () => number;
@@ -142,6 +149,16 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     const delay = options.deadline.abortAt - now();
     if (delay < LONGEST_TIMER_MS) abortTimer = setTimeout(() => cancel.abort(new Error('the run deadline was reached')), Math.max(0, delay));
   }
+  // A failed `beforeFirstChange` stops the listings at once rather than after them.
+  const gateFailed = new AbortController();
+  let gate: Promise<unknown> | undefined;
+  const openGate = (): Promise<unknown> => {
+    if (gate === undefined) {
+      gate = dryRun ? Promise.resolve() : (options.beforeFirstChange?.() ?? Promise.resolve());
+      gate.catch((error: unknown) => gateFailed.abort(error));
+    }
+    return gate;
+  };
   try {
     let listed: ListedPlans<TargetName>;
     try {
@@ -149,9 +166,15 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         { label: source.label, pages: (listSignal) => source.listPages(listSignal) },
         targets.map((target) => ({ name: target.name, label: target.store.label, pages: (listSignal: AbortSignal) => target.store.listPages(listSignal) })),
         options.deleteLimits,
-        { signal, now, onListed: (label, objects, durationMs) => emit({ event: 'listed', store: label, objects, durationMs }) },
+        {
+          signal: AbortSignal.any([signal, gateFailed.signal]),
+          now,
+          onFirstPage: () => void openGate(),
+          onListed: (label, objects, durationMs) => emit({ event: 'listed', store: label, objects, durationMs }),
+        },
       );
     } catch (error) {
+      if (gateFailed.signal.aborted) throw gateFailed.signal.reason;
       if (cancel.signal.aborted) return deadlineDuringListings();
       const failure: Failure = { target: 'source', operation: 'list', message: describeError(error) };
       emit({ event: 'failure', ...failure });
@@ -192,6 +215,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     }
 
     if (!dryRun) {
+      await openGate();
       await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
       await transferAll(runs, source, options, signal, emit, now);
       for (const run of runs) await deleteExtras(run, source, signal, emit);
