@@ -168,6 +168,26 @@ describe('planWhileListing', () => {
     expect(plan.transfers.map((action) => action.key)).toEqual(['new']);
   });
 
+  it('keeps a fast listing going a few pages ahead while the planner waits on a slow one', async () => {
+    const { source, target: targetObjects } = fixture();
+    const sourceListing = listing('s3://source', source, 100);
+    const slow = listing('azure://target', targetObjects, 500);
+    let sourcePagesWhenTargetAnswered: number | undefined;
+    const slowTarget: Listing = {
+      label: slow.label,
+      pages: async function* (signal: AbortSignal) {
+        // The slow store's first page comes once the source has served 4 pages, or after a second.
+        const started = Date.now();
+        while (sourceListing.pagesServed < 4 && Date.now() - started < 1000) await new Promise((resolve) => setTimeout(resolve, 1));
+        sourcePagesWhenTargetAnswered = sourceListing.pagesServed;
+        yield* slow.pages(signal);
+      },
+    };
+    const result = await planWhileListing(sourceListing, [target('azure', slowTarget)], LIMITS);
+    expect(sourcePagesWhenTargetAnswered).toBeGreaterThanOrEqual(4);
+    expect(summary(result.plans.get('azure')!)).toEqual(summary(planMirror(source, targetObjects, LIMITS)));
+  });
+
   it('stops the listings when the caller aborts', async () => {
     const { source, target: targetObjects } = fixture();
     const abort = new AbortController();

@@ -27,7 +27,7 @@ export interface ListedPlans<Name extends string> {
 
 /**
  * Lists the source and every target at once and plans each target while the pages arrive, so a run
- * holds about a page per listing instead of every listing in full. The next page of every listing is
+ * holds a few pages per listing instead of every listing in full. The next pages of every listing are
  * fetched while the current one is planned; the listing furthest behind in key order is read first,
  * so objects meet their counterparts soon after they arrive.
  *
@@ -130,7 +130,14 @@ function nextToRead<Name extends string>(readers: readonly PageReader<Name>[]): 
   return behind;
 }
 
-/** One listing, read a page ahead: the next page is on its way while the current one is planned. */
+/**
+ * Pages a listing fetches ahead of the planner. One would do if every listing answered as fast as the
+ * others; more keep a fast listing going while the planner waits on a slow one (the first Azure page,
+ * 5,000 keys, takes as long as several S3 pages of 1,000). Memory: up to this many pages per listing.
+ */
+const PAGES_AHEAD = 4;
+
+/** One listing, read ahead: the next pages are on their way while the current one is planned. */
 class PageReader<Name extends string> {
   readonly label: string;
   readonly target: Name | undefined;
@@ -139,7 +146,9 @@ class PageReader<Name extends string> {
   lastKey: string | undefined;
   finished = false;
   readonly #iterator: AsyncIterator<readonly ObjectInfo[]>;
-  #ahead: Promise<IteratorResult<readonly ObjectInfo[]>>;
+  /** Pages fetched or on their way, in listing order; each is asked for once the one before it is in. */
+  readonly #ahead: Promise<IteratorResult<readonly ObjectInfo[]>>[] = [];
+  #last: Promise<IteratorResult<readonly ObjectInfo[]> | undefined> = Promise.resolve(undefined);
   readonly #signal: AbortSignal;
 
   constructor(listing: Listing, target: Name | undefined, signal: AbortSignal) {
@@ -147,7 +156,7 @@ class PageReader<Name extends string> {
     this.target = target;
     this.#signal = signal;
     this.#iterator = listing.pages(signal)[Symbol.asyncIterator]();
-    this.#ahead = this.#fetch();
+    this.#readAhead();
   }
 
   /** The next page, or `undefined` at the end. */
@@ -155,7 +164,7 @@ class PageReader<Name extends string> {
     let result: IteratorResult<readonly ObjectInfo[]>;
     try {
       this.#signal.throwIfAborted();
-      result = await this.#ahead;
+      result = await this.#ahead.shift()!;
     } catch (error) {
       this.finished = true;
       throw error;
@@ -165,7 +174,7 @@ class PageReader<Name extends string> {
       return undefined;
     }
     const page = result.value;
-    this.#ahead = this.#fetch();
+    this.#readAhead();
     for (const object of page) this.order.see(object.key);
     this.objects += page.length;
     if (page.length > 0) this.lastKey = page[page.length - 1]!.key;
@@ -173,20 +182,25 @@ class PageReader<Name extends string> {
   }
 
   /**
-   * Ends the listing early (its generator's `finally` runs); a page still on its way is dropped. Also
+   * Ends the listing early (its generator's `finally` runs); pages still on their way are dropped. Also
    * after `next` threw on an abort: the generator may then sit at a `yield` with its page delivered.
    */
   async close(): Promise<void> {
     this.finished = true;
-    await this.#ahead.catch(() => undefined);
+    await Promise.all(this.#ahead.map((ahead) => ahead.catch(() => undefined)));
     await this.#iterator.return?.().catch(() => undefined);
   }
 
-  #fetch(): Promise<IteratorResult<readonly ObjectInfo[]>> {
-    const ahead = this.#iterator.next();
-    // Observed when read; until then a failure must not count as unhandled.
-    ahead.catch(() => undefined);
-    return ahead;
+  #readAhead(): void {
+    while (this.#ahead.length < PAGES_AHEAD) {
+      // One request at a time, in order: a page is asked for once the one before it is in, and not
+      // after the end, a failure, or `close`.
+      const ahead = this.#last.then((previous) => (previous?.done === true || this.finished ? { done: true as const, value: undefined } : this.#iterator.next()));
+      // Observed when read; until then a failure must not count as unhandled.
+      ahead.catch(() => undefined);
+      this.#ahead.push(ahead);
+      this.#last = ahead;
+    }
   }
 }
 
