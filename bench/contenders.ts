@@ -14,9 +14,8 @@ import { rcloneSync } from './rclone.ts';
 export const CONTENDERS = ['ours', 'rclone', 'rclone --size-only'] as const;
 export type Contender = (typeof CONTENDERS)[number];
 
-/** Compiled (dist/bench/*.js) or run from source (bench/*.ts): the CLI has our extension. */
-const ownExtension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-export const CLI_PATH = fileURLToPath(new URL(`../src/cli${ownExtension}`, import.meta.url));
+/** Compiled (dist/bench/*.js): the bundled bin users run (dist/bin/cli.js); run from source (bench/*.ts): src/cli.ts. */
+export const CLI_PATH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../src/cli.ts' : '../bin/cli.js', import.meta.url));
 
 /** Where the tools send their requests: straight to the emulators, or to the counting proxies in front of them. */
 export interface Endpoints {

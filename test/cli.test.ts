@@ -141,8 +141,10 @@ function runProcess(command: string, args: readonly string[], env: Record<string
 const nodeBinary = process.execPath;
 const denoBinary = fileURLToPath(new URL('../node_modules/.bin/deno', import.meta.url));
 
+// `dist/bin/cli.js` is what `npx artifacts-sync` runs: the CLI bundled by `npm run build` (which `npm test` runs first).
 describe.each([
   ['Node', nodeBinary, ['src/cli.ts']],
+  ['Node, as the bundled bin', nodeBinary, ['dist/bin/cli.js']],
   ['Deno', denoBinary, ['run', '--allow-all', 'src/cli.ts']],
 ])('the artifacts-sync process on %s', (_runtime, command, prefix) => {
   it('exits 2 for an unknown provider', async () => {

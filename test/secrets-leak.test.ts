@@ -1,6 +1,6 @@
 /**
  * No secret in any output: recognisable secret values are planted in the settings of the real CLI
- * (`node src/cli.ts`, a fresh process per run, so nothing registered by an earlier run can mask a
+ * (`node dist/bin/cli.js`, the bundled bin users run, built by `npm test` first; a fresh process per run, so nothing registered by an earlier run can mask a
  * leak), and every line of stdout and stderr (progress, failures, the text or JSON report, errors) is
  * searched for them, on success and on every error path.
  *
@@ -53,7 +53,7 @@ interface ProcessResult {
 /** The CLI in its own process; stdout and stderr together, as an operator's terminal or a log collector sees them. */
 function runCliProcess(args: readonly string[], settings: Record<string, string>): Promise<ProcessResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['src/cli.ts', ...args], {
+    const child = spawn(process.execPath, ['dist/bin/cli.js', ...args], {
       cwd: repoRoot,
       env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '/tmp', ...settings },
       stdio: ['ignore', 'pipe', 'pipe'],
