@@ -109,7 +109,8 @@ export async function streamObject<Name extends string>(request: {
     }
 
     const uploads = new Map<Name, PartUpload>();
-    await Promise.all(destinations.map(async (destination) => {
+    // Started while the first part is read: the object's bytes keep flowing during the round trip.
+    const started = Promise.all(destinations.map(async (destination) => {
       try {
         uploads.set(destination.name, await destination.store.startPartUpload(description, signal));
       } catch (error) {
@@ -128,7 +129,7 @@ export async function streamObject<Name extends string>(request: {
     const whole = description.contentMd5Base64 === undefined ? undefined : createHash('md5');
     const inFlight = new Set<Promise<void>>();
     try {
-      for (let index = 0; index < partCount && live().length > 0; index += 1) {
+      for (let index = 0; index < partCount && (index === 0 || live().length > 0); index += 1) {
         while (inFlight.size >= tuning.partConcurrency) await Promise.race(inFlight);
         const length = Math.min(partSize, first.size - index * partSize);
         const buffer = await borrowPartBuffer(budget, length, signal);
@@ -136,9 +137,14 @@ export async function streamObject<Name extends string>(request: {
         let bytes: Uint8Array;
         try {
           bytes = await reader.read(buffer.bytes);
+          if (index === 0) await started;
         } catch (error) {
           release();
           throw error;
+        }
+        if (live().length === 0) {
+          release();
+          break;
         }
         whole?.update(bytes);
         // After the first part, the whole object's hash is that part's hash: no second pass over its bytes.
@@ -172,6 +178,8 @@ export async function streamObject<Name extends string>(request: {
       failAll(error);
       return outcomes;
     } finally {
+      // An upload still being started when reading failed is aborted too, once it exists.
+      await started;
       await Promise.all([...uploads.keys()].filter((name) => outcomes.get(name)?.ok !== true).map(abortUpload));
     }
   }
