@@ -117,7 +117,8 @@ describe('streaming', () => {
     withScenario({ prefix: 'resume', settings: { SYNC_TRANSFER_MODE: 'streaming' } }, async (s) => {
       const size = 12 * MIB;
       await putSource(s, 'big.bin', pseudoRandomBytes(size, 5));
-      s.sourceProxy.setFaults({ rate: 1, kinds: ['reset-mid-body'], onlyOperations: ['GetObject'], resetAfterBytes: 3 * MIB, maxFaults: 1 });
+      // The reset comes 300 ms after the 3 MiB: time for the run to read them (a reset discards what the client has not read).
+      s.sourceProxy.setFaults({ rate: 1, kinds: ['reset-mid-body'], onlyOperations: ['GetObject'], resetAfterBytes: 3 * MIB, resetDelayMs: 300, maxFaults: 1 });
       const { exitCode } = await runJson('oci', s.settings);
       expect(exitCode).toBe(0);
       const gets = s.sourceProxy.requests().filter((request) => request.operation === 'GetObject');

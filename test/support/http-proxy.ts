@@ -80,8 +80,20 @@ export interface FaultConfig {
   seed?: number;
   /** For `reset-mid-body`: bytes of body sent before the reset. Default 64 KiB, at most half the body. */
   resetAfterBytes?: number;
+  /**
+   * For `reset-mid-body`: how long to wait, once those bytes are handed to the kernel, before the reset.
+   * Default 0. A reset throws away what the client's kernel holds unread, so a test that needs the
+   * client to have read bytes before the break gives it this time.
+   */
+  resetDelayMs?: number;
   /** Stop injecting after this many faults (for "the first attempt fails, the retry succeeds"). Default: no limit. */
   maxFaults?: number;
+}
+
+/** A `reset-mid-body` fault: the body bytes sent, then the wait before the reset. */
+export interface MidBodyReset {
+  readonly afterBytes: number;
+  readonly delayMs: number;
 }
 
 /** `503`: every request answers 503 in the dialect. `refuse`: the proxy stops listening (connection refused). */
@@ -254,9 +266,9 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
     };
     log.push(entry);
     const contentMd5 = headerValue(req.headers['content-md5']);
-    const forward = async (resetAfterBytes?: number): Promise<void> => {
+    const forward = async (reset?: MidBodyReset): Promise<void> => {
       const body = contentMd5 === undefined ? undefined : createHash('md5');
-      await forwardRequest(req, res, upstream, agent, entry, resetAfterBytes, body);
+      await forwardRequest(req, res, upstream, agent, entry, reset, body);
       if (body !== undefined && req.complete) entry.contentMd5MatchesBody = body.digest('base64') === contentMd5;
     };
     try {
@@ -297,7 +309,7 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
           return;
         }
         case 'reset-mid-body':
-          await forward(faults?.resetAfterBytes ?? DEFAULT_RESET_AFTER_BYTES);
+          await forward({ afterBytes: faults?.resetAfterBytes ?? DEFAULT_RESET_AFTER_BYTES, delayMs: faults?.resetDelayMs ?? 0 });
           return;
         case null:
           await forward();
@@ -356,7 +368,7 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
 /**
  * Streams one request to `upstream` and its answer back, counting body bytes into `counters` as
  * they pass. Resolves when the exchange is over, whichever way it ended; never rejects.
- * With `resetAfterBytes`, the client's connection is reset after that many body bytes (at most half
+ * With `reset`, the client's connection is reset after `reset.afterBytes` body bytes (at most half
  * the body), or before the status line when the answer has no body. `requestBody` sees every request
  * body byte forwarded.
  */
@@ -366,7 +378,7 @@ export async function forwardRequest(
   upstream: URL,
   agent: http.Agent,
   counters: { status: number | null; requestBytes: number; responseBytes: number },
-  resetAfterBytes?: number,
+  reset?: MidBodyReset,
   requestBody?: Hash,
 ): Promise<void> {
   const upstreamReq = http.request({
@@ -402,7 +414,7 @@ export async function forwardRequest(
 
   const headers = withoutHopByHop(upstreamRes.rawHeaders);
   const status = upstreamRes.statusCode ?? 502;
-  if (resetAfterBytes !== undefined) {
+  if (reset !== undefined) {
     const bodyLength = Number(headerValue(upstreamRes.headers['content-length']) ?? Number.NaN);
     const hasBody = req.method !== 'HEAD' && status !== 204 && status !== 304 && bodyLength !== 0;
     if (!hasBody) {
@@ -411,10 +423,10 @@ export async function forwardRequest(
       await requestSent;
       return;
     }
-    const limit = Number.isFinite(bodyLength) ? Math.max(1, Math.min(resetAfterBytes, Math.floor(bodyLength / 2))) : resetAfterBytes;
+    const limit = Number.isFinite(bodyLength) ? Math.max(1, Math.min(reset.afterBytes, Math.floor(bodyLength / 2))) : reset.afterBytes;
     counters.status = status;
     res.writeHead(status, upstreamRes.statusMessage, headers);
-    await sendThenReset(upstreamRes, res, req.socket, limit, (n) => (counters.responseBytes += n));
+    await sendThenReset(upstreamRes, res, req.socket, limit, reset.delayMs, (n) => (counters.responseBytes += n));
     await requestSent;
     return;
   }
@@ -427,8 +439,8 @@ export async function forwardRequest(
   await requestSent;
 }
 
-/** Writes the first `limit` body bytes to the client, waits until they are flushed, then resets the connection. */
-async function sendThenReset(upstreamRes: IncomingMessage, res: ServerResponse, socket: Socket, limit: number, count: (n: number) => void): Promise<void> {
+/** Writes the first `limit` body bytes to the client, waits until they are flushed (and `delayMs` more), then resets the connection. */
+async function sendThenReset(upstreamRes: IncomingMessage, res: ServerResponse, socket: Socket, limit: number, delayMs: number, count: (n: number) => void): Promise<void> {
   let sent = 0;
   for await (const chunk of upstreamRes as AsyncIterable<Buffer>) {
     const part = chunk.subarray(0, limit - sent);
@@ -441,6 +453,7 @@ async function sendThenReset(upstreamRes: IncomingMessage, res: ServerResponse, 
     }
     if (res.writableNeedDrain) await once(res, 'drain');
   }
+  if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
   upstreamRes.destroy();
   resetSocket(socket);
 }
