@@ -11,6 +11,11 @@ const T0 = Date.parse('2026-01-01T00:00:00Z');
 const object = (key: string, size = 1, lastModifiedMs = T0): ObjectInfo => ({ key, size, lastModifiedMs, etag: `etag-${key}-${size}` });
 const keyOf = (index: number): string => `releases/${String(index).padStart(6, '0')}.zip`;
 const LIMITS = { ...DEFAULT_DELETE_LIMITS, maxDeleteCount: 100_000, maxDeletePercent: 100 };
+const emulators = inject('emulators');
+/** An S3 store on the shared s3rver, for the tests that run whole mirrors. */
+const s3rverStore = (label: string, bucket: string): ReturnType<typeof s3Store> =>
+  s3Store({ label, bucket, region: emulators.s3.region, endpoint: emulators.s3.endpoint, credentials: { accessKeyId: emulators.s3.accessKeyId, secretAccessKey: emulators.s3.secretAccessKey } });
+const RUN_OPTIONS = { provider: 'oci', tuning: DEFAULT_TRANSFER_TUNING, memoryBudget: 64 * 1024 * 1024, deleteLimits: LIMITS } as const;
 
 /** A listing served from memory in pages, recording whether it was stopped before its end. */
 function listing(label: string, objects: readonly ObjectInfo[], pageSize: number, options: { failAfterPages?: number } = {}): Listing & { stoppedEarly: boolean; pagesServed: number } {
@@ -249,16 +254,13 @@ describe('key order', () => {
 });
 
 describe('a run against a target listing out of key order', () => {
-  const emulators = inject('emulators');
 
   it('deletes only what the source confirms it no longer has, keeps a key listed twice, and says so', async () => {
     const s = await createScenario(emulators, 'order');
     for (const key of ['a.zip', 'b.zip', 'c.zip']) await putSource(s, key, key);
     await new Promise((resolve) => setTimeout(resolve, 1100));
     for (const key of ['a.zip', 'b.zip', 'c.zip', 'gone.zip']) await putS3Object(s, s.ociBucket, key, key);
-    const store = (label: string, bucket: string): ReturnType<typeof s3Store> =>
-      s3Store({ label, bucket, region: emulators.s3.region, endpoint: emulators.s3.endpoint, credentials: { accessKeyId: emulators.s3.accessKeyId, secretAccessKey: emulators.s3.secretAccessKey } });
-    const oci = store('oci://order', s.ociBucket);
+    const oci = s3rverStore('oci://order', s.ociBucket);
     // The real listing, then `b.zip` once more: a store listing a key twice.
     const repeating: typeof oci = {
       ...oci,
@@ -272,12 +274,7 @@ describe('a run against a target listing out of key order', () => {
       },
     };
 
-    const report = await runMirror(store('s3://order', s.sourceBucket), [{ name: 'oci', store: repeating }], {
-      provider: 'oci',
-      tuning: DEFAULT_TRANSFER_TUNING,
-      memoryBudget: 64 * 1024 * 1024,
-      deleteLimits: LIMITS,
-    });
+    const report = await runMirror(s3rverStore('s3://order', s.sourceBucket), [{ name: 'oci', store: repeating }], RUN_OPTIONS);
 
     const result = report.targets[0]!;
     expect(result).toMatchObject({ planned: { delete: 2 }, deleted: 1, failed: 0, complete: true });
@@ -289,16 +286,12 @@ describe('a run against a target listing out of key order', () => {
 });
 
 describe("a run's first change waits for `beforeFirstChange` (the adapters' lock)", () => {
-  const emulators = inject('emulators');
-  const storeOf = (s: Awaited<ReturnType<typeof createScenario>>, label: string, bucket: string): ReturnType<typeof s3Store> =>
-    s3Store({ label, bucket, region: emulators.s3.region, endpoint: emulators.s3.endpoint, credentials: { accessKeyId: emulators.s3.accessKeyId, secretAccessKey: emulators.s3.secretAccessKey } });
-  const options = { provider: 'oci', tuning: DEFAULT_TRANSFER_TUNING, memoryBudget: 64 * 1024 * 1024, deleteLimits: LIMITS } as const;
 
   it('starts it once a first listing page is in, and changes nothing until it settles', async () => {
     const s = await createScenario(emulators, 'gate');
     for (const key of ['a.zip', 'b.zip']) await putSource(s, key, key);
     await putS3Object(s, s.ociBucket, 'gone.zip', 'gone');
-    const source = storeOf(s, 's3://gate', s.sourceBucket);
+    const source = s3rverStore('s3://gate', s.sourceBucket);
     let pagesIn = 0;
     const counted: typeof source = {
       ...source,
@@ -313,8 +306,8 @@ describe("a run's first change waits for `beforeFirstChange` (the adapters' lock
     let open = (): void => undefined;
     let finished: Awaited<ReturnType<typeof runMirror>> | undefined;
     const planned = new Promise<void>((resolve) => {
-      void runMirror(counted, [{ name: 'oci', store: storeOf(s, 'oci://gate', s.ociBucket) }], {
-        ...options,
+      void runMirror(counted, [{ name: 'oci', store: s3rverStore('oci://gate', s.ociBucket) }], {
+        ...RUN_OPTIONS,
         beforeFirstChange: () => {
           pagesInWhenStarted = pagesIn;
           return new Promise<void>((resolve) => (open = resolve));
@@ -339,7 +332,7 @@ describe("a run's first change waits for `beforeFirstChange` (the adapters' lock
     const s = await createScenario(emulators, 'gate-held');
     await putSource(s, 'a.zip', 'a');
     await putS3Object(s, s.ociBucket, 'gone.zip', 'gone');
-    const source = storeOf(s, 's3://gate-held', s.sourceBucket);
+    const source = s3rverStore('s3://gate-held', s.sourceBucket);
     // A listing that never ends on its own: only the run stopping it lets the test finish.
     const endless: typeof source = {
       ...source,
@@ -353,7 +346,7 @@ describe("a run's first change waits for `beforeFirstChange` (the adapters' lock
       },
     };
     const held = new Error('another run is mirroring oci right now');
-    const run = runMirror(endless, [{ name: 'oci', store: storeOf(s, 'oci://gate-held', s.ociBucket) }], { ...options, beforeFirstChange: () => Promise.reject(held) });
+    const run = runMirror(endless, [{ name: 'oci', store: s3rverStore('oci://gate-held', s.ociBucket) }], { ...RUN_OPTIONS, beforeFirstChange: () => Promise.reject(held) });
     await expect(run).rejects.toBe(held);
     expect([...(await readBucket(s, s.ociBucket)).keys()]).toEqual(['gone.zip']);
   });
