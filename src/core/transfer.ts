@@ -8,7 +8,7 @@ const MIB = 1024 * 1024;
 
 /** How objects are cut into parts when they stream through the process. */
 export interface TransferTuning {
-  /** Part size for large objects, and the size up to which an object goes in one request (default 8 MiB; raised automatically so no object needs more parts than a store allows). */
+  /** Part size for large objects, and the size up to which an object goes in one request (default 5 MiB; raised automatically so no object needs more parts than a store allows). */
   readonly partSize: number;
   /** Parts of one object in flight at once (default 4). */
   readonly partConcurrency: number;
@@ -16,7 +16,7 @@ export interface TransferTuning {
   readonly readAttempts: number;
 }
 
-export const DEFAULT_TRANSFER_TUNING: TransferTuning = { partSize: 8 * MIB, partConcurrency: 4, readAttempts: 3 };
+export const DEFAULT_TRANSFER_TUNING: TransferTuning = { partSize: 5 * MIB, partConcurrency: 4, readAttempts: 3 };
 
 /** One target an object streams to. */
 export interface StreamDestination<Name extends string = string> {
