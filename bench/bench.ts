@@ -118,6 +118,7 @@ async function main(): Promise<number> {
     blobs: blobServiceClientFor(emulators.coordinates.azurite),
     rclone: rclone !== undefined,
     direct: { source: emulators.coordinates.s3.endpoint, oci: emulators.coordinates.s3.endpoint, azure: new URL(emulators.coordinates.azurite.blobEndpoint).origin },
+    emulatorProcesses: [{ name: 's3rver', pid: emulators.s3.pid }, { name: 'azurite', pid: emulators.azurite.pid }],
     progress,
   };
 

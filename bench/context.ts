@@ -5,7 +5,7 @@ import type { TargetName } from '../src/core/types.ts';
 import type { EmulatorCoordinates } from '../test/support/emulators.ts';
 import { summarizeOurRun, type Contender, type Endpoints, type OurRunSummary, type RunSetup } from './contenders.ts';
 import { checkMirror, listBucket, listContainer, blobByteReader, s3ByteReader, type ListedObject, type MirrorCheck, type TargetPair } from './fixtures.ts';
-import { measure, type CommandToMeasure } from './measure.ts';
+import { measure, processCpuTime, type CommandToMeasure, type ProcessCpuTime } from './measure.ts';
 import type { RequestCounts } from './request-counts.ts';
 
 export interface BenchContext {
@@ -16,8 +16,18 @@ export interface BenchContext {
   readonly rclone: boolean;
   /** The emulators themselves. */
   readonly direct: Endpoints;
+  /** The emulators' processes, whose CPU time is taken around the runs that share them. */
+  readonly emulatorProcesses: readonly EmulatorProcess[];
   /** Progress for the person waiting, on stderr. */
   readonly progress: (line: string) => void;
+}
+
+export const EMULATOR_NAMES = ['s3rver', 'azurite'] as const;
+export type EmulatorName = (typeof EMULATOR_NAMES)[number];
+
+export interface EmulatorProcess {
+  readonly name: EmulatorName;
+  readonly pid: number;
 }
 
 /** One measured run of one contender against one target. */
@@ -37,6 +47,8 @@ export interface MirrorRun {
   readonly ours?: OurRunSummary;
   /** The end of stderr, kept when the run failed. */
   readonly errorOutput?: string;
+  /** CPU time each watched emulator spent during the run: shows which process held the run back. */
+  readonly emulatorCpu?: Partial<Record<EmulatorName, ProcessCpuTime>>;
 }
 
 /** One of the figures the issue sets, as measured. */
@@ -59,9 +71,19 @@ export function verdict(scenario: string, goal: string, observed: string, pass: 
   return { scenario, goal, observed, result: pass === undefined ? 'NOT MEASURED' : pass ? 'PASS' : 'FAIL' };
 }
 
-/** Runs one contender's command and records what every scenario keeps of it (the target check is added by the caller). */
-export async function runContender(command: CommandToMeasure, contender: Contender, target: TargetName): Promise<MirrorRun> {
+/**
+ * Runs one contender's command and records what every scenario keeps of it (the target check is added by the caller),
+ * with the CPU time the `watched` emulators spent meanwhile.
+ */
+export async function runContender(command: CommandToMeasure, contender: Contender, target: TargetName, watched: readonly EmulatorProcess[] = []): Promise<MirrorRun> {
+  const before = await Promise.all(watched.map((process) => processCpuTime(process.pid)));
   const run = await measure(command);
+  const after = await Promise.all(watched.map((process) => processCpuTime(process.pid)));
+  const emulatorCpu: Partial<Record<EmulatorName, ProcessCpuTime>> = {};
+  for (const [index, process] of watched.entries()) {
+    const [start, end] = [before[index], after[index]];
+    if (start !== undefined && end !== undefined) emulatorCpu[process.name] = { totalMs: end.totalMs - start.totalMs, mainThreadMs: end.mainThreadMs - start.mainThreadMs };
+  }
   const ours = contender === 'ours' ? summarizeOurRun(run) : undefined;
   return {
     contender,
@@ -72,6 +94,7 @@ export async function runContender(command: CommandToMeasure, contender: Contend
     exitCode: run.exitCode,
     ...(ours === undefined ? {} : { ours }),
     ...(run.exitCode === 0 ? {} : { errorOutput: run.stderr.split('\n').slice(-12).join('\n') }),
+    ...(watched.length === 0 ? {} : { emulatorCpu }),
   };
 }
 

@@ -6,7 +6,7 @@
 import { TARGET_NAMES, type TargetName } from '../src/core/types.ts';
 import { createScenario, pseudoRandomBytes } from '../test/support/scenario.ts';
 import { mirrorCommand, type Contender, type RunSetup } from './contenders.ts';
-import { checkTarget, runContender, verdict, type BenchContext, type MirrorRun, type ScenarioOutcome, type Verdict } from './context.ts';
+import { EMULATOR_NAMES, checkTarget, runContender, verdict, type BenchContext, type EmulatorName, type MirrorRun, type ScenarioOutcome, type Verdict } from './context.ts';
 import { describeCheck, freshTargets, listBucket, removeTargets, seedBucket, type SeedObject } from './fixtures.ts';
 import { megabytes, ratio, renderTable, seconds } from './table.ts';
 
@@ -48,7 +48,7 @@ export async function initialMirror(context: BenchContext, size: InitialMirrorSi
     for (const contender of round % 2 === 0 ? contenders : [...contenders].reverse()) {
       const pair = await freshTargets(context.emulators, 'bench-initial');
       context.progress(`initial mirror: ${contender} -> ${target}`);
-      const run = await runContender(mirrorCommand(contender, target, setup, pair, context.direct), contender, target);
+      const run = await runContender(mirrorCommand(contender, target, setup, pair, context.direct), contender, target, context.emulatorProcesses);
       // Every object is read back: a mirror that only looks right by its listing is not a mirror.
       runs.push({ ...run, check: await checkTarget(context, setup, target, pair, source.keys(), source) });
       await removeTargets(context.s3, context.blobs, pair);
@@ -73,6 +73,9 @@ function render(data: InitialMirrorData, rclone: boolean): string {
     rows.push([`${target}  wall time`, seconds(ours?.wallMs), rclone ? seconds(theirs?.wallMs) : 'not installed', ratio(ours?.wallMs, theirs?.wallMs)]);
     rows.push([`${target}  peak RSS`, megabytes(ours?.peakRssBytes), rclone ? megabytes(theirs?.peakRssBytes) : '-', ratio(ours?.peakRssBytes, theirs?.peakRssBytes)]);
     rows.push([`${target}  CPU time (user+sys)`, seconds(ours?.cpuMs), rclone ? seconds(theirs?.cpuMs) : '-', ratio(ours?.cpuMs, theirs?.cpuMs)]);
+    for (const emulator of target === 'azure' ? (['s3rver', 'azurite'] as const) : (['s3rver'] as const)) {
+      rows.push([`${target}  ${emulator} JS thread busy`, emulatorBusy(ours, emulator), rclone ? emulatorBusy(theirs, emulator) : '-', '']);
+    }
     rows.push([`${target}  exit code`, String(ours?.exitCode ?? '-'), theirs === undefined ? '-' : String(theirs.exitCode), '']);
     rows.push([`${target}  result`, ours?.check === undefined ? '-' : describeCheck(ours.check), theirs?.check === undefined ? '-' : describeCheck(theirs.check), '']);
     if (ours?.ours?.mode !== undefined) rows.push([`${target}  our transfer mode`, ours.ours.mode, '', '']);
@@ -89,6 +92,26 @@ function render(data: InitialMirrorData, rclone: boolean): string {
   ].join('\n');
 }
 
+/** How long the emulator's JavaScript thread ran during the run, and what share of the run's wall time that is: near 100%, it set the pace. */
+function emulatorBusy(run: MirrorRun | undefined, emulator: EmulatorName): string {
+  const cpu = run?.emulatorCpu?.[emulator];
+  if (run === undefined || cpu === undefined) return '-';
+  return `${seconds(cpu.mainThreadMs)} (${Math.round((100 * cpu.mainThreadMs) / run.wallMs)}% of wall)`;
+}
+
+/** `; s3rver's JS thread busy 97% / 95% of the walls`: the emulator that worked hardest during our run, in both runs. */
+function busiestEmulator(ours: MirrorRun | undefined, theirs: MirrorRun | undefined): string {
+  if (ours === undefined || theirs === undefined) return '';
+  const busyMs = (run: MirrorRun, name: EmulatorName): number | undefined => run.emulatorCpu?.[name]?.mainThreadMs;
+  const busiest = EMULATOR_NAMES.filter((name) => busyMs(ours, name) !== undefined).sort((a, b) => (busyMs(ours, b) ?? 0) - (busyMs(ours, a) ?? 0))[0];
+  if (busiest === undefined) return '';
+  const share = (run: MirrorRun): string => {
+    const ms = busyMs(run, busiest);
+    return ms === undefined ? '-' : `${Math.round((100 * ms) / run.wallMs)}%`;
+  };
+  return `; ${busiest}'s JS thread busy ${share(ours)} / ${share(theirs)} of the walls`;
+}
+
 function verdicts(data: InitialMirrorData, rclone: boolean): Verdict[] {
   const list: Verdict[] = [];
   for (const target of TARGET_NAMES) {
@@ -100,7 +123,7 @@ function verdicts(data: InitialMirrorData, rclone: boolean): Verdict[] {
       verdict(
         'initial mirror',
         `${target}: wall time <= ${WALL_GOAL_RATIO} x rclone's`,
-        !rclone ? `ours ${seconds(ours?.wallMs)}; rclone not installed` : `${seconds(ours?.wallMs)} vs ${seconds(theirs?.wallMs)} = ${ratio(ours?.wallMs, theirs?.wallMs)}${oursOk ? '' : ' (our mirror is not exact)'}`,
+        !rclone ? `ours ${seconds(ours?.wallMs)}; rclone not installed` : `${seconds(ours?.wallMs)} vs ${seconds(theirs?.wallMs)} = ${ratio(ours?.wallMs, theirs?.wallMs)}${oursOk ? '' : ' (our mirror is not exact)'}${busiestEmulator(ours, theirs)}`,
         wallRatio === undefined ? undefined : oursOk && wallRatio <= WALL_GOAL_RATIO,
       ),
     );

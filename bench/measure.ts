@@ -80,6 +80,33 @@ async function measureByPolling(run: CommandToMeasure): Promise<MeasuredRun> {
   return { ...result, peakRssBytes: peakKib === undefined ? undefined : peakKib * 1024, rssMethod: RSS_METHOD, cpuMs: undefined };
 }
 
+/** CPU time a running process has used so far. */
+export interface ProcessCpuTime {
+  /** All its threads (user + system). */
+  readonly totalMs: number;
+  /** Its main thread alone: where a Node process runs its JavaScript, so a single-threaded server is saturated when this keeps pace with the wall clock. */
+  readonly mainThreadMs: number;
+}
+
+/** Reads a process's CPU time from /proc (Linux); `undefined` where /proc does not have it. */
+export async function processCpuTime(pid: number): Promise<ProcessCpuTime | undefined> {
+  try {
+    const [stat, schedstat] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile(`/proc/${pid}/task/${pid}/schedstat`, 'utf8')]);
+    // utime and stime are fields 14 and 15 of stat; counting from the field after the command name "(...)", which is field 3.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    // The first field of schedstat: nanoseconds the thread has run.
+    const mainThreadNs = Number(schedstat.split(' ')[0]);
+    if (!Number.isFinite(ticks) || !Number.isFinite(mainThreadNs)) return undefined;
+    return { totalMs: ticks * PROC_TICK_MS, mainThreadMs: mainThreadNs / 1e6 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** /proc counts utime and stime in USER_HZ ticks, 100 per second on Linux. */
+const PROC_TICK_MS = 10;
+
 /** Processes being measured right now, so an interrupted benchmark can end them (`endRunningCommands`). */
 const running = new Set<ChildProcess>();
 

@@ -13,11 +13,11 @@ export const RCLONE_INSTALL_HINT = 'apt-get install -y rclone';
 
 /**
  * Flags of every rclone sync we measure, beside the mode flag (`--size-only` or none).
- * `--transfers 8` matches our SYNC_CONCURRENCY default; `--checkers 16` lets rclone compare in parallel
+ * `--transfers 16` matches our SYNC_CONCURRENCY default (16 objects at once); `--checkers 16` lets rclone compare in parallel
  * (its default is 8); `--fast-list` makes it list each bucket in one recursive listing as we do
  * instead of one listing per directory. Chunk sizes stay at rclone's defaults.
  */
-export const RCLONE_SYNC_FLAGS = ['--transfers', '8', '--checkers', '16', '--fast-list'] as const;
+export const RCLONE_SYNC_FLAGS = ['--transfers', '16', '--checkers', '16', '--fast-list'] as const;
 
 /** `rclone v1.60.1-DEV`, or `undefined` when rclone is not installed. */
 export function rcloneVersion(): string | undefined {
