@@ -5,7 +5,7 @@ import type { TargetName } from '../src/core/types.ts';
 import type { EmulatorCoordinates } from '../test/support/emulators.ts';
 import { summarizeOurRun, type Contender, type Endpoints, type OurRunSummary, type RunSetup } from './contenders.ts';
 import { checkMirror, listBucket, listContainer, blobByteReader, s3ByteReader, type ListedObject, type MirrorCheck, type TargetPair } from './fixtures.ts';
-import { measure, processCpuTime, type CommandToMeasure, type ProcessCpuTime } from './measure.ts';
+import { flushFileSystems, measure, processCpuTime, type CommandToMeasure, type ProcessCpuTime } from './measure.ts';
 import type { RequestCounts } from './request-counts.ts';
 
 export interface BenchContext {
@@ -76,6 +76,8 @@ export function verdict(scenario: string, goal: string, observed: string, pass: 
  * with the CPU time the `watched` emulators spent meanwhile.
  */
 export async function runContender(command: CommandToMeasure, contender: Contender, target: TargetName, watched: readonly EmulatorProcess[] = []): Promise<MirrorRun> {
+  // What earlier runs wrote to the emulators' files must not be flushed to disk during this one, at its cost.
+  flushFileSystems();
   const before = await Promise.all(watched.map((process) => processCpuTime(process.pid)));
   const run = await measure(command);
   const after = await Promise.all(watched.map((process) => processCpuTime(process.pid)));

@@ -75,7 +75,11 @@ function render(data: InitialMirrorData, rclone: boolean): string {
     rows.push([`${target}  CPU time (user+sys)`, seconds(ours?.cpuMs), rclone ? seconds(theirs?.cpuMs) : '-', ratio(ours?.cpuMs, theirs?.cpuMs)]);
     for (const emulator of target === 'azure' ? (['s3rver', 'azurite'] as const) : (['s3rver'] as const)) {
       rows.push([`${target}  ${emulator} JS thread busy`, emulatorBusy(ours, emulator), rclone ? emulatorBusy(theirs, emulator) : '-', '']);
+      // Its file I/O runs in Node's thread pool: the emulator's share of the two cores is this figure.
+      const allThreads = (run: MirrorRun | undefined): string => seconds(run?.emulatorCpu?.[emulator]?.totalMs);
+      rows.push([`${target}  ${emulator} CPU, all threads`, allThreads(ours), rclone ? allThreads(theirs) : '-', '']);
     }
+    rows.push([`${target}  cores busy (tool + emulators)`, coresBusy(ours), rclone ? coresBusy(theirs) : '-', '']);
     rows.push([`${target}  exit code`, String(ours?.exitCode ?? '-'), theirs === undefined ? '-' : String(theirs.exitCode), '']);
     rows.push([`${target}  result`, ours?.check === undefined ? '-' : describeCheck(ours.check), theirs?.check === undefined ? '-' : describeCheck(theirs.check), '']);
     if (ours?.ours?.mode !== undefined) rows.push([`${target}  our transfer mode`, ours.ours.mode, '', '']);
@@ -97,6 +101,13 @@ function emulatorBusy(run: MirrorRun | undefined, emulator: EmulatorName): strin
   const cpu = run?.emulatorCpu?.[emulator];
   if (run === undefined || cpu === undefined) return '-';
   return `${seconds(cpu.mainThreadMs)} (${Math.round((100 * cpu.mainThreadMs) / run.wallMs)}% of wall)`;
+}
+
+/** The CPU time of the tool and of every watched emulator over the wall time: how much of the machine's cores the run kept busy. */
+function coresBusy(run: MirrorRun | undefined): string {
+  if (run?.cpuMs === undefined || run.emulatorCpu === undefined) return '-';
+  const emulatorsMs = EMULATOR_NAMES.reduce((sum, name) => sum + (run.emulatorCpu?.[name]?.totalMs ?? 0), 0);
+  return ((run.cpuMs + emulatorsMs) / run.wallMs).toFixed(2);
 }
 
 /** `; s3rver's JS thread busy 97% / 95% of the walls`: the emulator that worked hardest during our run, in both runs. */

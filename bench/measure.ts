@@ -2,7 +2,7 @@
  * Runs one command as a child process and measures it the same way whatever the command is
  * (our CLI, rclone, the planner child): wall time from spawn to exit, and peak resident memory.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -78,6 +78,11 @@ async function measureByPolling(run: CommandToMeasure): Promise<MeasuredRun> {
     return () => clearInterval(timer);
   });
   return { ...result, peakRssBytes: peakKib === undefined ? undefined : peakKib * 1024, rssMethod: RSS_METHOD, cpuMs: undefined };
+}
+
+/** Writes the kernel's dirty pages to disk (`sync`), so the writeback of one run does not land in the next run's time. */
+export function flushFileSystems(): void {
+  spawnSync('sync', { stdio: 'ignore' });
 }
 
 /** CPU time a running process has used so far. */
