@@ -78,13 +78,13 @@ export function verdict(scenario: string, goal: string, observed: string, pass: 
 export async function runContender(command: CommandToMeasure, contender: Contender, target: TargetName, watched: readonly EmulatorProcess[] = []): Promise<MirrorRun> {
   // What earlier runs wrote to the emulators' files must not be flushed to disk during this one, at its cost.
   flushFileSystems();
-  const before = await Promise.all(watched.map((process) => processCpuTime(process.pid)));
+  const before = await Promise.all(watched.map((emulator) => processCpuTime(emulator.pid)));
   const run = await measure(command);
-  const after = await Promise.all(watched.map((process) => processCpuTime(process.pid)));
+  const after = await Promise.all(watched.map((emulator) => processCpuTime(emulator.pid)));
   const emulatorCpu: Partial<Record<EmulatorName, ProcessCpuTime>> = {};
-  for (const [index, process] of watched.entries()) {
+  for (const [index, emulator] of watched.entries()) {
     const [start, end] = [before[index], after[index]];
-    if (start !== undefined && end !== undefined) emulatorCpu[process.name] = { totalMs: end.totalMs - start.totalMs, mainThreadMs: end.mainThreadMs - start.mainThreadMs };
+    if (start !== undefined && end !== undefined) emulatorCpu[emulator.name] = { totalMs: end.totalMs - start.totalMs, mainThreadMs: end.mainThreadMs - start.mainThreadMs };
   }
   const ours = contender === 'ours' ? summarizeOurRun(run) : undefined;
   return {
