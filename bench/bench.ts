@@ -26,7 +26,7 @@ const MIB = 1024 * 1024;
 
 /** Full size is what the issue asks for; `--quick` is a smoke run of the same code in about a minute. */
 const SIZES = {
-  full: { initial: { smallObjects: 200, largeObjectBytes: 256 * MIB }, steady: { objects: 10_000, noopRepeats: 3 }, plannerObjects: 1_000_000 },
+  full: { initial: { smallObjects: 200, largeObjectBytes: 256 * MIB }, steady: { objects: 10_000, noopRepeats: 5 }, plannerObjects: 1_000_000 },
   quick: { initial: { smallObjects: 20, largeObjectBytes: 32 * MIB }, steady: { objects: 1_000, noopRepeats: 1 }, plannerObjects: 100_000 },
 } as const;
 
