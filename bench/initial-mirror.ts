@@ -75,9 +75,7 @@ function render(data: InitialMirrorData, rclone: boolean): string {
     rows.push([`${target}  CPU time (user+sys)`, seconds(ours?.cpuMs), rclone ? seconds(theirs?.cpuMs) : '-', ratio(ours?.cpuMs, theirs?.cpuMs)]);
     for (const emulator of target === 'azure' ? (['s3rver', 'azurite'] as const) : (['s3rver'] as const)) {
       rows.push([`${target}  ${emulator} JS thread busy`, emulatorBusy(ours, emulator), rclone ? emulatorBusy(theirs, emulator) : '-', '']);
-      // Its file I/O runs in Node's thread pool: the emulator's share of the two cores is this figure.
-      const allThreads = (run: MirrorRun | undefined): string => seconds(run?.emulatorCpu?.[emulator]?.totalMs);
-      rows.push([`${target}  ${emulator} CPU, all threads`, allThreads(ours), rclone ? allThreads(theirs) : '-', '']);
+      rows.push([`${target}  ${emulator} CPU, all threads`, emulatorAllThreads(ours, emulator), rclone ? emulatorAllThreads(theirs, emulator) : '-', '']);
     }
     rows.push([`${target}  cores busy (tool + emulators)`, coresBusy(ours), rclone ? coresBusy(theirs) : '-', '']);
     rows.push([`${target}  exit code`, String(ours?.exitCode ?? '-'), theirs === undefined ? '-' : String(theirs.exitCode), '']);
@@ -96,11 +94,21 @@ function render(data: InitialMirrorData, rclone: boolean): string {
   ].join('\n');
 }
 
-/** How long the emulator's JavaScript thread ran during the run, and what share of the run's wall time that is: near 100%, it set the pace. */
+/** The share of the run's wall time the emulator's JavaScript thread ran, `97%`: near 100%, it set the pace. */
+function busyShare(run: MirrorRun, emulator: EmulatorName): string | undefined {
+  const ms = run.emulatorCpu?.[emulator]?.mainThreadMs;
+  return ms === undefined ? undefined : `${Math.round((100 * ms) / run.wallMs)}%`;
+}
+
+/** How long the emulator's JavaScript thread ran during the run, and its share of the wall time. */
 function emulatorBusy(run: MirrorRun | undefined, emulator: EmulatorName): string {
-  const cpu = run?.emulatorCpu?.[emulator];
-  if (run === undefined || cpu === undefined) return '-';
-  return `${seconds(cpu.mainThreadMs)} (${Math.round((100 * cpu.mainThreadMs) / run.wallMs)}% of wall)`;
+  const share = run === undefined ? undefined : busyShare(run, emulator);
+  return share === undefined ? '-' : `${seconds(run?.emulatorCpu?.[emulator]?.mainThreadMs)} (${share} of wall)`;
+}
+
+/** The emulator's CPU over all its threads: its file I/O runs in Node's thread pool, so this is its share of the cores. */
+function emulatorAllThreads(run: MirrorRun | undefined, emulator: EmulatorName): string {
+  return seconds(run?.emulatorCpu?.[emulator]?.totalMs);
 }
 
 /** The CPU time of the tool and of every watched emulator over the wall time: how much of the machine's cores the run kept busy. */
@@ -116,11 +124,7 @@ function busiestEmulator(ours: MirrorRun | undefined, theirs: MirrorRun | undefi
   const busyMs = (run: MirrorRun, name: EmulatorName): number | undefined => run.emulatorCpu?.[name]?.mainThreadMs;
   const busiest = EMULATOR_NAMES.filter((name) => busyMs(ours, name) !== undefined).sort((a, b) => (busyMs(ours, b) ?? 0) - (busyMs(ours, a) ?? 0))[0];
   if (busiest === undefined) return '';
-  const share = (run: MirrorRun): string => {
-    const ms = busyMs(run, busiest);
-    return ms === undefined ? '-' : `${Math.round((100 * ms) / run.wallMs)}%`;
-  };
-  return `; ${busiest}'s JS thread busy ${share(ours)} / ${share(theirs)} of the walls`;
+  return `; ${busiest}'s JS thread busy ${busyShare(ours, busiest) ?? '-'} / ${busyShare(theirs, busiest) ?? '-'} of the walls`;
 }
 
 function verdicts(data: InitialMirrorData, rclone: boolean): Verdict[] {
