@@ -12,6 +12,7 @@ import type { RunReport } from './core/report.ts';
 import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
 import type { ProviderChoice } from './core/types.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
+import { ociKeyProblem } from './stores/key-rules.ts';
 import { s3Store } from './stores/s3.ts';
 import type { SourceStore } from './stores/store.ts';
 
@@ -149,6 +150,7 @@ async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredenti
         endpoint: config.oci.endpoint,
         credentials: keys.oci,
         compatibilityMode: true,
+        keyProblem: ociKeyProblem,
         maxAttempts: config.sync.retryAttempts,
         requestTimeoutMs: config.sync.requestTimeoutMs,
       }),

@@ -11,6 +11,8 @@ export interface Listing {
 
 export interface TargetListing<Name extends string> extends Listing {
   readonly name: Name;
+  /** Why the target cannot hold a source key verbatim (`TargetStore.keyProblem`); such keys are refused, not planned. */
+  readonly keyProblem?: (key: string) => string | undefined;
 }
 
 /** What `planWhileListing` found. */
@@ -52,7 +54,7 @@ export async function planWhileListing<Name extends string>(
   const now = options.now ?? Date.now;
   const startedMs = now();
   const stop = new AbortController();
-  const planners = new Map(targets.map((target) => [target.name, new MirrorPlanner(limits)]));
+  const planners = new Map(targets.map((target) => [target.name, new MirrorPlanner(limits, target.keyProblem)]));
   const failedTargets = new Map<Name, unknown>();
   const stopListing = (): void => stop.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', stopListing, { once: true });

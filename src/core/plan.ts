@@ -1,4 +1,4 @@
-import type { Action, DeleteAction, DeleteVerdict, ObjectInfo, Plan, ReplaceReason, TransferAction } from './types.ts';
+import type { Action, DeleteAction, DeleteVerdict, KeyRefusal, ObjectInfo, Plan, ReplaceReason, TransferAction } from './types.ts';
 
 /** Limits on what one run may delete; see `deleteGuard`. */
 export interface DeleteLimits {
@@ -24,7 +24,9 @@ function wholeSeconds(ms: number): number {
  *
  * - A different size always means replace.
  * - A target that recorded its source's ETag (Azure returns metadata in listings) is current exactly
- *   when that ETag still matches; timestamps are then ignored, so clock skew cannot cause re-copies.
+ *   when that ETag still matches; the target's own timestamps are then ignored, so clock skew cannot
+ *   cause re-copies. Where it also recorded the source's LastModified, a source modified in a later
+ *   second with the same ETag had its headers or metadata changed (a CopyObject onto itself): replaced.
  * - Otherwise (OCI listings carry no metadata; copies made by the old tool record nothing), the target
  *   is stale when the source was modified in a later second than the target was written.
  */
@@ -32,7 +34,11 @@ export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceRe
   if (source.size !== target.size) return { why: 'size', sourceSize: source.size, targetSize: target.size };
   const recorded = target.recordedSource;
   if (recorded !== undefined) {
-    return recorded.etag === source.etag ? undefined : { why: 'source-etag', sourceEtag: source.etag, recordedEtag: recorded.etag };
+    if (recorded.etag !== source.etag) return { why: 'source-etag', sourceEtag: source.etag, recordedEtag: recorded.etag };
+    if (recorded.lastModifiedMs !== undefined && wholeSeconds(source.lastModifiedMs) > wholeSeconds(recorded.lastModifiedMs)) {
+      return { why: 'source-metadata', sourceModifiedMs: source.lastModifiedMs, recordedModifiedMs: recorded.lastModifiedMs };
+    }
+    return undefined;
   }
   if (wholeSeconds(source.lastModifiedMs) > wholeSeconds(target.lastModifiedMs)) {
     return { why: 'source-newer', sourceModifiedMs: source.lastModifiedMs, targetModifiedMs: target.lastModifiedMs };
@@ -48,6 +54,8 @@ export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceRe
  */
 export class MirrorPlanner {
   readonly #limits: DeleteLimits;
+  readonly #keyProblem: (key: string) => string | undefined;
+  readonly #refused: KeyRefusal[] = [];
   /** Source objects the target has not listed yet: copies, unless the target lists them later. */
   readonly #unmatchedSource = new Map<string, ObjectInfo>();
   /** Target objects the source has not listed yet: deletions, unless the source lists them later. */
@@ -57,12 +65,19 @@ export class MirrorPlanner {
   #sourceObjects = 0;
   #targetObjects = 0;
 
-  constructor(limits: DeleteLimits = DEFAULT_DELETE_LIMITS) {
+  /** `keyProblem` says why the target cannot hold a key verbatim (`TargetStore.keyProblem`); such keys are refused. */
+  constructor(limits: DeleteLimits = DEFAULT_DELETE_LIMITS, keyProblem: (key: string) => string | undefined = () => undefined) {
     this.#limits = limits;
+    this.#keyProblem = keyProblem;
   }
 
   addSource(object: ObjectInfo): void {
     this.#sourceObjects += 1;
+    const problem = this.#keyProblem(object.key);
+    if (problem !== undefined) {
+      this.#refused.push({ key: object.key, reason: problem });
+      return;
+    }
     const existing = this.#unmatchedTarget.get(object.key);
     if (existing === undefined) this.#unmatchedSource.set(object.key, object);
     else {
@@ -73,6 +88,8 @@ export class MirrorPlanner {
 
   addTarget(object: ObjectInfo): void {
     this.#targetObjects += 1;
+    // Only an emulator lists such a name (Azurite keeps a trailing dot): it is neither a copy to trust nor an extra to delete.
+    if (this.#keyProblem(object.key) !== undefined) return;
     const source = this.#unmatchedSource.get(object.key);
     if (source === undefined) this.#unmatchedTarget.set(object.key, object);
     else {
@@ -95,6 +112,7 @@ export class MirrorPlanner {
     const counts = { sourceObjects: this.#sourceObjects, targetObjects: this.#targetObjects };
     return {
       transfers,
+      refused: this.#refused,
       deletions,
       unchanged: this.#unchanged,
       ...counts,
@@ -110,8 +128,13 @@ export class MirrorPlanner {
 }
 
 /** The plan that makes `target` an exact mirror of `source`, from complete listings: pure, no I/O. */
-export function planMirror(source: Iterable<ObjectInfo>, target: Iterable<ObjectInfo>, limits: DeleteLimits = DEFAULT_DELETE_LIMITS): Plan {
-  const planner = new MirrorPlanner(limits);
+export function planMirror(
+  source: Iterable<ObjectInfo>,
+  target: Iterable<ObjectInfo>,
+  limits: DeleteLimits = DEFAULT_DELETE_LIMITS,
+  keyProblem?: (key: string) => string | undefined,
+): Plan {
+  const planner = new MirrorPlanner(limits, keyProblem);
   for (const object of target) planner.addTarget(object);
   for (const object of source) planner.addSource(object);
   return planner.finish();
@@ -168,5 +191,7 @@ function describeReplaceReason(reason: ReplaceReason): string {
       return 'source newer';
     case 'source-etag':
       return 'source etag changed';
+    case 'source-metadata':
+      return 'source metadata changed';
   }
 }

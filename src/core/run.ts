@@ -164,7 +164,12 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     try {
       listed = await planWhileListing(
         { label: source.label, pages: (listSignal) => source.listPages(listSignal) },
-        targets.map((target) => ({ name: target.name, label: target.store.label, pages: (listSignal: AbortSignal) => target.store.listPages(listSignal) })),
+        targets.map((target) => ({
+          name: target.name,
+          label: target.store.label,
+          pages: (listSignal: AbortSignal) => target.store.listPages(listSignal),
+          keyProblem: (key: string) => target.store.keyProblem(key),
+        })),
         options.deleteLimits,
         {
           signal: AbortSignal.any([signal, gateFailed.signal]),
@@ -202,6 +207,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
       const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming');
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
+      for (const refusal of plan.refused) recordFailure(run, { target: run.name, operation: 'copy', key: refusal.key, message: `not mirrored: ${refusal.reason}` }, emit);
       runs.push(run);
       emit({
         event: 'plan',
@@ -464,16 +470,21 @@ function fail(run: TargetRun, action: TransferAction, error: unknown, signal: Ab
     run.deferred += 1;
     return;
   }
-  run.failed += 1;
-  run.consecutiveFailures += 1;
-  const failure: Failure = { target: run.name, operation: action.kind, key: action.key, message: describeError(error) };
-  run.failures.push(failure);
-  emit({ event: 'failure', ...failure });
+  // An object that can never be written as it is says nothing about the store's health.
+  if (!(error instanceof StoreError && error.scope === 'unmirrorable')) run.consecutiveFailures += 1;
+  recordFailure(run, { target: run.name, operation: action.kind, key: action.key, message: describeError(error) }, emit);
   const storeWide = error instanceof StoreError && error.scope === 'store' && error.store === run.store.label;
   if (run.down === undefined && (storeWide || run.consecutiveFailures >= CONSECUTIVE_FAILURES_FOR_DOWN)) {
     run.down = storeWide ? describeError(error) : `${run.consecutiveFailures} transfers in a row failed; last: ${describeError(error)}`;
     run.notes.push(`stopped using ${run.store.label}: ${run.down}; nothing was deleted`);
   }
+}
+
+/** One object that did not end as planned: counted, kept for the report, logged. */
+function recordFailure(run: TargetRun, failure: Failure, emit: (event: RunEvent) => void): void {
+  run.failed += 1;
+  run.failures.push(failure);
+  emit({ event: 'failure', ...failure });
 }
 
 /** Deletions come last, and only when the target is healthy, the run was not cut short, and the delete guard allows them. */

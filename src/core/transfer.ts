@@ -43,7 +43,8 @@ export function describeWrite(key: string, read: Omit<ObjectRead, 'body'>): Writ
   return {
     key,
     size: read.size,
-    contentType: read.contentType,
+    headers: read.headers,
+    userMetadata: read.userMetadata,
     contentMd5Base64: read.md5Base64,
     recordedSource: { etag: read.etag, lastModifiedMs: read.lastModifiedMs },
   };

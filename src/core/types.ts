@@ -34,7 +34,9 @@ export type ProviderChoice = (typeof PROVIDER_CHOICES)[number];
 export type ReplaceReason =
   | { readonly why: 'size'; readonly sourceSize: number; readonly targetSize: number }
   | { readonly why: 'source-newer'; readonly sourceModifiedMs: number; readonly targetModifiedMs: number }
-  | { readonly why: 'source-etag'; readonly sourceEtag: string; readonly recordedEtag: string };
+  | { readonly why: 'source-etag'; readonly sourceEtag: string; readonly recordedEtag: string }
+  /** Same ETag, but the source was modified in a later second than the copy recorded: its headers or metadata changed (S3 CopyObject onto itself). */
+  | { readonly why: 'source-metadata'; readonly sourceModifiedMs: number; readonly recordedModifiedMs: number };
 
 /** One step of a plan, with the reason a reader (or a dry run) needs. */
 export type Action =
@@ -50,8 +52,16 @@ export type DeleteVerdict =
   | { readonly allowed: true }
   | { readonly allowed: false; readonly reason: string; readonly setting?: string };
 
+/** A source key the target cannot hold byte-exact: never written, reported as a failure every run. */
+export interface KeyRefusal {
+  readonly key: string;
+  readonly reason: string;
+}
+
 export interface Plan {
   readonly transfers: readonly TransferAction[];
+  /** Source keys this target cannot hold verbatim (see `TargetStore.keyProblem`): not copied, not deleted, each a failure. */
+  readonly refused: readonly KeyRefusal[];
   readonly deletions: readonly DeleteAction[];
   readonly unchanged: number;
   readonly sourceObjects: number;

@@ -1,5 +1,5 @@
 import { createHttpHeaders, createPipelineRequest } from '@azure/core-rest-pipeline';
-import { RestError, ContainerClient, type BlockBlobClient, BlobServiceClient, StorageRetryPolicyType, type StoragePipelineOptions } from '@azure/storage-blob';
+import { RestError, ContainerClient, type BlobHTTPHeaders, type BlockBlobClient, BlobServiceClient, StorageRetryPolicyType, type StoragePipelineOptions } from '@azure/storage-blob';
 import type { TokenCredential } from '@azure/identity';
 import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
@@ -7,8 +7,9 @@ import { forEachBounded } from '../core/concurrency.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
-import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, unquoteEtag } from './metadata.ts';
-import type { KeyFailure, Part, PartUpload, ServerSideCopy, TargetStore, WriteDescription } from './store.ts';
+import { azureKeyProblem } from './key-rules.ts';
+import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, splitRecordedMetadata, storedMetadata, unquoteEtag } from './metadata.ts';
+import type { ContentHeaders, KeyFailure, Part, PartUpload, ServerSideCopy, StoredObjectHead, TargetStore, UserMetadata, WriteDescription } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
@@ -52,18 +53,20 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   const bounded = <T>(signal: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>, timeoutMs = attemptTimeoutMs): Promise<T> =>
     withAttemptTimeout(call, signal, timeoutMs, attempts);
   const blob = (key: string): BlockBlobClient => container.getBlockBlobClient(key);
+  const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, azureMetadataName);
 
   const serverSideCopy: ServerSideCopy = {
     async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void> {
       const target = blob(description.key);
       const sourceMd5 = description.contentMd5Base64 === undefined ? undefined : Buffer.from(description.contentMd5Base64, 'base64');
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
         if (description.size <= singleCopyMaxSize) {
           await bounded(signal, (abortSignal) => target.syncUploadFromURL(sourceUrl, {
             abortSignal,
             copySourceBlobProperties: false,
             blobHTTPHeaders: headersOf(description),
-            metadata: recordedSourceMetadata(description),
+            metadata,
             ...(sourceMd5 === undefined ? {} : { sourceContentMD5: sourceMd5 }),
           }), attemptTimeoutMs * 10);
         } else {
@@ -73,7 +76,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
             const offset = index * blockSize;
             await bounded(signal, (abortSignal) => target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal }), attemptTimeoutMs * 10);
           });
-          await bounded(signal, (abortSignal) => target.commitBlockList(blockIds, { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
+          await bounded(signal, (abortSignal) => target.commitBlockList(blockIds, { abortSignal, blobHTTPHeaders: headersOf(description), metadata }));
         }
       } catch (error) {
         throw fail('copy from URL', error, description.key);
@@ -94,6 +97,23 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
     maxSinglePutSize: 256 * MIB,
     partLimits: { minPartSize: 1, maxPartSize: 4000 * MIB, maxParts: 50_000 },
     serverSideCopy,
+    keyProblem: azureKeyProblem,
+    metadataFor,
+
+    async headObject(key: string, signal?: AbortSignal): Promise<StoredObjectHead> {
+      try {
+        const properties = await bounded(signal, (abortSignal) => blob(key).getProperties({ abortSignal }));
+        const headers: { -readonly [Field in keyof ContentHeaders]: ContentHeaders[Field] } = {};
+        if (properties.contentType !== undefined) headers.contentType = properties.contentType;
+        if (properties.contentEncoding !== undefined) headers.contentEncoding = properties.contentEncoding;
+        if (properties.contentDisposition !== undefined) headers.contentDisposition = properties.contentDisposition;
+        if (properties.cacheControl !== undefined) headers.cacheControl = properties.cacheControl;
+        if (properties.contentLanguage !== undefined) headers.contentLanguage = properties.contentLanguage;
+        return { size: properties.contentLength ?? 0, headers, ...splitRecordedMetadata(properties.metadata ?? {}) };
+      } catch (error) {
+        throw fail('head', error, key);
+      }
+    },
 
     async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
       try {
@@ -121,11 +141,12 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
     },
 
     async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
         await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
           abortSignal,
           blobHTTPHeaders: headersOf(description),
-          metadata: recordedSourceMetadata(description),
+          metadata,
           transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
         }));
       } catch (error) {
@@ -135,6 +156,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
 
     async startPartUpload(description: WriteDescription): Promise<PartUpload> {
       const target = blob(description.key);
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       return {
         async uploadPart(part: Part, signal?: AbortSignal): Promise<void> {
           try {
@@ -145,7 +167,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
         },
         async commit(partCount: number, signal?: AbortSignal): Promise<void> {
           try {
-            await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
+            await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata }));
           } catch (error) {
             throw fail('commit block list', error, description.key);
           }
@@ -255,9 +277,14 @@ class ListingContainerClient extends ContainerClient {
   }
 }
 
-function headersOf(description: WriteDescription): { blobContentType?: string; blobContentMD5?: Uint8Array } {
+function headersOf(description: WriteDescription): BlobHTTPHeaders {
+  const { headers } = description;
   return {
-    ...(description.contentType === undefined ? {} : { blobContentType: description.contentType }),
+    blobContentType: headers.contentType,
+    blobContentEncoding: headers.contentEncoding,
+    blobContentDisposition: headers.contentDisposition,
+    blobCacheControl: headers.cacheControl,
+    blobContentLanguage: headers.contentLanguage,
     ...(description.contentMd5Base64 === undefined ? {} : { blobContentMD5: Buffer.from(description.contentMd5Base64, 'base64') }),
   };
 }

@@ -15,10 +15,10 @@ import {
 import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
 import type { ObjectInfo } from '../core/types.ts';
-import { recordedSourceMetadata, unquoteEtag } from './metadata.ts';
+import { mapUserMetadata, splitRecordedMetadata, storedMetadata, unquoteEtag } from './metadata.ts';
 import { parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
-import type { KeyFailure, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from './store.ts';
+import type { ContentHeaders, KeyFailure, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, StoredObjectHead, TargetStore, UserMetadata, WriteDescription } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -45,6 +45,8 @@ export interface S3StoreOptions {
   readonly maxAttempts?: number;
   /** Milliseconds a request may sit without receiving bytes before it is retried (default 60,000). */
   readonly requestTimeoutMs?: number;
+  /** As a target: why it cannot hold a key byte-exact (default: every key is fine, as on AWS S3). OCI: `ociKeyProblem`. */
+  readonly keyProblem?: (key: string) => string | undefined;
 }
 
 /** An S3 bucket (AWS, OCI's S3-compatible API, emulators) as source or target. */
@@ -66,6 +68,8 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
   checkReadsByTheirMd5Etag(client);
 
   const fail = (operation: string, error: unknown, key?: string): StoreError => toStoreError(label, operation, error, key);
+  // S3 metadata names pass as they are; only the names this tool records its source under are taken.
+  const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, (name) => name);
 
   return {
     label,
@@ -102,7 +106,8 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         const etag = unquoteEtag(response.ETag);
         return {
           body: body as AsyncIterable<Uint8Array>,
-          contentType: response.ContentType,
+          headers: contentHeadersOf(response),
+          userMetadata: response.Metadata ?? {},
           etag,
           size: totalSize(response.ContentRange, response.ContentLength, start),
           lastModifiedMs: response.LastModified?.getTime() ?? 0,
@@ -118,7 +123,8 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
         const etag = unquoteEtag(response.ETag);
         return {
-          contentType: response.ContentType,
+          headers: contentHeadersOf(response),
+          userMetadata: response.Metadata ?? {},
           etag,
           size: response.ContentLength ?? 0,
           lastModifiedMs: response.LastModified?.getTime() ?? 0,
@@ -135,7 +141,21 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       return getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: expiresInSeconds });
     },
 
+    keyProblem: options.keyProblem ?? (() => undefined),
+
+    metadataFor,
+
+    async headObject(key: string, signal?: AbortSignal): Promise<StoredObjectHead> {
+      try {
+        const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+        return { size: response.ContentLength ?? 0, headers: contentHeadersOf(response), ...splitRecordedMetadata(response.Metadata ?? {}) };
+      } catch (error) {
+        throw fail('head', error, key);
+      }
+    },
+
     async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
         await payloadSigning.send(() =>
           new PutObjectCommand({
@@ -143,9 +163,9 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
             Key: description.key,
             Body: bytes,
             ContentLength: bytes.byteLength,
-            ContentType: description.contentType,
+            ...s3Headers(description.headers),
             ContentMD5: description.contentMd5Base64 ?? md5Base64(bytes),
-            Metadata: recordedSourceMetadata(description),
+            Metadata: metadata,
           }),
           signal,
         );
@@ -156,10 +176,11 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
 
     async startPartUpload(description: WriteDescription, signal?: AbortSignal): Promise<PartUpload> {
       const key = description.key;
+      const metadata = storedMetadata(metadataFor(key, description.userMetadata), description);
       let uploadId: string | undefined;
       try {
         const created = await client.send(
-          new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: description.contentType, Metadata: recordedSourceMetadata(description) }),
+          new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...s3Headers(description.headers), Metadata: metadata }),
           { abortSignal: signal },
         );
         uploadId = created.UploadId;
@@ -249,6 +270,28 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       } while (keyMarker !== undefined);
       return removed;
     },
+  };
+}
+
+/** The content headers of a GetObject or HeadObject answer. */
+function contentHeadersOf(response: { ContentType?: string; ContentEncoding?: string; ContentDisposition?: string; CacheControl?: string; ContentLanguage?: string }): ContentHeaders {
+  const headers: { -readonly [Field in keyof ContentHeaders]: ContentHeaders[Field] } = {};
+  if (response.ContentType !== undefined) headers.contentType = response.ContentType;
+  if (response.ContentEncoding !== undefined) headers.contentEncoding = response.ContentEncoding;
+  if (response.ContentDisposition !== undefined) headers.contentDisposition = response.ContentDisposition;
+  if (response.CacheControl !== undefined) headers.cacheControl = response.CacheControl;
+  if (response.ContentLanguage !== undefined) headers.contentLanguage = response.ContentLanguage;
+  return headers;
+}
+
+/** The content headers as PutObject and CreateMultipartUpload take them. */
+function s3Headers(headers: ContentHeaders): { ContentType?: string; ContentEncoding?: string; ContentDisposition?: string; CacheControl?: string; ContentLanguage?: string } {
+  return {
+    ContentType: headers.contentType,
+    ContentEncoding: headers.contentEncoding,
+    ContentDisposition: headers.contentDisposition,
+    CacheControl: headers.cacheControl,
+    ContentLanguage: headers.contentLanguage,
   };
 }
 

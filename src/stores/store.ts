@@ -15,10 +15,27 @@ export interface KeyFailure {
   readonly message: string;
 }
 
+/** The HTTP headers a mirror carries over with the bytes; absent fields are not set on the object. */
+export interface ContentHeaders {
+  readonly contentType?: string;
+  readonly contentEncoding?: string;
+  readonly contentDisposition?: string;
+  readonly cacheControl?: string;
+  readonly contentLanguage?: string;
+}
+
+/** The header fields in the order reports name them. */
+export const CONTENT_HEADER_FIELDS = ['contentType', 'contentEncoding', 'contentDisposition', 'cacheControl', 'contentLanguage'] as const satisfies readonly (keyof ContentHeaders)[];
+
+/** User metadata as S3 names it (`x-amz-meta-<name>`, the name lowercased, without the prefix). */
+export type UserMetadata = Readonly<Record<string, string>>;
+
 /** A readable byte range of one object, and what the store said about the object while serving it. */
 export interface ObjectRead {
   readonly body: AsyncIterable<Uint8Array>;
-  readonly contentType: string | undefined;
+  readonly headers: ContentHeaders;
+  /** The object's user metadata, all of it. */
+  readonly userMetadata: UserMetadata;
   readonly etag: string;
   /** Size of the whole object. */
   readonly size: number;
@@ -48,7 +65,8 @@ export interface SourceStore extends ObjectStore {
 export interface WriteDescription {
   readonly key: string;
   readonly size: number;
-  readonly contentType: string | undefined;
+  readonly headers: ContentHeaders;
+  readonly userMetadata: UserMetadata;
   /** Base64 MD5 of the whole object, when known (the source ETag is a plain MD5): the target stores it and, where it can, verifies it. */
   readonly contentMd5Base64: string | undefined;
   readonly recordedSource: RecordedSource;
@@ -65,8 +83,26 @@ export interface PartUpload {
   abort(): Promise<void>;
 }
 
+/** What a target holds for one object besides its bytes (a HEAD), as verify compares it. */
+export interface StoredObjectHead {
+  readonly size: number;
+  readonly headers: ContentHeaders;
+  /** The metadata as the target stores it (Azure's names are mapped, see `metadataFor`), without the recorded-source entries. */
+  readonly metadata: UserMetadata;
+  readonly recordedSource: RecordedSource | undefined;
+}
+
 /** A mirror target. */
 export interface TargetStore extends ObjectStore {
+  /**
+   * Why this target cannot hold `key` byte-exact (it would store it under another name, or refuse it),
+   * or `undefined` when it can. Such keys are never written: one failure per key per run.
+   */
+  keyProblem(key: string): string | undefined;
+  /** The metadata this target stores for a source's user metadata; throws `StoreError` (scope `unmirrorable`) naming what cannot be mapped. */
+  metadataFor(key: string, userMetadata: UserMetadata): Record<string, string>;
+  /** Size, headers and metadata of one object (one HEAD request). Throws `StoreError` with status 404 when it is absent. */
+  headObject(key: string, signal?: AbortSignal): Promise<StoredObjectHead>;
   /** Writes a whole object in one atomic request (small objects). */
   putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void>;
   /** Largest object `putObject` takes in one request. */
