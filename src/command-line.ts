@@ -2,6 +2,7 @@
 import { ConfigError, LockHeldError, describeError } from './core/errors.ts';
 import { failureCount, formatBytes, renderText, type RunReport } from './core/report.ts';
 import type { RunEvent } from './core/run.ts';
+import { renderVerifyText, type VerifyReport } from './core/verify.ts';
 import { PROVIDER_CHOICES, type ProviderChoice } from './core/types.ts';
 import { parseProvider, type Settings } from './config.ts';
 import { SecretsError } from './secrets.ts';
@@ -19,6 +20,7 @@ export const EXIT = {
 } as const;
 
 export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json]
+       artifacts-sync verify <${PROVIDER_CHOICES.join('|')}> [--json] [--checksum]
 
 Mirrors the S3 bucket AWS_S3_BUCKET (the source of truth) to the Azure container
 AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
@@ -30,7 +32,23 @@ AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
 Exit codes: 0 mirror complete, 1 some object failed, deletions were (or, in a dry
 run, would be) held back by a delete guard, or the run stopped early,
 2 usage or configuration error, 3 another run holds the lock.
-Settings are read from the environment; see README.md.`;
+Settings are read from the environment; see README.md.
+\`verify --help\` describes verify.`;
+
+export const VERIFY_USAGE = `Usage: artifacts-sync verify <${PROVIDER_CHOICES.join('|')}> [--json] [--checksum]
+
+Compares the S3 source with the target(s) and prints every difference with its key:
+missing, extra, refused keys, size, content (the source ETag the copy recorded),
+content headers and user metadata. Changes nothing, takes no lock.
+
+  --checksum  also read every object on both sides and compare the MD5 of the bytes
+  --json      print the report as JSON
+  -h, --help  show this help
+
+Cost: one listing of each side, one HEAD per object on the source and on each
+target; with --checksum one GET per object on each side as well.
+Exit codes: 0 the target is exact, 1 it is not (or not every object could be
+compared), 2 usage or configuration error.`;
 
 export interface CommandLineIo {
   readonly out: (text: string) => void;
@@ -55,7 +73,50 @@ export function parseArguments(args: readonly string[]): ParsedArguments | 'help
   return { provider: parseProvider(positional[0]), dryRun: args.includes('--dry-run'), json: args.includes('--json') };
 }
 
+interface VerifyArguments {
+  readonly provider: ProviderChoice;
+  readonly checksum: boolean;
+  readonly json: boolean;
+}
+
+/** Parses `verify <provider> [--json] [--checksum]` (without the word `verify`); throws `ConfigError` with what is allowed. */
+export function parseVerifyArguments(args: readonly string[]): VerifyArguments | 'help' {
+  if (args.includes('--help') || args.includes('-h')) return 'help';
+  const flags = new Set(['--checksum', '--json']);
+  const unknown = args.filter((arg) => arg.startsWith('-') && !flags.has(arg));
+  if (unknown.length > 0) throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')} for verify: allowed are --checksum, --json, --help`]);
+  const positional = args.filter((arg) => !arg.startsWith('-'));
+  if (positional.length !== 1) throw new ConfigError([`verify takes one provider, got ${positional.length === 0 ? 'none' : positional.map((arg) => JSON.stringify(arg)).join(' ')}: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
+  return { provider: parseProvider(positional[0]), checksum: args.includes('--checksum'), json: args.includes('--json') };
+}
+
+/** `artifacts-sync verify ...`: 0 exact, 1 not exact (or not verified), 2 bad input. */
+async function runVerify(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions): Promise<number> {
+  let parsed: VerifyArguments | 'help';
+  try {
+    parsed = parseVerifyArguments(args);
+  } catch (error) {
+    io.err(`artifacts-sync: ${describeError(error)}\n\n${VERIFY_USAGE}`);
+    return EXIT.usage;
+  }
+  if (parsed === 'help') {
+    io.out(VERIFY_USAGE);
+    return EXIT.complete;
+  }
+  let report: VerifyReport;
+  try {
+    report = await createSyncService(settings, options).verify({ provider: parsed.provider, checksum: parsed.checksum });
+  } catch (error) {
+    io.err(`artifacts-sync: ${describeError(error)}`);
+    if (error instanceof ConfigError || error instanceof SecretsError) return EXIT.usage;
+    return EXIT.failed;
+  }
+  io.out(parsed.json ? JSON.stringify(report, null, 2) : renderVerifyText(report));
+  return report.exact ? EXIT.complete : EXIT.failed;
+}
+
 export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}): Promise<number> {
+  if (args[0] === 'verify') return runVerify(args.slice(1), settings, io, options);
   let parsed: ParsedArguments | 'help';
   try {
     parsed = parseArguments(args);

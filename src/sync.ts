@@ -11,6 +11,7 @@ import { registerSecret } from './core/errors.ts';
 import type { RunReport } from './core/report.ts';
 import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
 import type { ProviderChoice } from './core/types.ts';
+import { verifyMirror, type VerifyReport } from './core/verify.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
 import { ociKeyProblem } from './stores/key-rules.ts';
 import { s3Store } from './stores/s3.ts';
@@ -33,25 +34,52 @@ export interface SyncServiceOptions {
   readonly azureCredential?: TokenCredential;
 }
 
+export interface VerifyRequest {
+  readonly provider: ProviderChoice;
+  /** Read both sides' bytes and compare their MD5 (default false). */
+  readonly checksum?: boolean;
+  /** Epoch ms after which no further object is compared (the rest is reported unchecked). */
+  readonly stopAt?: number;
+  readonly signal?: AbortSignal;
+}
+
 /** Long-lived per process (a Functions instance keeps one): keys and credentials are cached across runs. */
 export interface SyncService {
   /** Validates settings (throws `ConfigError`), reads keys (throws `SecretsError`), then runs the mirror. */
   sync(request: SyncRequest): Promise<RunReport>;
+  /** As `sync` for settings and keys, then compares source and targets (`verifyMirror`); changes nothing, takes no lock. */
+  verify(request: VerifyRequest): Promise<VerifyReport>;
 }
 
 export function createSyncService(settings: Settings, options: SyncServiceOptions = {}): SyncService {
   let keyResolver: KeyResolver | undefined;
   let azureCredential = options.azureCredential;
+  /** Settings checked, keys read, the Azure identity created where one is needed. */
+  const prepare = async (provider: ProviderChoice, signal: AbortSignal | undefined): Promise<{ config: MirrorConfig; keys: StoreKeys }> => {
+    const config = loadConfig(settings, provider);
+    keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
+    const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, signal);
+    if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
+      // Loaded only when needed: @azure/identity alone adds about 300 ms to a start.
+      const { DefaultAzureCredential } = await import('@azure/identity');
+      azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
+    }
+    return { config, keys };
+  };
   return {
+    async verify(request: VerifyRequest): Promise<VerifyReport> {
+      const { config, keys } = await prepare(request.provider, request.signal);
+      return verifyMirror(sourceStore(config, keys), await targetStores(config, keys, azureCredential), {
+        provider: config.provider,
+        checksum: request.checksum ?? false,
+        concurrency: config.sync.concurrency,
+        ...(request.stopAt === undefined ? {} : { stopAt: request.stopAt }),
+        ...(request.signal === undefined ? {} : { signal: request.signal }),
+      });
+    },
+
     async sync(request: SyncRequest): Promise<RunReport> {
-      const config = loadConfig(settings, request.provider);
-      keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
-      const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, request.signal);
-      if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
-        // Loaded only when needed: @azure/identity alone adds about 300 ms to a start.
-        const { DefaultAzureCredential } = await import('@azure/identity');
-        azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
-      }
+      const { config, keys } = await prepare(request.provider, request.signal);
       const source = sourceStore(config, keys);
       const dryRun = request.dryRun ?? false;
       // A dry run changes nothing, so it needs no lock and never waits for one. Otherwise the lock is

@@ -115,6 +115,18 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       }
     },
 
+    async readBody(key: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+      try {
+        // Not bounded per attempt: the body of a large blob may take longer than one attempt's timeout.
+        const response = await blob(key).download(0, undefined, { abortSignal: signal, maxRetryRequests: attempts });
+        const body = response.readableStreamBody;
+        if (body === undefined) throw new Error('the answer has no body');
+        return body as AsyncIterable<Uint8Array>;
+      } catch (error) {
+        throw fail('read', error, key);
+      }
+    },
+
     async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
       try {
         let marker: string | undefined;

@@ -71,7 +71,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
   // S3 metadata names pass as they are; only the names this tool records its source under are taken.
   const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, (name) => name);
 
-  return {
+  const store: SourceStore & TargetStore = {
     label,
     maxSinglePutSize: 5 * GIB,
     partLimits: { minPartSize: 5 * MIB, maxPartSize: 5 * GIB, maxParts: 10_000 },
@@ -133,6 +133,10 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       } catch (error) {
         throw fail('head', error, key);
       }
+    },
+
+    async readBody(key: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+      return (await store.read(key, { signal })).body;
     },
 
     async presignGet(key: string, expiresInSeconds: number): Promise<string> {
@@ -271,6 +275,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       return removed;
     },
   };
+  return store;
 }
 
 /** The content headers of a GetObject or HeadObject answer. */

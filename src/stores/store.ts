@@ -103,6 +103,8 @@ export interface TargetStore extends ObjectStore {
   metadataFor(key: string, userMetadata: UserMetadata): Record<string, string>;
   /** Size, headers and metadata of one object (one HEAD request). Throws `StoreError` with status 404 when it is absent. */
   headObject(key: string, signal?: AbortSignal): Promise<StoredObjectHead>;
+  /** The bytes of one object, as stored (one GET), for a check that reads them. */
+  readBody(key: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
   /** Writes a whole object in one atomic request (small objects). */
   putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void>;
   /** Largest object `putObject` takes in one request. */

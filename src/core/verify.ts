@@ -1,0 +1,292 @@
+/**
+ * `verify`: the tool's own `rclone check`. Lists the source and each target, and compares every object
+ * by what the target can prove: its size (listing), the source ETag it recorded when it was written
+ * (Azure: the listing; OCI: a HEAD), its content headers and user metadata (a HEAD of each side), and,
+ * with `checksum`, the MD5 of the bytes read from both sides. Changes nothing.
+ */
+import { createHash } from 'node:crypto';
+import type { ContentHeaders, SourceStore, StoredObjectHead, TargetStore } from '../stores/store.ts';
+import { CONTENT_HEADER_FIELDS } from '../stores/store.ts';
+import { forEachBounded } from './concurrency.ts';
+import { describeError } from './errors.ts';
+import { formatDuration } from './report.ts';
+import type { ObjectInfo, ProviderChoice, TargetName } from './types.ts';
+
+/** One way a target differs from the source (or could not be checked), with the key it concerns. */
+export type Difference =
+  | { readonly kind: 'missing'; readonly key: string }
+  | { readonly kind: 'extra'; readonly key: string }
+  | { readonly kind: 'refused'; readonly key: string; readonly reason: string }
+  | { readonly kind: 'size'; readonly key: string; readonly source: number; readonly target: number }
+  | { readonly kind: 'content'; readonly key: string; readonly sourceEtag: string; readonly recordedEtag: string | undefined }
+  | { readonly kind: 'header'; readonly key: string; readonly field: keyof ContentHeaders; readonly source: string | undefined; readonly target: string | undefined }
+  | { readonly kind: 'metadata'; readonly key: string; readonly name: string; readonly source: string | undefined; readonly target: string | undefined }
+  | { readonly kind: 'checksum'; readonly key: string; readonly sourceMd5: string; readonly targetMd5: string }
+  | { readonly kind: 'error'; readonly key?: string; readonly message: string };
+
+export interface TargetVerification {
+  readonly target: TargetName;
+  readonly store: string;
+  /** Objects found on both sides and compared beyond the listing. */
+  readonly compared: number;
+  /** Objects not compared because the deadline came first. */
+  readonly unchecked: number;
+  readonly differences: readonly Difference[];
+  /** True only when no difference was found and every object was compared. */
+  readonly exact: boolean;
+  /** Requests this target was sent: listing pages, HEADs, GETs (for `checksum`). */
+  readonly requests: { readonly listPages: number; readonly heads: number; readonly reads: number };
+}
+
+export interface VerifyReport {
+  readonly provider: ProviderChoice;
+  readonly checksum: boolean;
+  readonly source: { readonly store: string; readonly objects: number; readonly requests: { readonly listPages: number; readonly heads: number; readonly reads: number } };
+  readonly startedAt: string;
+  readonly durationMs: number;
+  readonly exact: boolean;
+  /** Why some objects were not compared, when the deadline came first. */
+  readonly stoppedEarly?: string;
+  readonly targets: readonly TargetVerification[];
+}
+
+export interface VerifyTarget {
+  readonly name: TargetName;
+  readonly store: TargetStore;
+}
+
+export interface VerifyOptions {
+  readonly provider: ProviderChoice;
+  /** Read the bytes of every object on both sides and compare their MD5 (default false). */
+  readonly checksum?: boolean;
+  /** Objects compared at once (default 16). */
+  readonly concurrency?: number;
+  /** Epoch ms after which no further object is compared; the rest count as unchecked (not exact). */
+  readonly stopAt?: number;
+  readonly signal?: AbortSignal;
+  readonly now?: () => number;
+}
+
+/** Listing-level comparison: keys, sizes, and the source ETag a target recorded in its listing (Azure). Pure. */
+export function compareListings(
+  source: readonly ObjectInfo[],
+  target: readonly ObjectInfo[],
+  keyProblem: (key: string) => string | undefined,
+): { readonly differences: Difference[]; readonly pairs: { readonly source: ObjectInfo; readonly target: ObjectInfo }[] } {
+  const differences: Difference[] = [];
+  const pairs: { source: ObjectInfo; target: ObjectInfo }[] = [];
+  const targetByKey = new Map(target.map((object) => [object.key, object]));
+  for (const object of source) {
+    const problem = keyProblem(object.key);
+    if (problem !== undefined) {
+      differences.push({ kind: 'refused', key: object.key, reason: problem });
+      targetByKey.delete(object.key);
+      continue;
+    }
+    const copy = targetByKey.get(object.key);
+    targetByKey.delete(object.key);
+    if (copy === undefined) differences.push({ kind: 'missing', key: object.key });
+    else if (copy.size !== object.size) differences.push({ kind: 'size', key: object.key, source: object.size, target: copy.size });
+    else if (copy.recordedSource !== undefined && copy.recordedSource.etag !== object.etag) {
+      differences.push({ kind: 'content', key: object.key, sourceEtag: object.etag, recordedEtag: copy.recordedSource.etag });
+    } else pairs.push({ source: object, target: copy });
+  }
+  for (const key of targetByKey.keys()) if (keyProblem(key) === undefined) differences.push({ kind: 'extra', key });
+  return { differences, pairs };
+}
+
+/** The metadata a target should hold for a source object (`TargetStore.metadataFor`), or why there is none. */
+export type ExpectedMetadata = { readonly ok: true; readonly metadata: Readonly<Record<string, string>> } | { readonly ok: false; readonly problem: string };
+
+/**
+ * Object-level comparison of one pair from their HEADs: the recorded source ETag (without `checksum`
+ * the only proof of the bytes), every content header, and the user metadata as the target names it
+ * (`expectedMetadata`, or the reason the source's cannot be mapped). Pure.
+ */
+export function compareHeads(
+  key: string,
+  source: { readonly etag: string; readonly headers: ContentHeaders },
+  target: StoredObjectHead,
+  expectedMetadata: ExpectedMetadata,
+  bytesCompared: boolean,
+): Difference[] {
+  const differences: Difference[] = [];
+  // With the bytes compared by MD5, a missing record proves nothing wrong; without, it leaves the bytes unproven.
+  if (target.recordedSource?.etag !== source.etag && !(bytesCompared && target.recordedSource === undefined)) {
+    differences.push({ kind: 'content', key, sourceEtag: source.etag, recordedEtag: target.recordedSource?.etag });
+  }
+  for (const field of CONTENT_HEADER_FIELDS) {
+    const expected = source.headers[field];
+    const actual = target.headers[field];
+    // A source without a Content-Type leaves the target's default (application/octet-stream on Azure).
+    if (field === 'contentType' && expected === undefined) continue;
+    if ((expected ?? '') !== (actual ?? '')) differences.push({ kind: 'header', key, field, source: expected, target: actual });
+  }
+  if (!expectedMetadata.ok) {
+    differences.push({ kind: 'error', key, message: expectedMetadata.problem });
+    return differences;
+  }
+  const expected = new Map(Object.entries(expectedMetadata.metadata).map(([name, value]) => [name.toLowerCase(), { name, value }]));
+  const actual = new Map(Object.entries(target.metadata).map(([name, value]) => [name.toLowerCase(), { name, value }]));
+  for (const [lower, entry] of expected) {
+    const stored = actual.get(lower);
+    if (stored?.value !== entry.value) differences.push({ kind: 'metadata', key, name: entry.name, source: entry.value, target: stored?.value });
+  }
+  for (const [lower, entry] of actual) if (!expected.has(lower)) differences.push({ kind: 'metadata', key, name: entry.name, source: undefined, target: entry.value });
+  return differences;
+}
+
+/** Lists, HEADs (and with `checksum` reads) both sides; changes nothing. Throws when the source cannot be listed. */
+export async function verifyMirror(source: SourceStore, targets: readonly VerifyTarget[], options: VerifyOptions): Promise<VerifyReport> {
+  const now = options.now ?? Date.now;
+  const startedMs = now();
+  const checksum = options.checksum ?? false;
+  const signal = options.signal;
+  const sourceRequests = { listPages: 0, heads: 0, reads: 0 };
+
+  const [sourceListing, ...targetListings] = await Promise.allSettled([listAll(source, sourceRequests, signal), ...targets.map((target) => listAll(target.store, undefined, signal))]);
+  if (sourceListing!.status === 'rejected') throw sourceListing!.reason;
+  const sourceObjects = sourceListing!.value;
+
+  const states = targets.map((target, index) => {
+    const listing = targetListings[index]!;
+    const requests = { listPages: listing.status === 'fulfilled' ? listing.value.pages : 0, heads: 0, reads: 0 };
+    if (listing.status === 'rejected') {
+      return { target, requests, compared: 0, unchecked: 0, differences: [{ kind: 'error', message: `listing failed: ${describeError(listing.reason)}` }] as Difference[], pairs: new Map<string, ObjectInfo>() };
+    }
+    const compared = compareListings(sourceObjects.objects, listing.value.objects, (key) => target.store.keyProblem(key));
+    return { target, requests, compared: 0, unchecked: 0, differences: compared.differences, pairs: new Map(compared.pairs.map((pair) => [pair.source.key, pair.target])) };
+  });
+
+  const keys = sourceObjects.objects.filter((object) => states.some((state) => state.pairs.has(object.key))).map((object) => object.key);
+  let stoppedEarly: string | undefined;
+  await forEachBounded(keys, options.concurrency ?? 16, async (key) => {
+    const waiting = states.filter((state) => state.pairs.has(key));
+    if (signal?.aborted === true || (options.stopAt !== undefined && now() >= options.stopAt)) {
+      stoppedEarly = 'the deadline came before every object was compared';
+      for (const state of waiting) state.unchecked += 1;
+      return;
+    }
+    let sourceHead: Awaited<ReturnType<SourceStore['head']>>;
+    let sourceMd5: string | undefined;
+    try {
+      sourceRequests.heads += 1;
+      sourceHead = await source.head(key, signal);
+      if (checksum) {
+        sourceRequests.reads += 1;
+        sourceMd5 = await md5Hex((await source.read(key, { signal })).body);
+      }
+    } catch (error) {
+      for (const state of waiting) state.differences.push({ kind: 'error', key, message: `the source could not be read: ${describeError(error)}` });
+      return;
+    }
+    await Promise.all(waiting.map(async (state) => {
+      const store = state.target.store;
+      try {
+        state.requests.heads += 1;
+        const head = await store.headObject(key, signal);
+        let expectedMetadata: ExpectedMetadata;
+        try {
+          expectedMetadata = { ok: true, metadata: store.metadataFor(key, sourceHead.userMetadata) };
+        } catch (error) {
+          expectedMetadata = { ok: false, problem: describeError(error) };
+        }
+        state.differences.push(...compareHeads(key, sourceHead, head, expectedMetadata, sourceMd5 !== undefined));
+        if (sourceMd5 !== undefined) {
+          state.requests.reads += 1;
+          const targetMd5 = await md5Hex(await store.readBody(key, signal));
+          if (targetMd5 !== sourceMd5) state.differences.push({ kind: 'checksum', key, sourceMd5, targetMd5 });
+        }
+        state.compared += 1;
+      } catch (error) {
+        state.differences.push({ kind: 'error', key, message: describeError(error) });
+      }
+    }));
+  });
+
+  const reports: TargetVerification[] = states.map((state) => ({
+    target: state.target.name,
+    store: state.target.store.label,
+    compared: state.compared,
+    unchecked: state.unchecked,
+    differences: [...state.differences].sort((a, b) => compareKeys(a.key, b.key)),
+    exact: state.differences.length === 0 && state.unchecked === 0,
+    requests: state.requests,
+  }));
+  return {
+    provider: options.provider,
+    checksum,
+    source: { store: source.label, objects: sourceObjects.objects.length, requests: sourceRequests },
+    startedAt: new Date(startedMs).toISOString(),
+    durationMs: now() - startedMs,
+    exact: reports.every((report) => report.exact),
+    ...(stoppedEarly === undefined ? {} : { stoppedEarly }),
+    targets: reports,
+  };
+}
+
+function compareKeys(a: string | undefined, b: string | undefined): number {
+  if (a === b) return 0;
+  if (a === undefined) return -1;
+  if (b === undefined) return 1;
+  return a < b ? -1 : 1;
+}
+
+async function listAll(store: { listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> }, requests: { listPages: number } | undefined, signal: AbortSignal | undefined): Promise<{ objects: ObjectInfo[]; pages: number }> {
+  const objects: ObjectInfo[] = [];
+  let pages = 0;
+  for await (const page of store.listPages(signal)) {
+    pages += 1;
+    objects.push(...page);
+  }
+  if (requests !== undefined) requests.listPages = pages;
+  return { objects, pages };
+}
+
+async function md5Hex(body: AsyncIterable<Uint8Array>): Promise<string> {
+  const hash = createHash('md5');
+  for await (const chunk of body) hash.update(chunk);
+  return hash.digest('hex');
+}
+
+/** One difference as a line of text: what differs, and for which key. */
+export function describeDifference(difference: Difference): string {
+  const key = difference.key === undefined ? '' : ` ${JSON.stringify(difference.key)}`;
+  const value = (text: string | undefined): string => (text === undefined ? 'absent' : JSON.stringify(text));
+  switch (difference.kind) {
+    case 'missing':
+      return `missing${key}: in the source, not in the target`;
+    case 'extra':
+      return `extra${key}: in the target, not in the source`;
+    case 'refused':
+      return `refused${key}: ${difference.reason}`;
+    case 'size':
+      return `size${key}: source ${difference.source} bytes, target ${difference.target}`;
+    case 'content':
+      return difference.recordedEtag === undefined
+        ? `unproven${key}: the target recorded no source ETag (run with --checksum to compare the bytes)`
+        : `content${key}: the target is a copy of source ETag ${difference.recordedEtag}, the source has ${difference.sourceEtag}`;
+    case 'header':
+      return `header${key}: ${difference.field} source ${value(difference.source)}, target ${value(difference.target)}`;
+    case 'metadata':
+      return `metadata${key}: ${difference.name} source ${value(difference.source)}, target ${value(difference.target)}`;
+    case 'checksum':
+      return `checksum${key}: source MD5 ${difference.sourceMd5}, target MD5 ${difference.targetMd5}`;
+    case 'error':
+      return `not verified${key}: ${difference.message}`;
+  }
+}
+
+/** The verify report as a person reads it. */
+export function renderVerifyText(report: VerifyReport): string {
+  const lines = [`Verify${report.checksum ? ' (bytes compared by MD5)' : ''}: ${report.source.store} (${report.source.objects} objects) → ${report.provider}`];
+  for (const target of report.targets) {
+    lines.push('', `${target.target}: ${target.store}`);
+    for (const difference of target.differences) lines.push(`  ${describeDifference(difference)}`);
+    if (target.unchecked > 0) lines.push(`  ${target.unchecked} objects not compared: the deadline came first`);
+    lines.push(`  compared ${target.compared}, differences ${target.differences.length}; ${target.exact ? 'exact' : 'NOT exact'}`);
+  }
+  if (report.stoppedEarly !== undefined) lines.push('', `Stopped early: ${report.stoppedEarly}`);
+  lines.push('', `${report.exact ? 'Exact' : 'Not exact'} in ${formatDuration(report.durationMs)}`);
+  return lines.join('\n');
+}
