@@ -1,7 +1,11 @@
 /** `artifacts-sync verify`: what it proves, what it names, and its exit codes, against real Azurite and s3rver. */
 import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import azureFunctions from '@azure/functions';
 import { compareHeads, compareListings, type VerifyReport } from '../src/core/verify.ts';
+import { verifyHttpHandler } from '../src/functions/verify-http.ts';
+import { createSyncService } from '../src/sync.ts';
+import { loggedEvents, newInvocation } from './support/functions-invocation.ts';
 import { runCli, runJson } from './support/cli-run.ts';
 import { createScenario, putBlob, putSource, type Scenario } from './support/scenario.ts';
 
@@ -127,6 +131,35 @@ describe('artifacts-sync verify', () => {
     const missing = await runCli(['verify', 'all'], withoutBucket);
     expect(missing.exitCode).toBe(2);
     expect(missing.stderr).toContain('AWS_S3_BUCKET is required');
+  });
+});
+
+describe('GET /api/verify/{provider}', () => {
+  async function callVerify(s: Scenario, path: string): Promise<{ status: number; body: Record<string, unknown>; events: Record<string, unknown>[] }> {
+    const url = new URL(path, 'https://artifacts-sync.azurewebsites.net');
+    const request = new azureFunctions.HttpRequest({ method: 'GET', url: url.href, params: { provider: url.pathname.split('/').at(-1)! } });
+    const invocation = newInvocation('verify');
+    const handler = verifyHttpHandler({ service: createSyncService(s.settings), settings: s.settings });
+    const response = await handler(request, invocation.context);
+    return { status: response.status ?? 200, body: JSON.parse(String(response.body)) as Record<string, unknown>, events: loggedEvents(invocation.lines) };
+  }
+
+  it('answers 200 with the report when exact, 500 naming each difference (also in the log) when not, 400 on a bad query', async () => {
+    const s = await mirrored();
+    const exact = await callVerify(s, '/api/verify/all?checksum=true');
+    expect(exact.status).toBe(200);
+    expect(exact.body).toMatchObject({ exact: true, checksum: true });
+
+    await s.blobs.deleteBlob('b.txt');
+    const differs = await callVerify(s, '/api/verify/azure');
+    expect(differs.status).toBe(500);
+    expect(differs.body).toMatchObject({ exact: false, targets: [{ target: 'azure', differences: [{ kind: 'missing', key: 'b.txt' }] }] });
+    expect(differs.events).toContainEqual(expect.objectContaining({ event: 'verify-difference', target: 'azure', kind: 'missing', key: 'b.txt' }));
+
+    const bad = await callVerify(s, '/api/verify/all?checksum=yes');
+    expect(bad.status).toBe(400);
+    expect(bad.body['error']).toBe('checksum "yes" is not true or false: allowed is checksum=true or checksum=false (and code, the function key)');
+    expect((await callVerify(s, '/api/verify/gcp')).status).toBe(400);
   });
 });
 
