@@ -167,35 +167,43 @@ export async function verifyMirror(source: SourceStore, targets: readonly Verify
       for (const state of waiting) state.unchecked += 1;
       return;
     }
-    let sourceHead: Awaited<ReturnType<SourceStore['head']>>;
-    let sourceMd5: string | undefined;
-    try {
+    // Both sides are asked at once: the source's answers are awaited only where they are compared.
+    const sourceSide = (async () => {
       sourceRequests.heads += 1;
-      sourceHead = await source.head(key, signal);
-      if (checksum) {
-        sourceRequests.reads += 1;
-        sourceMd5 = await md5Hex((await source.read(key, { signal })).body);
-      }
-    } catch (error) {
-      for (const state of waiting) state.differences.push({ kind: 'error', key, message: `the source could not be read: ${describeError(error)}` });
-      return;
-    }
+      const head = await source.head(key, signal);
+      if (!checksum) return { head, md5: undefined };
+      sourceRequests.reads += 1;
+      return { head, md5: await md5Hex((await source.read(key, { signal })).body) };
+    })();
+    sourceSide.catch(() => undefined);
     await Promise.all(waiting.map(async (state) => {
       const store = state.target.store;
-      try {
-        state.requests.heads += 1;
+      state.requests.heads += 1;
+      const targetSide = (async () => {
         const head = await store.headObject(key, signal);
+        if (!checksum) return { head, md5: undefined };
+        state.requests.reads += 1;
+        return { head, md5: await md5Hex(await store.readBody(key, signal)) };
+      })();
+      targetSide.catch(() => undefined);
+      let sourceFacts: Awaited<typeof sourceSide>;
+      try {
+        sourceFacts = await sourceSide;
+      } catch (error) {
+        state.differences.push({ kind: 'error', key, message: `the source could not be read: ${describeError(error)}` });
+        return;
+      }
+      try {
+        const target = await targetSide;
         let expectedMetadata: ExpectedMetadata;
         try {
-          expectedMetadata = { ok: true, metadata: store.metadataFor(key, sourceHead.userMetadata) };
+          expectedMetadata = { ok: true, metadata: store.metadataFor(key, sourceFacts.head.userMetadata) };
         } catch (error) {
           expectedMetadata = { ok: false, problem: describeError(error) };
         }
-        state.differences.push(...compareHeads(key, sourceHead, head, expectedMetadata, sourceMd5 !== undefined));
-        if (sourceMd5 !== undefined) {
-          state.requests.reads += 1;
-          const targetMd5 = await md5Hex(await store.readBody(key, signal));
-          if (targetMd5 !== sourceMd5) state.differences.push({ kind: 'checksum', key, sourceMd5, targetMd5 });
+        state.differences.push(...compareHeads(key, sourceFacts.head, target.head, expectedMetadata, checksum));
+        if (sourceFacts.md5 !== undefined && target.md5 !== undefined && target.md5 !== sourceFacts.md5) {
+          state.differences.push({ kind: 'checksum', key, sourceMd5: sourceFacts.md5, targetMd5: target.md5 });
         }
         state.compared += 1;
       } catch (error) {
