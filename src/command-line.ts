@@ -61,16 +61,26 @@ interface ParsedArguments {
   readonly json: boolean;
 }
 
-/** Parses `<provider> [--dry-run] [--json]`; throws `ConfigError` with what is allowed. */
-export function parseArguments(args: readonly string[]): ParsedArguments | 'help' {
+/**
+ * Parses `<provider>` and the `options` allowed beside it (`command` names the subcommand in errors);
+ * throws `ConfigError` with what is allowed.
+ */
+function parseProviderAndOptions(args: readonly string[], options: readonly string[], command?: string): { provider: ProviderChoice; given: ReadonlySet<string> } | 'help' {
   if (args.includes('--help') || args.includes('-h')) return 'help';
-  const flags = new Set(['--dry-run', '--json']);
-  const unknown = args.filter((arg) => arg.startsWith('-') && !flags.has(arg));
-  if (unknown.length > 0) throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}: allowed are --dry-run, --json, --help`]);
+  const unknown = args.filter((arg) => arg.startsWith('-') && !options.includes(arg));
+  if (unknown.length > 0) {
+    throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}${command === undefined ? '' : ` for ${command}`}: allowed are ${[...options, '--help'].join(', ')}`]);
+  }
   const positional = args.filter((arg) => !arg.startsWith('-'));
   if (positional.length === 0) throw new ConfigError([`missing provider: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
   if (positional.length > 1) throw new ConfigError([`one provider at a time, got ${positional.map((arg) => JSON.stringify(arg)).join(' ')}: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
-  return { provider: parseProvider(positional[0]), dryRun: args.includes('--dry-run'), json: args.includes('--json') };
+  return { provider: parseProvider(positional[0]), given: new Set(args) };
+}
+
+/** Parses `<provider> [--dry-run] [--json]`; throws `ConfigError` with what is allowed. */
+export function parseArguments(args: readonly string[]): ParsedArguments | 'help' {
+  const parsed = parseProviderAndOptions(args, ['--dry-run', '--json']);
+  return parsed === 'help' ? parsed : { provider: parsed.provider, dryRun: parsed.given.has('--dry-run'), json: parsed.given.has('--json') };
 }
 
 interface VerifyArguments {
@@ -81,13 +91,8 @@ interface VerifyArguments {
 
 /** Parses `verify <provider> [--json] [--checksum]` (without the word `verify`); throws `ConfigError` with what is allowed. */
 export function parseVerifyArguments(args: readonly string[]): VerifyArguments | 'help' {
-  if (args.includes('--help') || args.includes('-h')) return 'help';
-  const flags = new Set(['--checksum', '--json']);
-  const unknown = args.filter((arg) => arg.startsWith('-') && !flags.has(arg));
-  if (unknown.length > 0) throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')} for verify: allowed are --checksum, --json, --help`]);
-  const positional = args.filter((arg) => !arg.startsWith('-'));
-  if (positional.length !== 1) throw new ConfigError([`verify takes one provider, got ${positional.length === 0 ? 'none' : positional.map((arg) => JSON.stringify(arg)).join(' ')}: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
-  return { provider: parseProvider(positional[0]), checksum: args.includes('--checksum'), json: args.includes('--json') };
+  const parsed = parseProviderAndOptions(args, ['--checksum', '--json'], 'verify');
+  return parsed === 'help' ? parsed : { provider: parsed.provider, checksum: parsed.given.has('--checksum'), json: parsed.given.has('--json') };
 }
 
 /** `artifacts-sync verify ...`: 0 exact, 1 not exact (or not verified), 2 bad input. */

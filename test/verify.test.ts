@@ -117,10 +117,10 @@ describe('artifacts-sync verify', () => {
   it('bad input exits 2 and says what is allowed', async () => {
     const s = await mirrored();
     const cases: [string[], string][] = [
-      [['verify'], 'verify takes one provider, got none: choose one of all, azure, oci'],
+      [['verify'], 'missing provider: choose one of all, azure, oci'],
       [['verify', 'gcp'], 'unknown provider "gcp": choose one of all, azure, oci'],
       [['verify', 'all', '--dry-run'], 'unknown option "--dry-run" for verify: allowed are --checksum, --json, --help'],
-      [['verify', 'azure', 'oci'], 'verify takes one provider, got "azure" "oci"'],
+      [['verify', 'azure', 'oci'], 'one provider at a time, got "azure" "oci"'],
     ];
     for (const [args, message] of cases) {
       const result = await runCli(args, s.settings);

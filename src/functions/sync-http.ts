@@ -22,18 +22,23 @@ export function syncHttpHandler(runner: SyncRunner): HttpHandler {
 
 /** The run a request asks for, or what is wrong with it (for a 400). */
 async function parseRequest(request: HttpRequest): Promise<RunRequest | string> {
-  let provider: ProviderChoice;
-  try {
-    provider = parseProvider(request.params['provider']);
-  } catch (error) {
-    return describeError(error);
-  }
+  const provider = providerParameter(request);
+  if (provider.problem !== undefined) return provider.problem;
   const dryRun = booleanQueryParameter(request, 'dryRun');
   if (typeof dryRun === 'string') return dryRun;
   // A body such as {"dryRun": true} would otherwise be ignored, and a real run would follow.
   const body = (await request.text()).trim();
   if (body !== '' && body !== '{}') return `the request body is not read, so it must be empty: parameters go in the query string; allowed is dryRun=true or dryRun=false (and code, the function key)`;
-  return { trigger: 'http', provider, dryRun };
+  return { trigger: 'http', provider: provider.provider, dryRun };
+}
+
+/** The route's `{provider}`, or what is wrong with it (for a 400). */
+export function providerParameter(request: HttpRequest): { provider: ProviderChoice; problem?: undefined } | { problem: string } {
+  try {
+    return { provider: parseProvider(request.params['provider']) };
+  } catch (error) {
+    return { problem: describeError(error) };
+  }
 }
 
 /**

@@ -9,11 +9,11 @@ import type { HttpHandler, HttpRequest } from '@azure/functions';
 import { ConfigError, describeError } from '../core/errors.ts';
 import type { ProviderChoice } from '../core/types.ts';
 import { describeDifference } from '../core/verify.ts';
-import { parseProvider, type Settings } from '../config.ts';
+import type { Settings } from '../config.ts';
 import { SecretsError } from '../secrets.ts';
 import type { SyncService } from '../sync.ts';
 import { logLine, runDeadline } from './run-sync.ts';
-import { booleanQueryParameter, respond } from './sync-http.ts';
+import { booleanQueryParameter, providerParameter, respond } from './sync-http.ts';
 
 /** Difference log lines per invocation: each difference is in the response; the log keeps the first ones and a count. */
 const LOGGED_DIFFERENCES = 1000;
@@ -51,12 +51,8 @@ export function verifyHttpHandler(options: { readonly service: Pick<SyncService,
 }
 
 function parseVerifyRequest(request: HttpRequest): { provider: ProviderChoice; checksum: boolean } | string {
-  let provider: ProviderChoice;
-  try {
-    provider = parseProvider(request.params['provider']);
-  } catch (error) {
-    return describeError(error);
-  }
+  const provider = providerParameter(request);
+  if (provider.problem !== undefined) return provider.problem;
   const checksum = booleanQueryParameter(request, 'checksum');
-  return typeof checksum === 'string' ? checksum : { provider, checksum };
+  return typeof checksum === 'string' ? checksum : { provider: provider.provider, checksum };
 }

@@ -9,7 +9,7 @@ import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
 import { azureKeyProblem } from './key-rules.ts';
 import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, splitRecordedMetadata, storedMetadata, unquoteEtag } from './metadata.ts';
-import type { ContentHeaders, KeyFailure, Part, PartUpload, ServerSideCopy, StoredObjectHead, TargetStore, UserMetadata, WriteDescription } from './store.ts';
+import { definedHeaders, type KeyFailure, type Part, type PartUpload, type ServerSideCopy, type StoredObjectHead, type TargetStore, type UserMetadata, type WriteDescription } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
@@ -103,12 +103,13 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
     async headObject(key: string, signal?: AbortSignal): Promise<StoredObjectHead> {
       try {
         const properties = await bounded(signal, (abortSignal) => blob(key).getProperties({ abortSignal }));
-        const headers: { -readonly [Field in keyof ContentHeaders]: ContentHeaders[Field] } = {};
-        if (properties.contentType !== undefined) headers.contentType = properties.contentType;
-        if (properties.contentEncoding !== undefined) headers.contentEncoding = properties.contentEncoding;
-        if (properties.contentDisposition !== undefined) headers.contentDisposition = properties.contentDisposition;
-        if (properties.cacheControl !== undefined) headers.cacheControl = properties.cacheControl;
-        if (properties.contentLanguage !== undefined) headers.contentLanguage = properties.contentLanguage;
+        const headers = definedHeaders({
+          contentType: properties.contentType,
+          contentEncoding: properties.contentEncoding,
+          contentDisposition: properties.contentDisposition,
+          cacheControl: properties.cacheControl,
+          contentLanguage: properties.contentLanguage,
+        });
         return { size: properties.contentLength ?? 0, headers, ...splitRecordedMetadata(properties.metadata ?? {}) };
       } catch (error) {
         throw fail('head', error, key);

@@ -18,7 +18,7 @@ import type { ObjectInfo } from '../core/types.ts';
 import { mapUserMetadata, splitRecordedMetadata, storedMetadata, unquoteEtag } from './metadata.ts';
 import { parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
-import type { ContentHeaders, KeyFailure, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, StoredObjectHead, TargetStore, UserMetadata, WriteDescription } from './store.ts';
+import { definedHeaders, type ContentHeaders, type KeyFailure, type ObjectRead, type Part, type PartUpload, type ReadOptions, type SourceStore, type StoredObjectHead, type TargetStore, type UserMetadata, type WriteDescription } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -280,13 +280,13 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
 
 /** The content headers of a GetObject or HeadObject answer. */
 function contentHeadersOf(response: { ContentType?: string; ContentEncoding?: string; ContentDisposition?: string; CacheControl?: string; ContentLanguage?: string }): ContentHeaders {
-  const headers: { -readonly [Field in keyof ContentHeaders]: ContentHeaders[Field] } = {};
-  if (response.ContentType !== undefined) headers.contentType = response.ContentType;
-  if (response.ContentEncoding !== undefined) headers.contentEncoding = response.ContentEncoding;
-  if (response.ContentDisposition !== undefined) headers.contentDisposition = response.ContentDisposition;
-  if (response.CacheControl !== undefined) headers.cacheControl = response.CacheControl;
-  if (response.ContentLanguage !== undefined) headers.contentLanguage = response.ContentLanguage;
-  return headers;
+  return definedHeaders({
+    contentType: response.ContentType,
+    contentEncoding: response.ContentEncoding,
+    contentDisposition: response.ContentDisposition,
+    cacheControl: response.CacheControl,
+    contentLanguage: response.ContentLanguage,
+  });
 }
 
 /** The content headers as PutObject and CreateMultipartUpload take them. */

@@ -27,6 +27,16 @@ export interface ContentHeaders {
 /** The header fields in the order reports name them. */
 export const CONTENT_HEADER_FIELDS = ['contentType', 'contentEncoding', 'contentDisposition', 'cacheControl', 'contentLanguage'] as const satisfies readonly (keyof ContentHeaders)[];
 
+/** The content headers among `fields` that are set (a service's answer leaves the others undefined). */
+export function definedHeaders(fields: { readonly [Field in (typeof CONTENT_HEADER_FIELDS)[number]]: string | undefined }): ContentHeaders {
+  const headers: { -readonly [Field in keyof ContentHeaders]: ContentHeaders[Field] } = {};
+  for (const field of CONTENT_HEADER_FIELDS) {
+    const value = fields[field];
+    if (value !== undefined) headers[field] = value;
+  }
+  return headers;
+}
+
 /** User metadata as S3 names it (`x-amz-meta-<name>`, the name lowercased, without the prefix). */
 export type UserMetadata = Readonly<Record<string, string>>;
 
