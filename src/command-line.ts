@@ -95,19 +95,24 @@ export function parseVerifyArguments(args: readonly string[]): VerifyArguments |
   return parsed === 'help' ? parsed : { provider: parsed.provider, checksum: parsed.given.has('--checksum'), json: parsed.given.has('--json') };
 }
 
+/** The parsed arguments; or, after printing the help (exit 0) or the error and the usage (exit 2), the exit code. */
+function argumentsOrExit<Parsed extends object>(parse: () => Parsed | 'help', usage: string, io: CommandLineIo): Parsed | { readonly exit: number } {
+  let parsed: Parsed | 'help';
+  try {
+    parsed = parse();
+  } catch (error) {
+    io.err(`artifacts-sync: ${describeError(error)}\n\n${usage}`);
+    return { exit: EXIT.usage };
+  }
+  if (parsed !== 'help') return parsed;
+  io.out(usage);
+  return { exit: EXIT.complete };
+}
+
 /** `artifacts-sync verify ...`: 0 exact, 1 not exact (or not verified), 2 bad input. */
 async function runVerify(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions): Promise<number> {
-  let parsed: VerifyArguments | 'help';
-  try {
-    parsed = parseVerifyArguments(args);
-  } catch (error) {
-    io.err(`artifacts-sync: ${describeError(error)}\n\n${VERIFY_USAGE}`);
-    return EXIT.usage;
-  }
-  if (parsed === 'help') {
-    io.out(VERIFY_USAGE);
-    return EXIT.complete;
-  }
+  const parsed = argumentsOrExit(() => parseVerifyArguments(args), VERIFY_USAGE, io);
+  if ('exit' in parsed) return parsed.exit;
   let report: VerifyReport;
   try {
     report = await createSyncService(settings, options).verify({ provider: parsed.provider, checksum: parsed.checksum });
@@ -122,17 +127,8 @@ async function runVerify(args: readonly string[], settings: Settings, io: Comman
 
 export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}): Promise<number> {
   if (args[0] === 'verify') return runVerify(args.slice(1), settings, io, options);
-  let parsed: ParsedArguments | 'help';
-  try {
-    parsed = parseArguments(args);
-  } catch (error) {
-    io.err(`artifacts-sync: ${describeError(error)}\n\n${USAGE}`);
-    return EXIT.usage;
-  }
-  if (parsed === 'help') {
-    io.out(USAGE);
-    return EXIT.complete;
-  }
+  const parsed = argumentsOrExit(() => parseArguments(args), USAGE, io);
+  if ('exit' in parsed) return parsed.exit;
   const { provider, dryRun, json } = parsed;
   let report: RunReport;
   try {
