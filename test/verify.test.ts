@@ -104,7 +104,7 @@ describe('artifacts-sync verify', () => {
     const { exitCode, report } = await verifyJson(s, ['azure']);
     expect(exitCode).toBe(1);
     expect(report.targets[0]!.differences).toEqual([
-      { kind: 'content', key: 'c.txt', sourceEtag: expect.any(String) },
+      { kind: 'unproven', key: 'c.txt', sourceEtag: expect.any(String) },
       { kind: 'metadata', key: 'web/app.js', name: 'build_id', source: '7', target: '8' },
     ]);
     const text = await runCli(['verify', 'azure'], s.settings);
@@ -131,6 +131,14 @@ describe('artifacts-sync verify', () => {
     const missing = await runCli(['verify', 'all'], withoutBucket);
     expect(missing.exitCode).toBe(2);
     expect(missing.stderr).toContain('AWS_S3_BUCKET is required');
+  });
+});
+
+describe('verify with a deadline', () => {
+  it('objects not compared by the deadline are counted as unchecked, and the target is not exact', async () => {
+    const s = await mirrored();
+    const report = await createSyncService(s.settings).verify({ provider: 'azure', stopAt: Date.now() - 1 });
+    expect(report).toMatchObject({ exact: false, stoppedEarly: 'the deadline came before every object was compared', targets: [{ target: 'azure', compared: 0, unchecked: 4, differences: [] }] });
   });
 });
 

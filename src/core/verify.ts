@@ -18,7 +18,9 @@ export type Difference =
   | { readonly kind: 'extra'; readonly key: string }
   | { readonly kind: 'refused'; readonly key: string; readonly reason: string }
   | { readonly kind: 'size'; readonly key: string; readonly source: number; readonly target: number }
-  | { readonly kind: 'content'; readonly key: string; readonly sourceEtag: string; readonly recordedEtag: string | undefined }
+  | { readonly kind: 'content'; readonly key: string; readonly sourceEtag: string; readonly recordedEtag: string }
+  /** The copy recorded no source ETag (an older tool wrote it): its bytes are proven only by `checksum`. */
+  | { readonly kind: 'unproven'; readonly key: string; readonly sourceEtag: string }
   | { readonly kind: 'header'; readonly key: string; readonly field: keyof ContentHeaders; readonly source: string | undefined; readonly target: string | undefined }
   | { readonly kind: 'metadata'; readonly key: string; readonly name: string; readonly source: string | undefined; readonly target: string | undefined }
   | { readonly kind: 'checksum'; readonly key: string; readonly sourceMd5: string; readonly targetMd5: string }
@@ -112,8 +114,10 @@ export function compareHeads(
 ): Difference[] {
   const differences: Difference[] = [];
   // With the bytes compared by MD5, a missing record proves nothing wrong; without, it leaves the bytes unproven.
-  if (target.recordedSource?.etag !== source.etag && !(bytesCompared && target.recordedSource === undefined)) {
-    differences.push({ kind: 'content', key, sourceEtag: source.etag, recordedEtag: target.recordedSource?.etag });
+  if (target.recordedSource === undefined) {
+    if (!bytesCompared) differences.push({ kind: 'unproven', key, sourceEtag: source.etag });
+  } else if (target.recordedSource.etag !== source.etag) {
+    differences.push({ kind: 'content', key, sourceEtag: source.etag, recordedEtag: target.recordedSource.etag });
   }
   for (const field of CONTENT_HEADER_FIELDS) {
     const expected = source.headers[field];
@@ -271,9 +275,9 @@ export function describeDifference(difference: Difference): string {
     case 'size':
       return `size${key}: source ${difference.source} bytes, target ${difference.target}`;
     case 'content':
-      return difference.recordedEtag === undefined
-        ? `unproven${key}: the target recorded no source ETag (run with --checksum to compare the bytes)`
-        : `content${key}: the target is a copy of source ETag ${difference.recordedEtag}, the source has ${difference.sourceEtag}`;
+      return `content${key}: the target is a copy of source ETag ${difference.recordedEtag}, the source has ${difference.sourceEtag}`;
+    case 'unproven':
+      return `unproven${key}: the target recorded no source ETag (run with --checksum to compare the bytes)`;
     case 'header':
       return `header${key}: ${difference.field} source ${value(difference.source)}, target ${value(difference.target)}`;
     case 'metadata':
