@@ -6,7 +6,7 @@
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { planWhileListing } from '../src/core/listings.ts';
-import { DEFAULT_DELETE_LIMITS, planMirror } from '../src/core/plan.ts';
+import { DEFAULT_DELETE_LIMITS, planMirror, replaceReason } from '../src/core/plan.ts';
 import type { ObjectInfo } from '../src/core/types.ts';
 import { azureBlobStore } from '../src/stores/azure-blob.ts';
 import { azureKeyProblem, ociKeyProblem } from '../src/stores/key-rules.ts';
@@ -217,6 +217,17 @@ describe('key rules (pure)', () => {
     const object = (key: string): ObjectInfo => ({ key, size: 3, lastModifiedMs: 1000, etag: `etag-${key}` });
     const plan = planMirror([object('x\\y'), object('x/y')], [{ ...object('x/y'), recordedSource: { etag: 'etag-x/y', lastModifiedMs: 1000 } }], DEFAULT_DELETE_LIMITS, azureKeyProblem);
     expect(plan).toMatchObject({ transfers: [], deletions: [], unchanged: 1, refused: [{ key: 'x\\y' }] });
+  });
+
+  it('a metadata-only change is seen from the recorded source LastModified alone, and nothing else moves it', () => {
+    const source = { key: 'k', size: 1, lastModifiedMs: 5_000, etag: 'e' };
+    const copy = (recordedModifiedMs?: number, targetModifiedMs = 1_000) => ({ ...source, lastModifiedMs: targetModifiedMs, recordedSource: { etag: 'e', ...(recordedModifiedMs === undefined ? {} : { lastModifiedMs: recordedModifiedMs }) } });
+    expect(replaceReason(source, copy(4_000))).toEqual({ why: 'source-metadata', sourceModifiedMs: 5_000, recordedModifiedMs: 4_000 });
+    expect(replaceReason(source, copy(5_000))).toBeUndefined();
+    expect(replaceReason(source, copy(5_999 - 999))).toBeUndefined(); // the same second
+    // No recorded LastModified (an older copy): the target's own time is not trusted for this (clock skew would re-copy every run).
+    expect(replaceReason(source, copy(undefined, 1_000))).toBeUndefined();
+    expect(replaceReason({ ...source, etag: 'f' }, copy(4_000))).toMatchObject({ why: 'source-etag' });
   });
 
   it('Azure metadata names: - becomes _, anything else that is no identifier cannot be mapped', () => {
