@@ -4,6 +4,7 @@
  * streamed path and on Azure's server-side pull (through the copy-from-URL stand-in, as Azurite lacks it).
  */
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { BlockBlobClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { planWhileListing } from '../src/core/listings.ts';
 import { DEFAULT_DELETE_LIMITS, planMirror, replaceReason } from '../src/core/plan.ts';
@@ -183,8 +184,9 @@ describe('keys a target cannot hold verbatim', () => {
     // What the refusal prevents, shown on Azurite: the SDK builds the URL of "a/./b" as ".../a/b".
     expect(s.blobs.getBlockBlobClient('a/./b').url.endsWith(`/${s.container}/a/b`)).toBe(true);
     expect(s.blobs.getBlockBlobClient('a/../b').url.endsWith(`/${s.container}/b`)).toBe(true);
-    // Even percent-encoded: WHATWG URL parsing treats %2E as a dot.
+    // Even percent-encoded, or given as a whole URL: WHATWG URL parsing treats %2E as a dot.
     expect(s.blobs.getBlockBlobClient('a/%2E/b').url).not.toContain('/a/%2E/b');
+    for (const path of ['a/./b', 'a/%2E/b']) expect(new BlockBlobClient(`${s.blobs.url}/${path}`, new StorageSharedKeyCredential(emulators.azurite.accountName, emulators.azurite.accountKey)).name).toBe('a/b');
     await putBlob(s, 'name.', 'kept by Azurite'); // real Azure would drop the dot
     await putBlob(s, 'a/b', 'the real a/b');
 
