@@ -2,7 +2,8 @@
 import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import azureFunctions from '@azure/functions';
-import { compareHeads, compareListings, type VerifyReport } from '../src/core/verify.ts';
+import { DEFAULT_DELETE_LIMITS, planMirror } from '../src/core/plan.ts';
+import { compareHeads, listingDifferences, type VerifyReport } from '../src/core/verify.ts';
 import { verifyHttpHandler } from '../src/functions/verify-http.ts';
 import { createSyncService } from '../src/sync.ts';
 import { loggedEvents, newInvocation } from './support/functions-invocation.ts';
@@ -175,19 +176,20 @@ describe('verify compares (pure)', () => {
   const object = (key: string, size = 1, recordedEtag?: string) => ({ key, size, lastModifiedMs: 0, etag: `e-${key}`, ...(recordedEtag === undefined ? {} : { recordedSource: { etag: recordedEtag } }) });
 
   it('listings: missing, extra, size, a recorded ETag that moved, and refused keys, each named once', () => {
-    const { differences, pairs } = compareListings(
+    const plan = planMirror(
       [object('same'), object('gone'), object('grown', 2), object('moved'), object('x\\y')],
       [object('same', 1, 'e-same'), object('grown', 1), object('moved', 1, 'e-old'), object('left'), object('x\\y')],
+      DEFAULT_DELETE_LIMITS,
       (key) => (key.includes('\\') ? 'no backslash' : undefined),
     );
-    expect(differences).toEqual([
-      { kind: 'missing', key: 'gone' },
+    expect(listingDifferences(plan)).toEqual([
+      { kind: 'refused', key: 'x\\y', reason: 'no backslash' },
       { kind: 'size', key: 'grown', source: 2, target: 1 },
       { kind: 'content', key: 'moved', sourceEtag: 'e-moved', recordedEtag: 'e-old' },
-      { kind: 'refused', key: 'x\\y', reason: 'no backslash' },
+      { kind: 'missing', key: 'gone' },
       { kind: 'extra', key: 'left' },
     ]);
-    expect(pairs.map((pair) => pair.source.key)).toEqual(['same']);
+    expect(plan.unchanged).toBe(1); // "same": compared by HEAD
   });
 
   it('heads: a header the source lacks but the target has is a difference; a missing Content-Type at the source is not', () => {

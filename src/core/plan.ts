@@ -55,6 +55,7 @@ export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceRe
 export class MirrorPlanner {
   readonly #limits: DeleteLimits;
   readonly #keyProblem: (key: string) => string | undefined;
+  readonly #onMatch: ((source: ObjectInfo, target: ObjectInfo, reason: ReplaceReason | undefined) => void) | undefined;
   readonly #refused: KeyRefusal[] = [];
   /** Source objects the target has not listed yet: copies, unless the target lists them later. */
   readonly #unmatchedSource = new Map<string, ObjectInfo>();
@@ -65,10 +66,18 @@ export class MirrorPlanner {
   #sourceObjects = 0;
   #targetObjects = 0;
 
-  /** `keyProblem` says why the target cannot hold a key verbatim (`TargetStore.keyProblem`); such keys are refused. */
-  constructor(limits: DeleteLimits = DEFAULT_DELETE_LIMITS, keyProblem: (key: string) => string | undefined = () => undefined) {
+  /**
+   * `keyProblem` says why the target cannot hold a key verbatim (`TargetStore.keyProblem`); such keys
+   * are refused. `onMatch` sees every key listed on both sides, with the decision (verify checks more).
+   */
+  constructor(
+    limits: DeleteLimits = DEFAULT_DELETE_LIMITS,
+    keyProblem: (key: string) => string | undefined = () => undefined,
+    onMatch?: (source: ObjectInfo, target: ObjectInfo, reason: ReplaceReason | undefined) => void,
+  ) {
     this.#limits = limits;
     this.#keyProblem = keyProblem;
+    this.#onMatch = onMatch;
   }
 
   addSource(object: ObjectInfo): void {
@@ -122,6 +131,7 @@ export class MirrorPlanner {
 
   #compare(source: ObjectInfo, target: ObjectInfo): void {
     const reason = replaceReason(source, target);
+    this.#onMatch?.(source, target, reason);
     if (reason === undefined) this.#unchanged += 1;
     else this.#replacements.push({ kind: 'replace', key: source.key, source, target, reason });
   }

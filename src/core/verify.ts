@@ -10,7 +10,9 @@ import { CONTENT_HEADER_FIELDS } from '../stores/store.ts';
 import { forEachBounded } from './concurrency.ts';
 import { describeError } from './errors.ts';
 import { formatDuration } from './report.ts';
-import type { ObjectInfo, ProviderChoice, TargetName } from './types.ts';
+import { planWhileListing } from './listings.ts';
+import { DEFAULT_DELETE_LIMITS } from './plan.ts';
+import type { ObjectInfo, Plan, ProviderChoice, ReplaceReason, TargetName } from './types.ts';
 
 /** One way a target differs from the source (or could not be checked), with the key it concerns. */
 export type Difference =
@@ -69,33 +71,23 @@ export interface VerifyOptions {
   readonly now?: () => number;
 }
 
-/** Listing-level comparison: keys, sizes, and the source ETag a target recorded in its listing (Azure). Pure. */
-export function compareListings(
-  source: readonly ObjectInfo[],
-  target: readonly ObjectInfo[],
-  keyProblem: (key: string) => string | undefined,
-): { readonly differences: Difference[]; readonly pairs: { readonly source: ObjectInfo; readonly target: ObjectInfo }[] } {
-  const differences: Difference[] = [];
-  const pairs: { source: ObjectInfo; target: ObjectInfo }[] = [];
-  const targetByKey = new Map(target.map((object) => [object.key, object]));
-  for (const object of source) {
-    const problem = keyProblem(object.key);
-    if (problem !== undefined) {
-      differences.push({ kind: 'refused', key: object.key, reason: problem });
-      targetByKey.delete(object.key);
-      continue;
-    }
-    const copy = targetByKey.get(object.key);
-    targetByKey.delete(object.key);
-    if (copy === undefined) differences.push({ kind: 'missing', key: object.key });
-    else if (copy.size !== object.size) differences.push({ kind: 'size', key: object.key, source: object.size, target: copy.size });
-    else if (copy.recordedSource !== undefined && copy.recordedSource.etag !== object.etag) {
-      differences.push({ kind: 'content', key: object.key, sourceEtag: object.etag, recordedEtag: copy.recordedSource.etag });
-    } else pairs.push({ source: object, target: copy });
+/**
+ * What a target's plan (from the listings) already proves different: missing and extra keys, refused
+ * keys, sizes, and a recorded source ETag that is not the source's (Azure's listing shows it). Pure.
+ */
+export function listingDifferences(plan: Plan): Difference[] {
+  const differences: Difference[] = plan.refused.map((refusal) => ({ kind: 'refused', key: refusal.key, reason: refusal.reason }));
+  for (const action of plan.transfers) {
+    if (action.kind === 'copy') differences.push({ kind: 'missing', key: action.key });
+    else if (action.reason.why === 'size') differences.push({ kind: 'size', key: action.key, source: action.reason.sourceSize, target: action.reason.targetSize });
+    else if (action.reason.why === 'source-etag') differences.push({ kind: 'content', key: action.key, sourceEtag: action.reason.sourceEtag, recordedEtag: action.reason.recordedEtag });
   }
-  for (const key of targetByKey.keys()) if (keyProblem(key) === undefined) differences.push({ kind: 'extra', key });
-  return { differences, pairs };
+  for (const action of plan.deletions) differences.push({ kind: 'extra', key: action.key });
+  return differences;
 }
+
+/** Decisions the listings alone prove (`listingDifferences`); every other listed pair is compared by HEAD. */
+const PROVEN_BY_LISTING: ReadonlySet<ReplaceReason['why']> = new Set(['size', 'source-etag']);
 
 /** The metadata a target should hold for a source object (`TargetStore.metadataFor`), or why there is none. */
 export type ExpectedMetadata = { readonly ok: true; readonly metadata: Readonly<Record<string, string>> } | { readonly ok: false; readonly problem: string };
@@ -148,24 +140,42 @@ export async function verifyMirror(source: SourceStore, targets: readonly Verify
   const signal = options.signal;
   const sourceRequests = { listPages: 0, heads: 0, reads: 0 };
 
-  const [sourceListing, ...targetListings] = await Promise.allSettled([listAll(source, sourceRequests, signal), ...targets.map((target) => listAll(target.store, undefined, signal))]);
-  if (sourceListing!.status === 'rejected') throw sourceListing!.reason;
-  const sourceObjects = sourceListing!.value;
+  interface TargetState {
+    readonly target: VerifyTarget;
+    readonly requests: { listPages: number; heads: number; reads: number };
+    readonly differences: Difference[];
+    compared: number;
+    unchecked: number;
+  }
+  const states: TargetState[] = targets.map((target) => ({ target, requests: { listPages: 0, heads: 0, reads: 0 }, differences: [], compared: 0, unchecked: 0 }));
+  // Keys listed on both sides that the listings do not prove different, with the targets to compare them on:
+  // the planner matches the listings as they arrive, so only these keys are held, not the listings.
+  const toCompare = new Map<string, TargetState[]>();
+  const listed = await planWhileListing(
+    { label: source.label, pages: (listSignal) => countedPages(source.listPages(listSignal), sourceRequests) },
+    states.map((state) => ({
+      name: state.target.name,
+      label: state.target.store.label,
+      pages: (listSignal: AbortSignal) => countedPages(state.target.store.listPages(listSignal), state.requests),
+      keyProblem: (key: string) => state.target.store.keyProblem(key),
+      onMatch: (object: ObjectInfo, _copy: ObjectInfo, reason: ReplaceReason | undefined) => {
+        if (reason !== undefined && PROVEN_BY_LISTING.has(reason.why)) return;
+        const waiting = toCompare.get(object.key);
+        if (waiting === undefined) toCompare.set(object.key, [state]);
+        else waiting.push(state);
+      },
+    })),
+    DEFAULT_DELETE_LIMITS,
+    signal === undefined ? {} : { signal },
+  );
+  for (const state of states) {
+    const plan = listed.plans.get(state.target.name);
+    if (plan === undefined) state.differences.push({ kind: 'error', message: `listing failed: ${describeError(listed.failedTargets.get(state.target.name))}` });
+    else state.differences.push(...listingDifferences(plan));
+  }
 
-  const states = targets.map((target, index) => {
-    const listing = targetListings[index]!;
-    const requests = { listPages: listing.status === 'fulfilled' ? listing.value.pages : 0, heads: 0, reads: 0 };
-    if (listing.status === 'rejected') {
-      return { target, requests, compared: 0, unchecked: 0, differences: [{ kind: 'error', message: `listing failed: ${describeError(listing.reason)}` }] as Difference[], pairs: new Map<string, ObjectInfo>() };
-    }
-    const compared = compareListings(sourceObjects.objects, listing.value.objects, (key) => target.store.keyProblem(key));
-    return { target, requests, compared: 0, unchecked: 0, differences: compared.differences, pairs: new Map(compared.pairs.map((pair) => [pair.source.key, pair.target])) };
-  });
-
-  const keys = sourceObjects.objects.filter((object) => states.some((state) => state.pairs.has(object.key))).map((object) => object.key);
   let stoppedEarly: string | undefined;
-  await forEachBounded(keys, options.concurrency ?? 16, async (key) => {
-    const waiting = states.filter((state) => state.pairs.has(key));
+  await forEachBounded(toCompare, options.concurrency ?? 16, async ([key, waiting]) => {
     if (signal?.aborted === true || (options.stopAt !== undefined && now() >= options.stopAt)) {
       stoppedEarly = 'the deadline came before every object was compared';
       for (const state of waiting) state.unchecked += 1;
@@ -228,7 +238,7 @@ export async function verifyMirror(source: SourceStore, targets: readonly Verify
   return {
     provider: options.provider,
     checksum,
-    source: { store: source.label, objects: sourceObjects.objects.length, requests: sourceRequests },
+    source: { store: source.label, objects: listed.sourceObjects, requests: sourceRequests },
     startedAt: new Date(startedMs).toISOString(),
     durationMs: now() - startedMs,
     exact: reports.every((report) => report.exact),
@@ -244,15 +254,12 @@ function compareKeys(a: string | undefined, b: string | undefined): number {
   return a < b ? -1 : 1;
 }
 
-async function listAll(store: { listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> }, requests: { listPages: number } | undefined, signal: AbortSignal | undefined): Promise<{ objects: ObjectInfo[]; pages: number }> {
-  const objects: ObjectInfo[] = [];
-  let pages = 0;
-  for await (const page of store.listPages(signal)) {
-    pages += 1;
-    objects.push(...page);
+/** The pages of a listing as they come, counted in `requests.listPages` (one request each). */
+async function* countedPages(pages: AsyncIterable<readonly ObjectInfo[]>, requests: { listPages: number }): AsyncIterable<readonly ObjectInfo[]> {
+  for await (const page of pages) {
+    requests.listPages += 1;
+    yield page;
   }
-  if (requests !== undefined) requests.listPages = pages;
-  return { objects, pages };
 }
 
 async function md5Hex(body: AsyncIterable<Uint8Array>): Promise<string> {
