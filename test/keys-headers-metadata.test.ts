@@ -5,7 +5,7 @@
  */
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { BlockBlobClient, StorageSharedKeyCredential } from '@azure/storage-blob';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { planWhileListing } from '../src/core/listings.ts';
 import { DEFAULT_DELETE_LIMITS, planMirror, replaceReason } from '../src/core/plan.ts';
 import type { ObjectInfo } from '../src/core/types.ts';
@@ -14,20 +14,12 @@ import { azureKeyProblem, ociKeyProblem } from '../src/stores/key-rules.ts';
 import { azureMetadataName } from '../src/stores/metadata.ts';
 import { runCli, runJson, targetOf } from './support/cli-run.ts';
 import { createProxiedScenario } from './support/proxied-scenario.ts';
-import { createScenario, nextSecond, pseudoRandomBytes, putBlob, putSource, readAll, type Scenario } from './support/scenario.ts';
+import { scenarioFactory } from './support/test-scenarios.ts';
+import { nextSecond, pseudoRandomBytes, putBlob, putSource, readAll, type Scenario } from './support/scenario.ts';
 
 const emulators = inject('emulators');
 const MIB = 1024 * 1024;
-const scenarios: Scenario[] = [];
-afterAll(() => {
-  for (const scenario of scenarios) scenario.s3.destroy();
-});
-
-async function scenario(): Promise<Scenario> {
-  const created = await createScenario(emulators, 'exact');
-  scenarios.push(created);
-  return created;
-}
+const scenario = scenarioFactory(emulators, 'exact');
 
 const HEADERS = {
   ContentType: 'application/javascript',

@@ -1,6 +1,6 @@
 /** `artifacts-sync verify`: what it proves, what it names, and its exit codes, against real Azurite and s3rver. */
 import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import azureFunctions from '@azure/functions';
 import { DEFAULT_DELETE_LIMITS, planMirror } from '../src/core/plan.ts';
 import { compareHeads, listingDifferences, type VerifyReport } from '../src/core/verify.ts';
@@ -8,17 +8,14 @@ import { verifyHttpHandler } from '../src/functions/verify-http.ts';
 import { createSyncService } from '../src/sync.ts';
 import { loggedEvents, newInvocation } from './support/functions-invocation.ts';
 import { runCli, runJson } from './support/cli-run.ts';
-import { createScenario, putBlob, putSource, type Scenario } from './support/scenario.ts';
+import { putBlob, putSource, type Scenario } from './support/scenario.ts';
+import { scenarioFactory } from './support/test-scenarios.ts';
 
 const emulators = inject('emulators');
-const scenarios: Scenario[] = [];
-afterAll(() => {
-  for (const scenario of scenarios) scenario.s3.destroy();
-});
+const scenario = scenarioFactory(emulators, 'verify');
 
 async function mirrored(): Promise<Scenario> {
-  const s = await createScenario(emulators, 'verify');
-  scenarios.push(s);
+  const s = await scenario();
   await s.s3.send(new PutObjectCommand({ Bucket: s.sourceBucket, Key: 'web/app.js', Body: 'console.log(1)', ContentType: 'application/javascript', CacheControl: 'max-age=60', Metadata: { 'build-id': '7' } }));
   for (const key of ['a.txt', 'b.txt', 'c.txt']) await putSource(s, key, `content of ${key}`, 'text/plain');
   expect((await runJson('all', s.settings)).exitCode).toBe(0);
