@@ -30,6 +30,6 @@ CSPROJ
   [[ -n "$found" ]] || { echo "install-bicep: $PACKAGE $BICEP_VERSION restored, but no bicep binary found in it" >&2; exit 1; }
   mkdir -p "$(dirname "$bicep")"
   cp "$found" "$bicep" && chmod +x "$bicep"
-  rm -rf "$restore"
+  rm -rf "$restore" "$tools/nuget"
 fi
 echo "$bicep"
