@@ -42,8 +42,8 @@ param awsRegion string
 // The Azure target
 @description('Existing storage account of the Azure target (the usual case). Empty: a new account is created here.')
 param targetStorageAccountName string = ''
-@description('Resource group of that existing account (same subscription); default this deployment\'s.')
-param targetStorageResourceGroupName string = resourceGroup().name
+@description('Resource group of that existing account (same subscription). Empty: this deployment\'s.')
+param targetStorageResourceGroupName string = ''
 @description('AZURE_STORAGE_CONTAINER: the container mirrored into; created when missing.')
 param targetContainerName string
 @description('SYNC_LOCK_CONTAINER: the container of the run locks, in the target account; created when missing.')
@@ -99,6 +99,7 @@ param alertEmail string = ''
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = { 'azd-env-name': environmentName, application: 'artifacts-sync' }
 var createTargetAccount = empty(targetStorageAccountName)
+var targetResourceGroupName = createTargetAccount || empty(targetStorageResourceGroupName) ? resourceGroup().name : targetStorageResourceGroupName
 var deploymentContainerName = 'app-package'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -121,7 +122,7 @@ module hostStorage 'modules/host-storage.bicep' = {
 
 module target 'modules/target-storage.bicep' = {
   name: 'target-storage'
-  scope: resourceGroup(createTargetAccount ? resourceGroup().name : targetStorageResourceGroupName)
+  scope: resourceGroup(targetResourceGroupName)
   params: {
     accountName: createTargetAccount ? 'sttarget${resourceToken}' : targetStorageAccountName
     createAccount: createTargetAccount

@@ -255,6 +255,17 @@ describe('the deployment template (infra/main.json) against the app', () => {
     expect(secrets?.['condition']).toBe("[not(empty(items(parameters('secretValues'))[copyIndex()].value))]");
   });
 
+  it('gets every required parameter from the azd environment (infra/main.parameters.json), and no key', () => {
+    const azdParameters = objectAt(JSON.parse(readFileSync(join(repo, 'infra/main.parameters.json'), 'utf8')) as JsonObject, 'parameters');
+    const parameters = objectAt(main, 'parameters');
+    expect(Object.keys(azdParameters).filter((name) => !(name in parameters))).toEqual([]);
+    const required = Object.entries(parameters).filter(([, parameter]) => isObject(parameter) && !('defaultValue' in parameter)).map(([name]) => name);
+    expect(required.filter((name) => !(name in azdParameters))).toEqual([]);
+    const secure = Object.entries(parameters).filter(([, parameter]) => isObject(parameter) && parameter['type'] === 'securestring').map(([name]) => name);
+    expect(secure.length).toBeGreaterThan(0);
+    expect(Object.keys(azdParameters).filter((name) => secure.includes(name))).toEqual([]);
+  });
+
   it('alerts on a failed timer run, on poison messages and on no complete run, over log lines the app writes', () => {
     const alerts = at(moduleDeployment('monitoring'), 'properties', 'template', 'variables', 'alerts');
     expect(Array.isArray(alerts)).toBe(true);
