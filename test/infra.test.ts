@@ -170,6 +170,29 @@ describe('the deployment template (infra/main.json) against the app', () => {
     expect(settingsSet.filter((name) => overrides.includes(name) || leftUnset.includes(name))).toEqual([]);
   });
 
+  it('describes each override with the default and range the app applies', () => {
+    const literal = (text: string | undefined): number | undefined => (text !== undefined && /^[\d_]+$/.test(text) ? Number(text.replaceAll('_', '')) : undefined);
+    let checked = 0;
+    for (const { text } of appSource) {
+      for (const match of text.matchAll(/read\.integer\('(\w+)', \{ default: ([^,]+), min: ([^,]+), max: ([^}]+?) \}/g)) {
+        const [, name = '', fallback, min, max] = match;
+        if (!overrides.includes(name)) continue;
+        const description = stringAt(main, 'definitions', 'appSettingOverrides', 'properties', name, 'metadata', 'description');
+        const [low, high, value] = [literal(min), literal(max), literal(fallback)];
+        if (value !== undefined) expect(description, name).toContain(`default ${value}`);
+        if (low !== undefined && high !== undefined) expect(description, name).toContain(`${low}-${high}`);
+        checked += 1;
+      }
+      for (const match of text.matchAll(/read\.choice\('(\w+)', [^)]*, '([^']+)'\)/g)) {
+        const [, name = '', fallback] = match;
+        if (!overrides.includes(name)) continue;
+        expect(stringAt(main, 'definitions', 'appSettingOverrides', 'properties', name, 'metadata', 'description'), name).toContain(`default ${fallback}`);
+        checked += 1;
+      }
+    }
+    expect(checked).toBeGreaterThan(10);
+  });
+
   it('applies the overrides on top of the settings it sets, so each keeps the app default unless given', () => {
     const appSettings = ofType('Microsoft.Web/sites/config').find((entry) => entry.module === appModule);
     expect(appSettings?.resource['name']).toBe("[format('{0}/{1}', parameters('name'), 'appsettings')]");

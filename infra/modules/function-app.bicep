@@ -23,7 +23,7 @@ type appSettingOverrides = {
   SYNC_SERVER_SIDE_SINGLE_MAX_MB: string?
   @description('Lifetime of the presigned URLs Azure pulls from, 60-604800 s; default 3600.')
   SYNC_PRESIGN_TTL_SECONDS: string?
-  @description('Most deletions one run may make per target; default 1000.')
+  @description('Most deletions one run may make per target, 0-100000000; default 1000.')
   SYNC_MAX_DELETE_COUNT: string?
   @description('Most deletions one run may make, as a share of the target, 0-100; default 50.')
   SYNC_MAX_DELETE_PERCENT: string?
