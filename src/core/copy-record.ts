@@ -1,0 +1,307 @@
+/**
+ * The copy record: what our runs wrote to a target whose listings carry no metadata (OCI, through S3
+ * ListObjectsV2), so that a run decides each of its objects from the listing alone, exactly.
+ *
+ * Per key it keeps the target ETag our write produced and the source ETag we copied. Each entry is a
+ * fact that stays true: "the target version with ETag T holds the bytes of the source version with
+ * ETag S". A listed object whose ETag is T is therefore current exactly when the source still lists S;
+ * no timestamp is involved, so neither an overwrite in the same second, nor one that lands while we
+ * transfer, nor a multipart upload that S3 dates at its initiation can slip through. An object the
+ * record does not cover (another ETag: written by someone else, by an event worker, by the old tool)
+ * is looked at with one HEAD, and what the HEAD shows is recorded, so it is not asked again.
+ * A record that cannot be read or fails its checks is not trusted at all: every object is then looked
+ * at, and the run writes a sound record at its end. See docs/exactness.md, "How OCI stays exact".
+ */
+import { createHash } from 'node:crypto';
+import type { TargetStore } from '../stores/store.ts';
+import { forEachBounded } from './concurrency.ts';
+import { StoreError, describeError } from './errors.ts';
+import { replaceReason } from './plan.ts';
+import type { WrittenCopy } from './transfer.ts';
+import type { ObjectInfo, Plan, TransferAction } from './types.ts';
+
+/** Where a copy record is kept between runs (a blob beside the target's run lock). */
+export interface CopyRecordStore {
+  /** Where it is kept, for messages: `azure://account/container/blob`. */
+  readonly label: string;
+  /** The stored bytes and their version (for a conditional save), or `undefined` when no record exists yet. */
+  load(signal?: AbortSignal): Promise<{ readonly bytes: Uint8Array; readonly version: string } | undefined>;
+  /** Replaces the record only if it is still at `version` (`undefined`: only if none exists); throws otherwise. */
+  save(bytes: Uint8Array, version: string | undefined, signal?: AbortSignal): Promise<void>;
+}
+
+const FORMAT = 'artifacts-sync copy record';
+const FORMAT_VERSION = 1;
+/** Between the two ETags of an entry; ETags never hold a line break. */
+const SEPARATOR = '\n';
+/** HEAD requests in flight while objects the record does not cover are looked at. */
+const LOOK_CONCURRENCY = 16;
+
+/** The record could not be trusted: what was wrong with it. */
+export class CopyRecordError extends Error {
+  override readonly name = 'CopyRecordError';
+}
+
+/** The entries, in memory: key → `targetEtag \n sourceEtag` (an empty source: that version recorded none). */
+export class CopyRecord {
+  /** Entries not yet matched by the target's listing; what is left after it was not listed. */
+  readonly #loaded: Map<string, string>;
+  /** Entries of listed keys and of this run's writes and looks. */
+  readonly #current = new Map<string, string>();
+  #changed = false;
+
+  constructor(entries: Map<string, string> = new Map()) {
+    this.#loaded = entries;
+  }
+
+  /** Reads a stored record; throws `CopyRecordError` naming what is wrong, never returns a partial one. */
+  static parse(bytes: Uint8Array, target: string): CopyRecord {
+    const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+    const lineEnd = text.indexOf('\n');
+    if (lineEnd < 0) throw new CopyRecordError('it has no header line');
+    const header: unknown = parseJson(text.slice(0, lineEnd), 'its header');
+    const body = text.slice(lineEnd + 1);
+    if (!isHeader(header)) throw new CopyRecordError(`its header is not a "${FORMAT}" version ${FORMAT_VERSION} header`);
+    if (header.target !== target) throw new CopyRecordError(`it is the record of ${header.target}, not of ${target}`);
+    if (sha256(body) !== header.sha256) throw new CopyRecordError('its entries do not match the checksum in its header (changed or cut short)');
+    const rows: unknown = parseJson(body, 'its entries');
+    if (!Array.isArray(rows) || rows.length !== header.count) throw new CopyRecordError(`it does not hold the ${header.count} entries its header announces`);
+    const entries = new Map<string, string>();
+    for (const row of rows as unknown[]) {
+      if (!Array.isArray(row) || row.length !== 3 || !row.every((field) => typeof field === 'string') || row[1] === '' || entries.has(row[0] as string)) {
+        throw new CopyRecordError(`an entry is malformed or repeated: ${JSON.stringify(row).slice(0, 200)}`);
+      }
+      const [key, targetEtag, sourceEtag] = row as [string, string, string];
+      entries.set(key, targetEtag + SEPARATOR + sourceEtag);
+    }
+    return new CopyRecord(entries);
+  }
+
+  /** The record as stored: a header line (format, target, count, checksum), then the entries as JSON. */
+  serialize(target: string): Uint8Array {
+    const rows: [string, string, string][] = [];
+    for (const [key, entry] of this.#current) {
+      const split = entry.indexOf(SEPARATOR);
+      rows.push([key, entry.slice(0, split), entry.slice(split + 1)]);
+    }
+    const body = JSON.stringify(rows);
+    const header = JSON.stringify({ format: FORMAT, version: FORMAT_VERSION, target, count: rows.length, sha256: sha256(body) });
+    return new TextEncoder().encode(`${header}\n${body}`);
+  }
+
+  /** Entries held (listed keys, and this run's writes and looks). */
+  get size(): number {
+    return this.#current.size + this.#loaded.size;
+  }
+
+  /** True when a save would store something else than was loaded. */
+  get changed(): boolean {
+    return this.#changed || this.#loaded.size > 0;
+  }
+
+  /**
+   * A listed target object with what the record knows of it: the source it holds when the record
+   * covers its version, `provenance: 'unknown'` when it does not (a HEAD decides then).
+   */
+  annotate(object: ObjectInfo): ObjectInfo {
+    let entry = this.#loaded.get(object.key);
+    if (entry !== undefined) {
+      this.#loaded.delete(object.key);
+      this.#current.set(object.key, entry);
+    } else entry = this.#current.get(object.key);
+    if (entry === undefined) return { ...object, provenance: 'unknown' };
+    const split = entry.indexOf(SEPARATOR);
+    if (entry.slice(0, split) !== object.etag) return { ...object, provenance: 'unknown' };
+    const sourceEtag = entry.slice(split + 1);
+    // A version known to record no source (an old tool's copy): the size and timestamp rule decides.
+    return sourceEtag === '' ? object : { ...object, recordedSource: { etag: sourceEtag } };
+  }
+
+  /** Whether any version of `key` was written by us or looked at before. */
+  knows(key: string): boolean {
+    return this.#current.has(key) || this.#loaded.has(key);
+  }
+
+  /** Records a version of `key`: written by us, or seen by a HEAD (`sourceEtag` empty: it records no source). */
+  record(key: string, targetEtag: string, sourceEtag: string): void {
+    // A service that gave no ETag: nothing to recognise the version by; the next run looks again.
+    if (targetEtag === '') return this.forget(key);
+    const entry = targetEtag + SEPARATOR + sourceEtag;
+    this.#loaded.delete(key);
+    if (this.#current.get(key) === entry) return;
+    this.#current.set(key, entry);
+    this.#changed = true;
+  }
+
+  forget(key: string): void {
+    if (this.#loaded.delete(key) || this.#current.delete(key)) this.#changed = true;
+  }
+
+  /** Drops the entries of keys the target's listing no longer shows (call once the listing is complete). */
+  pruneUnlisted(): void {
+    if (this.#loaded.size === 0) return;
+    this.#loaded.clear();
+    this.#changed = true;
+  }
+}
+
+/**
+ * One target's copy record for one run: loaded beside the listings, applied to the target's listing,
+ * consulted and extended while the run looks and writes, saved at the end. `store` undefined: nowhere
+ * to keep a record (no Azure storage configured); every object the listing cannot decide is looked at.
+ */
+export class RecordedTarget {
+  readonly #target: string;
+  readonly #store: CopyRecordStore | undefined;
+  readonly #loading: Promise<{ record: CopyRecord; version: string | undefined; problem: string | undefined }>;
+  #record: CopyRecord | undefined;
+  #version: string | undefined;
+  #listed = false;
+  /** Said in the target's report: how the record was used, and what it cost. */
+  readonly notes: string[] = [];
+
+  constructor(target: string, store: CopyRecordStore | undefined, signal: AbortSignal) {
+    this.#target = target;
+    this.#store = store;
+    this.#loading = load(target, store, signal);
+    this.#loading.catch(() => undefined);
+  }
+
+  /** The target's listing, each object annotated by the record; the first page is asked for while the record loads. */
+  async *annotate(pages: AsyncIterable<readonly ObjectInfo[]>): AsyncIterable<readonly ObjectInfo[]> {
+    const iterator = pages[Symbol.asyncIterator]();
+    const first = iterator.next();
+    first.catch(() => undefined);
+    const { record, version, problem } = await this.#loading;
+    this.#record = record;
+    this.#version = version;
+    if (problem !== undefined) this.notes.push(problem);
+    try {
+      for (let next = await first; next.done !== true; next = await iterator.next()) yield next.value.map((object) => record.annotate(object));
+    } finally {
+      await iterator.return?.();
+    }
+    record.pruneUnlisted();
+    this.#listed = true;
+  }
+
+  /**
+   * The plan with every `unverified` replacement decided by a HEAD at the target: taken as current
+   * (and recorded), or replaced with the reason the HEAD gives. A HEAD that fails keeps the replacement:
+   * copying again is never wrong.
+   */
+  async resolve(plan: Plan, store: TargetStore, signal: AbortSignal): Promise<Plan> {
+    const unverified = plan.transfers.filter((action) => action.kind === 'replace' && action.reason.why === 'unverified');
+    if (unverified.length === 0) return plan;
+    const record = this.#record ?? new CopyRecord();
+    const head = store.head;
+    if (head === undefined) throw new Error(`${store.label} cannot be asked about one object (no HEAD), so its copies cannot be verified`);
+    const decided = new Map<TransferAction, TransferAction | undefined>();
+    let failedLooks = 0;
+    await forEachBounded(unverified, LOOK_CONCURRENCY, async (action) => {
+      try {
+        const seen = await head.call(store, action.key, signal);
+        const recordedNoSource = seen.recordedSource === undefined;
+        const target: ObjectInfo = {
+          key: action.key,
+          size: seen.size,
+          lastModifiedMs: seen.lastModifiedMs,
+          etag: seen.etag,
+          ...(seen.recordedSource === undefined ? {} : { recordedSource: seen.recordedSource }),
+          ...(recordedNoSource && record.knows(action.key) ? { provenance: 'rewritten' as const } : {}),
+        };
+        // A version someone rewrote after us stays unrecorded: recorded as "no source", the timestamp rule would take it as current.
+        if (target.provenance === undefined) record.record(action.key, seen.etag, seen.recordedSource?.etag ?? '');
+        const reason = replaceReason(action.source, target);
+        decided.set(action, reason === undefined ? undefined : { kind: 'replace', key: action.key, source: action.source, target, reason });
+      } catch (error) {
+        if (error instanceof StoreError && error.status === 404) decided.set(action, { kind: 'copy', key: action.key, source: action.source });
+        else failedLooks += 1;
+      }
+    });
+    const transfers: TransferAction[] = [];
+    let current = 0;
+    for (const action of plan.transfers) {
+      if (!decided.has(action)) transfers.push(action);
+      else {
+        const outcome = decided.get(action);
+        if (outcome === undefined) current += 1;
+        else transfers.push(outcome);
+      }
+    }
+    const why = this.#store === undefined
+      ? 'OCI listings carry no metadata and no copy record is kept (it needs the Azure storage of the run lock)'
+      : 'the copy record did not cover their versions (written elsewhere, by the old tool, or not recorded yet); they are recorded now';
+    this.notes.push(`looked at ${unverified.length} object(s) with one HEAD each: ${why}; ${current} found current`);
+    if (failedLooks > 0) this.notes.push(`${failedLooks} HEAD(s) failed: those objects are copied again`);
+    return { ...plan, transfers, unchanged: plan.unchanged + current };
+  }
+
+  /** A write of ours succeeded. */
+  wrote(key: string, written: WrittenCopy): void {
+    this.#record?.record(key, written.targetEtag, written.sourceEtag);
+  }
+
+  /** Keys deleted (or perhaps deleted) at the target. */
+  deleted(keys: readonly string[]): void {
+    for (const key of keys) this.#record?.forget(key);
+  }
+
+  /**
+   * Stores the record when it changed and the target was listed in full. A save that fails costs the
+   * next run HEADs, never exactness: said in a note, not a failure.
+   */
+  async save(signal: AbortSignal): Promise<void> {
+    const record = this.#record;
+    if (this.#store === undefined || record === undefined || !this.#listed || !record.changed) return;
+    try {
+      await this.#store.save(record.serialize(this.#target), this.#version, signal);
+    } catch (error) {
+      this.notes.push(`the copy record could not be saved (${describeError(error)}); the next run looks at this run's copies with a HEAD each`);
+    }
+  }
+}
+
+async function load(target: string, store: CopyRecordStore | undefined, signal: AbortSignal): Promise<{ record: CopyRecord; version: string | undefined; problem: string | undefined }> {
+  if (store === undefined) return { record: new CopyRecord(), version: undefined, problem: undefined };
+  let stored: Awaited<ReturnType<CopyRecordStore['load']>>;
+  try {
+    stored = await store.load(signal);
+  } catch (error) {
+    return { record: new CopyRecord(), version: undefined, problem: `the copy record ${store.label} could not be read (${describeError(error)}): no object was taken as current on its word` };
+  }
+  if (stored === undefined) return { record: new CopyRecord(), version: undefined, problem: undefined };
+  try {
+    return { record: CopyRecord.parse(stored.bytes, target), version: stored.version, problem: undefined };
+  } catch (error) {
+    const reason = error instanceof CopyRecordError ? error.message : describeError(error);
+    // Replaced at the end of the run (if still the same version): a bad record costs one run of HEADs.
+    return { record: new CopyRecord(), version: stored.version, problem: `the copy record ${store.label} is not trusted (${reason}): no object was taken as current on its word; it is rewritten at the end of this run` };
+  }
+}
+
+interface RecordHeader {
+  readonly format: string;
+  readonly version: number;
+  readonly target: string;
+  readonly count: number;
+  readonly sha256: string;
+}
+
+function isHeader(value: unknown): value is RecordHeader {
+  if (typeof value !== 'object' || value === null) return false;
+  const header = value as Partial<Record<keyof RecordHeader, unknown>>;
+  return header.format === FORMAT && header.version === FORMAT_VERSION && typeof header.target === 'string' && Number.isSafeInteger(header.count) && typeof header.sha256 === 'string';
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new CopyRecordError(`${what} is not valid JSON (${describeError(error)})`);
+  }
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
