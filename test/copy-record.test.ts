@@ -52,6 +52,22 @@ describe('the stored copy record', () => {
     expect(record.size).toBe(keys.length);
   });
 
+  it('keeps hex ETags (packed) and any other ETag byte-exact', () => {
+    const hex = (digit: string): string => digit.repeat(32);
+    const entries: [string, string, string][] = [
+      ['both-hex', hex('a'), hex('b')],
+      ['hex-no-source', hex('c'), ''],
+      ['upper-case', hex('D'), hex('e')],
+      ['multipart', hex('f'), `${hex('1')}-12`],
+      ['opaque', 'ocid-ünï-etag', 'W/"weak"'],
+    ];
+    const record = recordOf(entries);
+    for (const [key, targetEtag, sourceEtag] of entries) {
+      expect(record.annotate(object(key, targetEtag)).recordedSource?.etag ?? '').toBe(sourceEtag);
+      expect(record.annotate(object(key, hex('0'))).provenance).toBe('unknown');
+    }
+  });
+
   it('refuses a record that was cut short, edited, is another target\'s, or is not one, naming what is wrong', () => {
     const record = new CopyRecord();
     record.record('a.zip', 'target-1', 'source-1');

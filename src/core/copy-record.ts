@@ -12,6 +12,7 @@
  * A record that cannot be read or fails its checks is not trusted at all: every object is then looked
  * at, and the run writes a sound record at its end. See docs/exactness.md, "How OCI stays exact".
  */
+import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import type { TargetStore } from '../stores/store.ts';
 import { forEachBounded } from './concurrency.ts';
@@ -32,8 +33,6 @@ export interface CopyRecordStore {
 
 const FORMAT = 'artifacts-sync copy record';
 const FORMAT_VERSION = 1;
-/** Between the two ETags of an entry; ETags never hold a line break. */
-const SEPARATOR = '\n';
 /** HEAD requests in flight while objects the record does not cover are looked at. */
 const LOOK_CONCURRENCY = 16;
 
@@ -42,7 +41,7 @@ export class CopyRecordError extends Error {
   override readonly name = 'CopyRecordError';
 }
 
-/** The entries, in memory: key → `targetEtag \n sourceEtag` (an empty source: that version recorded none). */
+/** The entries, in memory: key → both ETags packed in one string (`packEntry`; an empty source: that version recorded none). */
 export class CopyRecord {
   /** Entries not yet matched by the target's listing; what is left after it was not listed. */
   readonly #loaded: Map<string, string>;
@@ -64,28 +63,28 @@ export class CopyRecord {
     if (!isHeader(header)) throw new CopyRecordError(`its header is not a "${FORMAT}" version ${FORMAT_VERSION} header`);
     if (header.target !== target) throw new CopyRecordError(`it is the record of ${header.target}, not of ${target}`);
     if (sha256(body) !== header.sha256) throw new CopyRecordError('its entries do not match the checksum in its header (changed or cut short)');
-    const rows: unknown = parseJson(body, 'its entries');
-    if (!Array.isArray(rows) || rows.length !== header.count) throw new CopyRecordError(`it does not hold the ${header.count} entries its header announces`);
     const entries = new Map<string, string>();
-    for (const row of rows as unknown[]) {
+    // One entry per line, read in place: no array of every entry is built on the way.
+    for (let start = 0; start < body.length; ) {
+      const end = body.indexOf('\n', start);
+      const row: unknown = parseJson(body.slice(start, end < 0 ? body.length : end), 'an entry');
+      start = end < 0 ? body.length : end + 1;
       if (!Array.isArray(row) || row.length !== 3 || !row.every((field) => typeof field === 'string') || row[1] === '' || entries.has(row[0] as string)) {
         throw new CopyRecordError(`an entry is malformed or repeated: ${JSON.stringify(row).slice(0, 200)}`);
       }
       const [key, targetEtag, sourceEtag] = row as [string, string, string];
-      entries.set(key, targetEtag + SEPARATOR + sourceEtag);
+      entries.set(key, packEntry(targetEtag, sourceEtag));
     }
+    if (entries.size !== header.count) throw new CopyRecordError(`it holds ${entries.size} entries, its header announces ${header.count}`);
     return new CopyRecord(entries);
   }
 
-  /** The record as stored: a header line (format, target, count, checksum), then the entries as JSON. */
+  /** The record as stored: a header line (format, target, count, checksum), then one JSON line per entry: `[key, targetEtag, sourceEtag]`. */
   serialize(target: string): Uint8Array {
-    const rows: [string, string, string][] = [];
-    for (const [key, entry] of this.#current) {
-      const split = entry.indexOf(SEPARATOR);
-      rows.push([key, entry.slice(0, split), entry.slice(split + 1)]);
-    }
-    const body = JSON.stringify(rows);
-    const header = JSON.stringify({ format: FORMAT, version: FORMAT_VERSION, target, count: rows.length, sha256: sha256(body) });
+    const lines: string[] = [];
+    for (const [key, entry] of this.#current) lines.push(JSON.stringify([key, ...unpackEntry(entry)]));
+    const body = lines.join('\n');
+    const header = JSON.stringify({ format: FORMAT, version: FORMAT_VERSION, target, count: lines.length, sha256: sha256(body) });
     return new TextEncoder().encode(`${header}\n${body}`);
   }
 
@@ -110,9 +109,8 @@ export class CopyRecord {
       this.#current.set(object.key, entry);
     } else entry = this.#current.get(object.key);
     if (entry === undefined) return { ...object, provenance: 'unknown' };
-    const split = entry.indexOf(SEPARATOR);
-    if (entry.slice(0, split) !== object.etag) return { ...object, provenance: 'unknown' };
-    const sourceEtag = entry.slice(split + 1);
+    const [targetEtag, sourceEtag] = unpackEntry(entry);
+    if (targetEtag !== object.etag) return { ...object, provenance: 'unknown' };
     // A version known to record no source (an old tool's copy): the size and timestamp rule decides.
     return sourceEtag === '' ? object : { ...object, recordedSource: { etag: sourceEtag } };
   }
@@ -126,7 +124,7 @@ export class CopyRecord {
   record(key: string, targetEtag: string, sourceEtag: string): void {
     // A service that gave no ETag: nothing to recognise the version by; the next run looks again.
     if (targetEtag === '') return this.forget(key);
-    const entry = targetEtag + SEPARATOR + sourceEtag;
+    const entry = packEntry(targetEtag, sourceEtag);
     this.#loaded.delete(key);
     if (this.#current.get(key) === entry) return;
     this.#current.set(key, entry);
@@ -188,9 +186,10 @@ export class RecordedTarget {
   /**
    * The plan with every `unverified` replacement decided by a HEAD at the target: taken as current
    * (and recorded), or replaced with the reason the HEAD gives. A HEAD that fails keeps the replacement:
-   * copying again is never wrong.
+   * copying again is never wrong. No HEAD starts at or after `stopAt` (epoch ms, the run's deadline for
+   * new work): what is left stays a replacement, deferred by the deadline, and the next run goes on.
    */
-  async resolve(plan: Plan, store: TargetStore, signal: AbortSignal): Promise<Plan> {
+  async resolve(plan: Plan, store: TargetStore, signal: AbortSignal, deadline: { readonly stopAt?: number; readonly now: () => number }): Promise<Plan> {
     const unverified = plan.transfers.filter((action) => action.kind === 'replace' && action.reason.why === 'unverified');
     if (unverified.length === 0) return plan;
     const record = this.#record ?? new CopyRecord();
@@ -198,7 +197,12 @@ export class RecordedTarget {
     if (head === undefined) throw new Error(`${store.label} cannot be asked about one object (no HEAD), so its copies cannot be verified`);
     const decided = new Map<TransferAction, TransferAction | undefined>();
     let failedLooks = 0;
+    let notLooked = 0;
     await forEachBounded(unverified, LOOK_CONCURRENCY, async (action) => {
+      if (signal.aborted || (deadline.stopAt !== undefined && deadline.now() >= deadline.stopAt)) {
+        notLooked += 1;
+        return;
+      }
       try {
         const seen = await head.call(store, action.key, signal);
         const recordedNoSource = seen.recordedSource === undefined;
@@ -232,7 +236,8 @@ export class RecordedTarget {
     const why = this.#store === undefined
       ? 'OCI listings carry no metadata and no copy record is kept (it needs the Azure storage of the run lock)'
       : 'the copy record did not cover their versions (written elsewhere, by the old tool, or not recorded yet); they are recorded now';
-    this.notes.push(`looked at ${unverified.length} object(s) with one HEAD each: ${why}; ${current} found current`);
+    this.notes.push(`looked at ${unverified.length - notLooked} object(s) with one HEAD each: ${why}; ${current} found current`);
+    if (notLooked > 0) this.notes.push(`${notLooked} object(s) not looked at before the deadline: left to the next run`);
     if (failedLooks > 0) this.notes.push(`${failedLooks} HEAD(s) failed: those objects are copied again`);
     return { ...plan, transfers, unchanged: plan.unchanged + current };
   }
@@ -249,9 +254,11 @@ export class RecordedTarget {
 
   /**
    * Stores the record when it changed and the target was listed in full. A save that fails costs the
-   * next run HEADs, never exactness: said in a note, not a failure.
+   * next run HEADs, never exactness: said in a note, not a failure. `signal` must abort when the run
+   * lock is lost (only its holder may write), but not at the run's deadline: what this run learned is
+   * kept even when it ran out of time, or a bucket larger than one run's HEADs would never converge.
    */
-  async save(signal: AbortSignal): Promise<void> {
+  async save(signal: AbortSignal | undefined): Promise<void> {
     const record = this.#record;
     if (this.#store === undefined || record === undefined || !this.#listed || !record.changed) return;
     try {
@@ -260,6 +267,39 @@ export class RecordedTarget {
       this.notes.push(`the copy record could not be saved (${describeError(error)}); the next run looks at this run's copies with a HEAD each`);
     }
   }
+}
+
+/** ETags of 32 lower-case hex digits: S3's single-part ETags, and OCI's. */
+const HEX_ETAG = /^[0-9a-f]{32}$/;
+const PACKED_HEX = 0x68; // 'h'
+const PACKED_RAW = 0x72; // 'r'
+
+/**
+ * Both ETags of an entry in one flat one-byte string, for memory: `h` and the 16 or 32 bytes of hex
+ * ETags (the usual case: about a third of the text), else `r`, the target ETag, a line break (which no
+ * ETag holds) and the source ETag. Built in a buffer, so the string is flat, not a chain of pieces.
+ */
+function packEntry(targetEtag: string, sourceEtag: string): string {
+  if (HEX_ETAG.test(targetEtag) && (sourceEtag === '' || HEX_ETAG.test(sourceEtag))) {
+    const hex = targetEtag + sourceEtag;
+    const bytes = Buffer.alloc(1 + hex.length / 2);
+    bytes[0] = PACKED_HEX;
+    bytes.write(hex, 1, 'hex');
+    return bytes.toString('latin1');
+  }
+  return Buffer.from(`r${targetEtag}\n${sourceEtag}`, 'utf8').toString('latin1');
+}
+
+function unpackEntry(entry: string): [targetEtag: string, sourceEtag: string] {
+  const bytes = Buffer.from(entry, 'latin1');
+  if (bytes[0] === PACKED_HEX) {
+    const hex = bytes.toString('hex', 1);
+    return [hex.slice(0, 32), hex.slice(32)];
+  }
+  if (bytes[0] !== PACKED_RAW) throw new Error('a copy record entry in memory is neither packed form');
+  const text = bytes.toString('utf8', 1);
+  const split = text.indexOf('\n');
+  return [text.slice(0, split), text.slice(split + 1)];
 }
 
 async function load(target: string, store: CopyRecordStore | undefined, signal: AbortSignal): Promise<{ record: CopyRecord; version: string | undefined; problem: string | undefined }> {

@@ -213,7 +213,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         emit({ event: 'failure', target: target.name, operation: 'list', message });
         continue;
       }
-      const plan = record === undefined ? listedPlan : await record.resolve(listedPlan, target.store, signal);
+      const plan = record === undefined ? listedPlan : await record.resolve(listedPlan, target.store, signal, { stopAt: options.deadline?.stopStartingAt, now });
       const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
       const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming', record);
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
@@ -234,7 +234,8 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
       await transferAll(runs, source, options, signal, emit, now);
       for (const run of runs) await deleteExtras(run, source, signal, emit);
-      await Promise.all(runs.map((run) => run.record?.save(signal)));
+      // Not cut by the deadline (see `RecordedTarget.save`); the caller's signal aborts when the lock is lost.
+      await Promise.all(runs.map((run) => run.record?.save(options.signal)));
     }
     for (const run of runs) run.notes.push(...(run.record?.notes ?? []));
     const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > 0);
