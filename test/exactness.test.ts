@@ -4,36 +4,21 @@
  * the run lock (see docs/exactness.md, "How OCI stays exact"); Azure listings carry the recorded source ETag.
  */
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { runJson, targetOf } from './support/cli-run.ts';
 import { blobServiceClientFor } from './support/emulators.ts';
-import { createProxiedScenario, type ProxiedScenario } from './support/proxied-scenario.ts';
-import { createScenario, md5Hex, mirrorDifferences, pseudoRandomBytes, putS3Object, putSource, readAll, readBucket, readContainer, type Scenario } from './support/scenario.ts';
+import { withProxiedScenario, type ProxiedScenario, type ProxiedScenarioOptions } from './support/proxied-scenario.ts';
+import { md5Hex, mirrorDifferences, pseudoRandomBytes, putS3Object, putSource, readAll, readBucket, readContainer, type Scenario } from './support/scenario.ts';
 
 const emulators = inject('emulators');
 const MIB = 1024 * 1024;
 /** The blob that holds OCI's copy record, beside its run lock. */
 const recordBlobName = (s: Scenario): string => `oci/${new URL(s.settings['OCI_S3_ENDPOINT']!).host}/${s.ociBucket}.copies`;
-const scenarios: Scenario[] = [];
-afterAll(() => {
-  for (const scenario of scenarios) scenario.s3.destroy();
-});
-
-async function scenario(extraSettings: Record<string, string> = {}): Promise<Scenario> {
-  const created = await createScenario(emulators, 'exact', extraSettings);
-  scenarios.push(created);
-  return created;
-}
-
-async function expectExactMirrors(s: Scenario): Promise<void> {
-  const state = await readAll(s);
-  expect(mirrorDifferences(state.source, state.azure)).toEqual([]);
-  expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
-}
+const withProxied = (options: ProxiedScenarioOptions, test: (s: ProxiedScenario) => Promise<void>): Promise<void> => withProxiedScenario(emulators, options, test);
+const headsAtOci = (s: ProxiedScenario): number => s.ociProxy.countBy('HeadObject');
 
 describe('same-size overwrites', () => {
-  it('20 same-size overwrites made right after a run are all mirrored by the next run, on both targets', async () => {
-    const s = await scenario();
+  it('20 same-size overwrites made right after a run are all mirrored by the next run, on both targets', () => withProxied({ prefix: 'overwrites' }, async (s) => {
     const keys = Array.from({ length: 20 }, (_, index) => `builds/${String(index).padStart(2, '0')}.bin`);
     for (const [index, key] of keys.entries()) await putSource(s, key, pseudoRandomBytes(2048, index + 1));
     expect((await runJson('all', s.settings)).exitCode).toBe(0);
@@ -44,22 +29,14 @@ describe('same-size overwrites', () => {
     expect(exitCode).toBe(0);
     expect(targetOf(report, 'azure')).toMatchObject({ replaced: 20, unchanged: 0 });
     expect(targetOf(report, 'oci')).toMatchObject({ replaced: 20, unchanged: 0 });
-    await expectExactMirrors(s);
+    const state = await readAll(s);
+    expect(mirrorDifferences(state.source, state.azure)).toEqual([]);
+    expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
     const again = await runJson('all', s.settings);
     expect(again.report.targets.map((entry) => [entry.copied, entry.replaced, entry.unchanged])).toEqual([[0, 0, 20], [0, 0, 20]]);
-  });
+    expect(headsAtOci(s)).toBe(0);
+  }));
 });
-
-async function withProxied(options: Parameters<typeof createProxiedScenario>[1], test: (s: ProxiedScenario) => Promise<void>): Promise<void> {
-  const s = await createProxiedScenario(emulators, options);
-  try {
-    await test(s);
-  } finally {
-    await s.close();
-  }
-}
-
-const headsAtOci = (s: ProxiedScenario): number => s.ociProxy.countBy('HeadObject');
 
 describe('overwrites during a transfer', () => {
   it('a same-size overwrite of a 24 MiB object while it is being written is mirrored by the next run, and no target ever holds a mix of versions', () =>
