@@ -139,6 +139,27 @@ describe('writes at OCI by others', () => {
     }));
 });
 
+describe('looks that fail', () => {
+  it('an object whose HEAD fails is copied again, never taken as current, and the run says so', () =>
+    withProxied({ prefix: 'headfail', settings: { SYNC_RETRY_ATTEMPTS: '1' } }, async (s) => {
+      const keys = Array.from({ length: 5 }, (_, index) => `h/${index}.bin`);
+      for (const [index, key] of keys.entries()) await putSource(s, key, pseudoRandomBytes(300, index + 1));
+      // Copies the record does not know (written under another lock container's record).
+      expect((await runJson('oci', { ...s.settings, SYNC_LOCK_CONTAINER: 'other-writer' })).exitCode).toBe(0);
+      s.ociProxy.setFaults({ rate: 1, kinds: ['500'], onlyOperations: ['HeadObject'] });
+      const { exitCode, report } = await runJson('oci', s.settings);
+      s.ociProxy.setFaults(null);
+      expect(exitCode).toBe(0);
+      const oci = targetOf(report, 'oci');
+      expect(oci).toMatchObject({ replaced: 5, unchanged: 0, complete: true });
+      expect(oci.notes).toContainEqual('5 HEAD(s) failed: those objects are copied again');
+      // Our copies are in the record now: no HEAD needed.
+      s.ociProxy.reset();
+      expect(targetOf((await runJson('oci', s.settings)).report, 'oci')).toMatchObject({ unchanged: 5 });
+      expect(headsAtOci(s)).toBe(0);
+    }));
+});
+
 describe('a copy record that cannot be trusted', () => {
   it('a corrupt record takes no object as current on its word: every object is looked at, overwrites are found, and the record is rewritten', () =>
     withProxied({ prefix: 'corrupt' }, async (s) => {
