@@ -87,8 +87,9 @@ describe('the stored copy record', () => {
     const record = recordOf([['a', 't-a', 's-a'], ['b', 't-b', 's-b'], ['c', 't-c', 's-c']]);
     record.annotate(object('a', 't-a'));
     record.annotate(object('b', 't-b'));
-    expect(record.changed).toBe(true);
+    expect(record.changed).toBe(false);
     record.pruneUnlisted();
+    expect(record.changed).toBe(true);
     record.forget('b');
     const stored = CopyRecord.parse(record.serialize(TARGET), TARGET);
     expect(stored.size).toBe(1);

@@ -41,16 +41,17 @@ export class CopyRecordError extends Error {
   override readonly name = 'CopyRecordError';
 }
 
-/** The entries, in memory: key → both ETags packed in one string (`packEntry`; an empty source: that version recorded none). */
+/**
+ * The entries, in memory: key → both ETags packed in one string (`packEntry`; an empty source: that
+ * version recorded none), marked once this run has listed or written the key. The map's keys are its
+ * own strings: a key string from a listing is a slice that keeps its whole listing page alive.
+ */
 export class CopyRecord {
-  /** Entries not yet matched by the target's listing; what is left after it was not listed. */
-  readonly #loaded: Map<string, string>;
-  /** Entries of listed keys and of this run's writes and looks. */
-  readonly #current = new Map<string, string>();
+  readonly #entries: Map<string, string>;
   #changed = false;
 
   constructor(entries: Map<string, string> = new Map()) {
-    this.#loaded = entries;
+    this.#entries = entries;
   }
 
   /** Reads a stored record; throws `CopyRecordError` naming what is wrong, never returns a partial one. */
@@ -64,7 +65,7 @@ export class CopyRecord {
     if (header.target !== target) throw new CopyRecordError(`it is the record of ${header.target}, not of ${target}`);
     if (sha256(body) !== header.sha256) throw new CopyRecordError('its entries do not match the checksum in its header (changed or cut short)');
     const entries = new Map<string, string>();
-    // One entry per line, read in place: no array of every entry is built on the way.
+    // One entry per line, read in place: no array of every entry is built on the way (and JSON.parse makes whole strings, not slices).
     for (let start = 0; start < body.length; ) {
       const end = body.indexOf('\n', start);
       const row: unknown = parseJson(body.slice(start, end < 0 ? body.length : end), 'an entry');
@@ -73,7 +74,7 @@ export class CopyRecord {
         throw new CopyRecordError(`an entry is malformed or repeated: ${JSON.stringify(row).slice(0, 200)}`);
       }
       const [key, targetEtag, sourceEtag] = row as [string, string, string];
-      entries.set(key, packEntry(targetEtag, sourceEtag));
+      entries.set(key, packEntry(targetEtag, sourceEtag, false));
     }
     if (entries.size !== header.count) throw new CopyRecordError(`it holds ${entries.size} entries, its header announces ${header.count}`);
     return new CopyRecord(entries);
@@ -82,20 +83,19 @@ export class CopyRecord {
   /** The record as stored: a header line (format, target, count, checksum), then one JSON line per entry: `[key, targetEtag, sourceEtag]`. */
   serialize(target: string): Uint8Array {
     const lines: string[] = [];
-    for (const [key, entry] of this.#current) lines.push(JSON.stringify([key, ...unpackEntry(entry)]));
+    for (const [key, entry] of this.#entries) lines.push(JSON.stringify([key, ...unpackEntry(entry)]));
     const body = lines.join('\n');
     const header = JSON.stringify({ format: FORMAT, version: FORMAT_VERSION, target, count: lines.length, sha256: sha256(body) });
     return new TextEncoder().encode(`${header}\n${body}`);
   }
 
-  /** Entries held (listed keys, and this run's writes and looks). */
   get size(): number {
-    return this.#current.size + this.#loaded.size;
+    return this.#entries.size;
   }
 
   /** True when a save would store something else than was loaded. */
   get changed(): boolean {
-    return this.#changed || this.#loaded.size > 0;
+    return this.#changed;
   }
 
   /**
@@ -103,12 +103,10 @@ export class CopyRecord {
    * covers its version, `provenance: 'unknown'` when it does not (a HEAD decides then).
    */
   annotate(object: ObjectInfo): ObjectInfo {
-    let entry = this.#loaded.get(object.key);
-    if (entry !== undefined) {
-      this.#loaded.delete(object.key);
-      this.#current.set(object.key, entry);
-    } else entry = this.#current.get(object.key);
+    const entry = this.#entries.get(object.key);
     if (entry === undefined) return { ...object, provenance: 'unknown' };
+    // Setting an existing key keeps the map's own key string.
+    if (!isMarked(entry)) this.#entries.set(object.key, withMark(entry));
     const [targetEtag, sourceEtag] = unpackEntry(entry);
     if (targetEtag !== object.etag) return { ...object, provenance: 'unknown' };
     // A version known to record no source (an old tool's copy): the size and timestamp rule decides.
@@ -117,29 +115,31 @@ export class CopyRecord {
 
   /** Whether any version of `key` was written by us or looked at before. */
   knows(key: string): boolean {
-    return this.#current.has(key) || this.#loaded.has(key);
+    return this.#entries.has(key);
   }
 
   /** Records a version of `key`: written by us, or seen by a HEAD (`sourceEtag` empty: it records no source). */
   record(key: string, targetEtag: string, sourceEtag: string): void {
     // A service that gave no ETag: nothing to recognise the version by; the next run looks again.
     if (targetEtag === '') return this.forget(key);
-    const entry = packEntry(targetEtag, sourceEtag);
-    this.#loaded.delete(key);
-    if (this.#current.get(key) === entry) return;
-    this.#current.set(key, entry);
-    this.#changed = true;
+    const entry = packEntry(targetEtag, sourceEtag, true);
+    const previous = this.#entries.get(key);
+    if (previous === undefined) this.#entries.set(ownCopy(key), entry);
+    else this.#entries.set(key, entry);
+    if (previous === undefined || withMark(previous) !== entry) this.#changed = true;
   }
 
   forget(key: string): void {
-    if (this.#loaded.delete(key) || this.#current.delete(key)) this.#changed = true;
+    if (this.#entries.delete(key)) this.#changed = true;
   }
 
-  /** Drops the entries of keys the target's listing no longer shows (call once the listing is complete). */
+  /** Drops the entries of keys this run neither listed nor wrote (call once the target's listing is complete). */
   pruneUnlisted(): void {
-    if (this.#loaded.size === 0) return;
-    this.#loaded.clear();
-    this.#changed = true;
+    for (const [key, entry] of this.#entries) {
+      if (isMarked(entry)) continue;
+      this.#entries.delete(key);
+      this.#changed = true;
+    }
   }
 }
 
@@ -271,35 +271,56 @@ export class RecordedTarget {
 
 /** ETags of 32 lower-case hex digits: S3's single-part ETags, and OCI's. */
 const HEX_ETAG = /^[0-9a-f]{32}$/;
+/** The first byte of a packed entry: its form, upper case once this run listed or wrote the key. */
 const PACKED_HEX = 0x68; // 'h'
 const PACKED_RAW = 0x72; // 'r'
+const MARK = 0x20; // 'h' ^ 'H'
 
 /**
  * Both ETags of an entry in one flat one-byte string, for memory: `h` and the 16 or 32 bytes of hex
  * ETags (the usual case: about a third of the text), else `r`, the target ETag, a line break (which no
  * ETag holds) and the source ETag. Built in a buffer, so the string is flat, not a chain of pieces.
  */
-function packEntry(targetEtag: string, sourceEtag: string): string {
+function packEntry(targetEtag: string, sourceEtag: string, marked: boolean): string {
+  let bytes: Buffer;
   if (HEX_ETAG.test(targetEtag) && (sourceEtag === '' || HEX_ETAG.test(sourceEtag))) {
     const hex = targetEtag + sourceEtag;
-    const bytes = Buffer.alloc(1 + hex.length / 2);
+    bytes = Buffer.alloc(1 + hex.length / 2);
     bytes[0] = PACKED_HEX;
     bytes.write(hex, 1, 'hex');
-    return bytes.toString('latin1');
-  }
-  return Buffer.from(`r${targetEtag}\n${sourceEtag}`, 'utf8').toString('latin1');
+  } else bytes = Buffer.from(`r${targetEtag}\n${sourceEtag}`, 'utf8');
+  if (marked) bytes[0] = bytes[0]! ^ MARK;
+  return bytes.toString('latin1');
 }
 
 function unpackEntry(entry: string): [targetEtag: string, sourceEtag: string] {
   const bytes = Buffer.from(entry, 'latin1');
-  if (bytes[0] === PACKED_HEX) {
+  const form = isMarked(entry) ? bytes[0]! ^ MARK : bytes[0];
+  if (form === PACKED_HEX) {
     const hex = bytes.toString('hex', 1);
     return [hex.slice(0, 32), hex.slice(32)];
   }
-  if (bytes[0] !== PACKED_RAW) throw new Error('a copy record entry in memory is neither packed form');
+  if (form !== PACKED_RAW) throw new Error('a copy record entry in memory is neither packed form');
   const text = bytes.toString('utf8', 1);
   const split = text.indexOf('\n');
   return [text.slice(0, split), text.slice(split + 1)];
+}
+
+function isMarked(entry: string): boolean {
+  return (entry.charCodeAt(0) & MARK) === 0;
+}
+
+/** The entry marked as listed or written by this run (a new flat string). */
+function withMark(entry: string): string {
+  if (isMarked(entry)) return entry;
+  const bytes = Buffer.from(entry, 'latin1');
+  bytes[0] = bytes[0]! ^ MARK;
+  return bytes.toString('latin1');
+}
+
+/** A key string of its own (a listing's key is a slice of its whole page). */
+function ownCopy(key: string): string {
+  return Buffer.from(key, 'utf8').toString('utf8');
 }
 
 async function load(target: string, store: CopyRecordStore | undefined, signal: AbortSignal): Promise<{ record: CopyRecord; version: string | undefined; problem: string | undefined }> {
