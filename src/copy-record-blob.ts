@@ -21,9 +21,11 @@ export function blobCopyRecordStore(options: BlobCopyRecordOptions): CopyRecordS
   const { lock, blobName } = options;
   const label = `${blobName} in the lock container ${lock.container}`;
   // The Blob SDK loads on first use, beside the listings (a run mirroring only OCI needs it for its lock anyway).
-  const client = async () => {
+  // Few tries: the record only spares HEADs, so a store that is down must not hold the run up.
+  const client = async (maxTries: number) => {
     const { serviceClient, withAttemptTimeout } = await import('./stores/azure-blob.ts');
-    const service = serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential: options.credential });
+    const account = lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential: options.credential };
+    const service = serviceClient({ ...account, maxTries, tryTimeoutMs: options.attemptTimeoutMs });
     const blob = service.getContainerClient(lock.container).getBlockBlobClient(blobName);
     const bounded = <T>(call: (abortSignal: AbortSignal) => Promise<T>, signal: AbortSignal | undefined): Promise<T> => withAttemptTimeout(call, signal, options.attemptTimeoutMs, 3);
     return { blob, bounded };
@@ -34,7 +36,7 @@ export function blobCopyRecordStore(options: BlobCopyRecordOptions): CopyRecordS
   return {
     label,
     async load(signal?: AbortSignal) {
-      const { blob, bounded } = await client();
+      const { blob, bounded } = await client(2);
       try {
         const bytes = await bounded(async (abortSignal) => {
           const answer = await blob.download(0, undefined, { abortSignal });
@@ -52,7 +54,8 @@ export function blobCopyRecordStore(options: BlobCopyRecordOptions): CopyRecordS
       }
     },
     async save(bytes: Uint8Array, version: string | undefined, signal?: AbortSignal): Promise<void> {
-      const { blob, bounded } = await client();
+      // One try: a record not saved costs the next run HEADs, never exactness.
+      const { blob, bounded } = await client(1);
       try {
         await bounded((abortSignal) => blob.uploadData(bytes, { abortSignal, conditions: version === undefined ? { ifNoneMatch: '*' } : { ifMatch: version } }), signal);
       } catch (error) {
