@@ -160,6 +160,29 @@ describe('looks that fail', () => {
     }));
 });
 
+describe('the deadline', () => {
+  it('no HEAD starts after the deadline stops new work: those objects are left to the next run, which looks at them', () =>
+    withProxied({ prefix: 'deadline' }, async (s) => {
+      const keys = Array.from({ length: 4 }, (_, index) => `d/${index}.bin`);
+      for (const [index, key] of keys.entries()) await putSource(s, key, pseudoRandomBytes(300, index + 1));
+      expect((await runJson('oci', { ...s.settings, SYNC_LOCK_CONTAINER: 'other-writer' })).exitCode).toBe(0);
+      // A 20 s deadline stops new work at 15 s; the OCI listing is held 16 s, so it ends after that.
+      s.ociProxy.setFaults({ rate: 1, kinds: ['stall'], stallMs: 16_000, onlyOperations: ['ListObjectsV2'], maxFaults: 1 });
+      s.ociProxy.reset();
+      const late = await runJson('oci', { ...s.settings, SYNC_DEADLINE_SECONDS: '20' });
+      s.ociProxy.setFaults(null);
+      const oci = targetOf(late.report, 'oci');
+      expect(late.report.stoppedEarly).toContain('deadline');
+      expect(oci).toMatchObject({ replaced: 0, unchanged: 0, deferred: 4, complete: false });
+      expect(oci.notes).toContainEqual('4 object(s) not looked at before the deadline: left to the next run');
+      expect(headsAtOci(s)).toBe(0);
+
+      const next = await runJson('oci', s.settings);
+      expect(targetOf(next.report, 'oci')).toMatchObject({ unchanged: 4, complete: true });
+      expect(headsAtOci(s)).toBe(4);
+    }), 90_000);
+});
+
 describe('a copy record that cannot be trusted', () => {
   it('a corrupt record takes no object as current on its word: every object is looked at, overwrites are found, and the record is rewritten', () =>
     withProxied({ prefix: 'corrupt' }, async (s) => {
