@@ -74,6 +74,8 @@ export type RunEvent =
   | { readonly event: 'progress'; readonly target: TargetName; readonly done: number; readonly total: number; readonly bytes: number }
   | { readonly event: 'deleted'; readonly target: TargetName; readonly objects: number }
   | { readonly event: 'fallback'; readonly target: TargetName; readonly reason: string }
+  /** What a target's report notes about how its objects were decided (the copy record, the HEADs it cost). */
+  | { readonly event: 'note'; readonly target: TargetName; readonly message: string }
   | { readonly event: 'failure'; readonly target: TargetName | 'source'; readonly operation: string; readonly key?: string; readonly message: string }
   | { readonly event: 'target-end'; readonly target: TargetName; readonly copied: number; readonly replaced: number; readonly deleted: number; readonly unchanged: number; readonly failed: number; readonly deferred: number; readonly bytes: number; readonly durationMs: number; readonly complete: boolean }
   | { readonly event: 'run-end'; readonly complete: boolean; readonly failures: number; readonly durationMs: number };
@@ -237,7 +239,12 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       // Not cut by the deadline (see `RecordedTarget.save`); the caller's signal aborts when the lock is lost.
       await Promise.all(runs.map((run) => run.record?.save(options.signal)));
     }
-    for (const run of runs) run.notes.push(...(run.record?.notes ?? []));
+    for (const run of runs) {
+      for (const message of run.record?.notes ?? []) {
+        run.notes.push(message);
+        emit({ event: 'note', target: run.name, message });
+      }
+    }
     const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > 0);
     return finish({
       sourceObjects: listed.sourceObjects,
