@@ -23,7 +23,7 @@ import type { ObjectInfo, Plan, TransferAction } from './types.ts';
 
 /** Where a copy record is kept between runs (a blob beside the target's run lock). */
 export interface CopyRecordStore {
-  /** Where it is kept, for messages: `azure://account/container/blob`. */
+  /** Where it is kept, for messages (never a secret). */
   readonly label: string;
   /** The stored bytes and their version (for a conditional save), or `undefined` when no record exists yet. */
   load(signal?: AbortSignal): Promise<{ readonly bytes: Uint8Array; readonly version: string } | undefined>;
@@ -193,7 +193,7 @@ export class RecordedTarget {
     const unverified = plan.transfers.filter((action) => action.kind === 'replace' && action.reason.why === 'unverified');
     if (unverified.length === 0) return plan;
     const record = this.#record ?? new CopyRecord();
-    const head = store.head;
+    const head = store.head?.bind(store);
     if (head === undefined) throw new Error(`${store.label} cannot be asked about one object (no HEAD), so its copies cannot be verified`);
     const decided = new Map<TransferAction, TransferAction | undefined>();
     let failedLooks = 0;
@@ -204,7 +204,7 @@ export class RecordedTarget {
         return;
       }
       try {
-        const seen = await head.call(store, action.key, signal);
+        const seen = await head(action.key, signal);
         const recordedNoSource = seen.recordedSource === undefined;
         const target: ObjectInfo = {
           key: action.key,
