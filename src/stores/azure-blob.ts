@@ -7,8 +7,8 @@ import { forEachBounded } from '../core/concurrency.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
-import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, unquoteEtag } from './metadata.ts';
-import type { KeyFailure, Part, PartUpload, ServerSideCopy, TargetStore, WriteDescription } from './store.ts';
+import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, recordedSourceOf, unquoteEtag } from './metadata.ts';
+import type { KeyFailure, Part, PartUpload, ServerSideCopy, TargetStore, WriteDescription, WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
@@ -54,7 +54,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   const blob = (key: string): BlockBlobClient => container.getBlockBlobClient(key);
 
   const serverSideCopy: ServerSideCopy = {
-    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void> {
+    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<WrittenVersion> {
       const target = blob(description.key);
       const sourceMd5 = description.contentMd5Base64 === undefined ? undefined : Buffer.from(description.contentMd5Base64, 'base64');
       try {
@@ -85,6 +85,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       if (written.contentLength !== description.size) {
         throw new StoreError({ store: label, operation: 'check copy', key: description.key, scope: 'object', detail: `the copy has ${written.contentLength} bytes, the source ${description.size}` });
       }
+      return { etag: unquoteEtag(written.etag) };
     },
   };
 
@@ -102,16 +103,13 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
           const page = await bounded(signal, (abortSignal) => container.listPage(marker, abortSignal));
           marker = page.nextMarker;
           yield page.blobs.map((item): ObjectInfo => {
-            const recordedEtag = item.metadata.get(SOURCE_ETAG_METADATA);
-            const recordedModified = item.metadata.get(SOURCE_MODIFIED_METADATA);
+            const recordedSource = recordedSourceOf((name) => item.metadata.get(name));
             return {
               key: item.name,
               size: item.contentLength,
               lastModifiedMs: item.lastModifiedMs,
               etag: unquoteEtag(item.etag),
-              ...(recordedEtag === undefined
-                ? {}
-                : { recordedSource: { etag: recordedEtag, ...(recordedModified === undefined ? {} : { lastModifiedMs: Date.parse(recordedModified) }) } }),
+              ...(recordedSource === undefined ? {} : { recordedSource }),
             };
           });
         } while (marker !== undefined);
@@ -120,14 +118,15 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       }
     },
 
-    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
       try {
-        await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
+        const written = await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
           abortSignal,
           blobHTTPHeaders: headersOf(description),
           metadata: recordedSourceMetadata(description),
           transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
         }));
+        return { etag: unquoteEtag(written.etag) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -143,9 +142,10 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
             throw fail(`stage block ${part.index}`, error, description.key);
           }
         },
-        async commit(partCount: number, signal?: AbortSignal): Promise<void> {
+        async commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion> {
           try {
-            await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
+            const written = await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
+            return { etag: unquoteEtag(written.etag) };
           } catch (error) {
             throw fail('commit block list', error, description.key);
           }

@@ -1,3 +1,4 @@
+import type { RecordedSource } from '../core/types.ts';
 import type { WriteDescription } from './store.ts';
 
 /**
@@ -14,6 +15,15 @@ export function recordedSourceMetadata(description: WriteDescription): Record<st
     metadata[SOURCE_MODIFIED_METADATA] = new Date(description.recordedSource.lastModifiedMs).toISOString();
   }
   return metadata;
+}
+
+/** The source a copy recorded in its metadata (from a listing or a HEAD), or `undefined` when it recorded none. */
+export function recordedSourceOf(metadata: (name: string) => string | undefined): RecordedSource | undefined {
+  const etag = metadata(SOURCE_ETAG_METADATA);
+  if (etag === undefined) return undefined;
+  const modified = metadata(SOURCE_MODIFIED_METADATA);
+  const modifiedMs = modified === undefined ? Number.NaN : Date.parse(modified);
+  return { etag, ...(Number.isNaN(modifiedMs) ? {} : { lastModifiedMs: modifiedMs }) };
 }
 
 /** An ETag without the quotes HTTP puts around it. */
