@@ -190,7 +190,7 @@ describe('verify compares (pure)', () => {
   });
 
   it('heads: a header the source lacks but the target has is a difference; a missing Content-Type at the source is not', () => {
-    const differences = compareHeads('k', { etag: 'e', headers: {} }, { size: 1, headers: { contentType: 'application/octet-stream', cacheControl: 'no-cache' }, metadata: {}, recordedSource: { etag: 'e' } }, { ok: true, metadata: {} }, false);
+    const differences = compareHeads('k', { etag: 'e', headers: {} }, { headers: { contentType: 'application/octet-stream', cacheControl: 'no-cache' }, userMetadata: {}, recordedSource: { etag: 'e' } }, { ok: true, metadata: {} }, false);
     expect(differences).toEqual([{ kind: 'header', key: 'k', field: 'cacheControl', source: undefined, target: 'no-cache' }]);
   });
 });

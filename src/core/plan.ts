@@ -20,15 +20,20 @@ function wholeSeconds(ms: number): number {
 }
 
 /**
- * Why `target` no longer mirrors `source`, or `undefined` when it still does.
+ * Why `target` no longer mirrors `source`, or `undefined` when it still does: the one decision, shared
+ * by full runs and per-key work.
  *
  * - A different size always means replace.
- * - A target that recorded its source's ETag (Azure returns metadata in listings) is current exactly
- *   when that ETag still matches; the target's own timestamps are then ignored, so clock skew cannot
- *   cause re-copies. Where it also recorded the source's LastModified, a source modified in a later
- *   second with the same ETag had its headers or metadata changed (a CopyObject onto itself): replaced.
- * - Otherwise (OCI listings carry no metadata; copies made by the old tool record nothing), the target
- *   is stale when the source was modified in a later second than the target was written.
+ * - A target that recorded its source's ETag (Azure listings return metadata; for OCI the copy record
+ *   or a HEAD supplies it) is current exactly when that ETag still matches; timestamps are then
+ *   ignored, so neither clock skew nor an overwrite in the same second can mislead it. Where it also
+ *   recorded the source's LastModified, a source modified in a later second with the same ETag had its
+ *   headers or metadata changed (a CopyObject onto itself): replaced.
+ * - A target whose source is not known yet (`provenance: 'unknown'`) is `unverified`: the runner looks
+ *   (HEAD) and asks again; a caller that does not look copies it, which is never wrong.
+ * - A target rewritten by someone else since our copy (`provenance: 'rewritten'`) is replaced.
+ * - Otherwise (a copy by the old tool, which recorded nothing), the target is stale when the source was
+ *   modified in a later second than the target was written.
  */
 export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceReason | undefined {
   if (source.size !== target.size) return { why: 'size', sourceSize: source.size, targetSize: target.size };
@@ -40,6 +45,8 @@ export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceRe
     }
     return undefined;
   }
+  if (target.provenance === 'unknown') return { why: 'unverified' };
+  if (target.provenance === 'rewritten') return { why: 'target-rewritten' };
   if (wholeSeconds(source.lastModifiedMs) > wholeSeconds(target.lastModifiedMs)) {
     return { why: 'source-newer', sourceModifiedMs: source.lastModifiedMs, targetModifiedMs: target.lastModifiedMs };
   }
@@ -203,5 +210,9 @@ function describeReplaceReason(reason: ReplaceReason): string {
       return 'source etag changed';
     case 'source-metadata':
       return 'source metadata changed';
+    case 'unverified':
+      return 'unverified';
+    case 'target-rewritten':
+      return 'target rewritten elsewhere';
   }
 }

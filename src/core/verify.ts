@@ -5,7 +5,8 @@
  * with `checksum`, the MD5 of the bytes read from both sides. Changes nothing.
  */
 import { createHash } from 'node:crypto';
-import type { ContentHeaders, SourceStore, StoredObjectHead, TargetStore } from '../stores/store.ts';
+import { withoutRecordedSource } from '../stores/metadata.ts';
+import type { ContentHeaders, ObjectHead, SourceStore, TargetStore } from '../stores/store.ts';
 import { CONTENT_HEADER_FIELDS } from '../stores/store.ts';
 import { forEachBounded } from './concurrency.ts';
 import { describeError } from './errors.ts';
@@ -100,7 +101,7 @@ export type ExpectedMetadata = { readonly ok: true; readonly metadata: Readonly<
 export function compareHeads(
   key: string,
   source: { readonly etag: string; readonly headers: ContentHeaders },
-  target: StoredObjectHead,
+  target: Pick<ObjectHead, 'headers' | 'userMetadata' | 'recordedSource'>,
   expectedMetadata: ExpectedMetadata,
   bytesCompared: boolean,
 ): Difference[] {
@@ -123,7 +124,7 @@ export function compareHeads(
     return differences;
   }
   const expected = new Map(Object.entries(expectedMetadata.metadata).map(([name, value]) => [name.toLowerCase(), { name, value }]));
-  const actual = new Map(Object.entries(target.metadata).map(([name, value]) => [name.toLowerCase(), { name, value }]));
+  const actual = new Map(Object.entries(withoutRecordedSource(target.userMetadata)).map(([name, value]) => [name.toLowerCase(), { name, value }]));
   for (const [lower, entry] of expected) {
     const stored = actual.get(lower);
     if (stored?.value !== entry.value) differences.push({ kind: 'metadata', key, name: entry.name, source: entry.value, target: stored?.value });
@@ -194,7 +195,7 @@ export async function verifyMirror(source: SourceStore, targets: readonly Verify
       const store = state.target.store;
       state.requests.heads += 1;
       const targetSide = (async () => {
-        const head = await store.headObject(key, signal);
+        const head = await store.head(key, signal);
         if (!checksum) return { head, md5: undefined };
         state.requests.reads += 1;
         return { head, md5: await md5Hex(await store.readBody(key, signal)) };

@@ -8,8 +8,8 @@ import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
 import { azureKeyProblem } from './key-rules.ts';
-import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, splitRecordedMetadata, storedMetadata, unquoteEtag } from './metadata.ts';
-import { definedHeaders, type KeyFailure, type Part, type PartUpload, type ServerSideCopy, type StoredObjectHead, type TargetStore, type UserMetadata, type WriteDescription } from './store.ts';
+import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
+import { definedHeaders, type KeyFailure, type ObjectHead, type Part, type PartUpload, type ServerSideCopy, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
@@ -56,7 +56,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, azureMetadataName);
 
   const serverSideCopy: ServerSideCopy = {
-    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void> {
+    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<WrittenVersion> {
       const target = blob(description.key);
       const sourceMd5 = description.contentMd5Base64 === undefined ? undefined : Buffer.from(description.contentMd5Base64, 'base64');
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
@@ -88,6 +88,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       if (written.contentLength !== description.size) {
         throw new StoreError({ store: label, operation: 'check copy', key: description.key, scope: 'object', detail: `the copy has ${written.contentLength} bytes, the source ${description.size}` });
       }
+      return { etag: unquoteEtag(written.etag) };
     },
   };
 
@@ -100,17 +101,26 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
     keyProblem: azureKeyProblem,
     metadataFor,
 
-    async headObject(key: string, signal?: AbortSignal): Promise<StoredObjectHead> {
+    async head(key: string, signal?: AbortSignal): Promise<ObjectHead> {
       try {
         const properties = await bounded(signal, (abortSignal) => blob(key).getProperties({ abortSignal }));
-        const headers = definedHeaders({
-          contentType: properties.contentType,
-          contentEncoding: properties.contentEncoding,
-          contentDisposition: properties.contentDisposition,
-          cacheControl: properties.cacheControl,
-          contentLanguage: properties.contentLanguage,
-        });
-        return { size: properties.contentLength ?? 0, headers, ...splitRecordedMetadata(properties.metadata ?? {}) };
+        const metadata = properties.metadata ?? {};
+        const recordedSource = recordedSourceOf((name) => metadata[name]);
+        return {
+          ...(recordedSource === undefined ? {} : { recordedSource }),
+          headers: definedHeaders({
+            contentType: properties.contentType,
+            contentEncoding: properties.contentEncoding,
+            contentDisposition: properties.contentDisposition,
+            cacheControl: properties.cacheControl,
+            contentLanguage: properties.contentLanguage,
+          }),
+          userMetadata: metadata,
+          etag: unquoteEtag(properties.etag),
+          size: properties.contentLength ?? 0,
+          lastModifiedMs: properties.lastModified?.getTime() ?? 0,
+          md5Base64: properties.contentMD5 === undefined ? undefined : Buffer.from(properties.contentMD5).toString('base64'),
+        };
       } catch (error) {
         throw fail('head', error, key);
       }
@@ -135,16 +145,13 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
           const page = await bounded(signal, (abortSignal) => container.listPage(marker, abortSignal));
           marker = page.nextMarker;
           yield page.blobs.map((item): ObjectInfo => {
-            const recordedEtag = item.metadata.get(SOURCE_ETAG_METADATA);
-            const recordedModified = item.metadata.get(SOURCE_MODIFIED_METADATA);
+            const recordedSource = recordedSourceOf((name) => item.metadata.get(name));
             return {
               key: item.name,
               size: item.contentLength,
               lastModifiedMs: item.lastModifiedMs,
               etag: unquoteEtag(item.etag),
-              ...(recordedEtag === undefined
-                ? {}
-                : { recordedSource: { etag: recordedEtag, ...(recordedModified === undefined ? {} : { lastModifiedMs: Date.parse(recordedModified) }) } }),
+              ...(recordedSource === undefined ? {} : { recordedSource }),
             };
           });
         } while (marker !== undefined);
@@ -153,15 +160,16 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       }
     },
 
-    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
-        await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
+        const written = await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
           abortSignal,
           blobHTTPHeaders: headersOf(description),
           metadata,
           transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
         }));
+        return { etag: unquoteEtag(written.etag) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -178,9 +186,10 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
             throw fail(`stage block ${part.index}`, error, description.key);
           }
         },
-        async commit(partCount: number, signal?: AbortSignal): Promise<void> {
+        async commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion> {
           try {
-            await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata }));
+            const written = await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata }));
+            return { etag: unquoteEtag(written.etag) };
           } catch (error) {
             throw fail('commit block list', error, description.key);
           }

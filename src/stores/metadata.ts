@@ -20,19 +20,25 @@ export function recordedSourceMetadata(description: WriteDescription): Record<st
   return metadata;
 }
 
+/** The source a copy recorded in its metadata (from a listing or a HEAD), or `undefined` when it recorded none. */
+export function recordedSourceOf(metadata: (name: string) => string | undefined): RecordedSource | undefined {
+  const etag = metadata(SOURCE_ETAG_METADATA);
+  if (etag === undefined) return undefined;
+  const modified = metadata(SOURCE_MODIFIED_METADATA);
+  const modifiedMs = modified === undefined ? Number.NaN : Date.parse(modified);
+  return { etag, ...(Number.isNaN(modifiedMs) ? {} : { lastModifiedMs: modifiedMs }) };
+}
+
 /** What a copy stores as metadata: the user metadata as the target names it (`TargetStore.metadataFor`), then the recorded source. */
 export function storedMetadata(mapped: Readonly<Record<string, string>>, description: WriteDescription): Record<string, string> {
   return { ...mapped, ...recordedSourceMetadata(description) };
 }
 
-/** Splits a stored object's metadata into the recorded source (when present) and the rest. */
-export function splitRecordedMetadata(metadata: Readonly<Record<string, string>>): { recordedSource: RecordedSource | undefined; metadata: Record<string, string> } {
+/** A stored object's metadata without the entries that record its source (`recordedSourceOf` reads those). */
+export function withoutRecordedSource(metadata: UserMetadata): Record<string, string> {
   const rest: Record<string, string> = {};
   for (const [name, value] of Object.entries(metadata)) if (!RECORDED_METADATA_NAMES.includes(name.toLowerCase())) rest[name] = value;
-  const etag = metadata[SOURCE_ETAG_METADATA];
-  const modified = metadata[SOURCE_MODIFIED_METADATA];
-  const recordedSource = etag === undefined ? undefined : { etag, ...(modified === undefined ? {} : { lastModifiedMs: Date.parse(modified) }) };
-  return { recordedSource, metadata: rest };
+  return rest;
 }
 
 /**

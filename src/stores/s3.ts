@@ -15,10 +15,10 @@ import {
 import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
 import type { ObjectInfo } from '../core/types.ts';
-import { mapUserMetadata, splitRecordedMetadata, storedMetadata, unquoteEtag } from './metadata.ts';
+import { mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
 import { parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
-import { definedHeaders, type ContentHeaders, type KeyFailure, type ObjectRead, type Part, type PartUpload, type ReadOptions, type SourceStore, type StoredObjectHead, type TargetStore, type UserMetadata, type WriteDescription } from './store.ts';
+import { definedHeaders, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartUpload, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -118,11 +118,14 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       }
     },
 
-    async head(key: string, signal?: AbortSignal): Promise<Omit<ObjectRead, 'body'>> {
+    async head(key: string, signal?: AbortSignal): Promise<ObjectHead> {
       try {
         const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
         const etag = unquoteEtag(response.ETag);
+        // The SDK gives user metadata names in lower case, without their `x-amz-meta-` prefix.
+        const recordedSource = recordedSourceOf((name) => response.Metadata?.[name]);
         return {
+          ...(recordedSource === undefined ? {} : { recordedSource }),
           headers: contentHeadersOf(response),
           userMetadata: response.Metadata ?? {},
           etag,
@@ -149,19 +152,10 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
 
     metadataFor,
 
-    async headObject(key: string, signal?: AbortSignal): Promise<StoredObjectHead> {
-      try {
-        const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
-        return { size: response.ContentLength ?? 0, headers: contentHeadersOf(response), ...splitRecordedMetadata(response.Metadata ?? {}) };
-      } catch (error) {
-        throw fail('head', error, key);
-      }
-    },
-
-    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
-        await payloadSigning.send(() =>
+        const written = await payloadSigning.send(() =>
           new PutObjectCommand({
             Bucket: bucket,
             Key: description.key,
@@ -173,6 +167,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
           }),
           signal,
         );
+        return { etag: unquoteEtag(written.ETag) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -206,12 +201,13 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
             throw fail(`upload part ${part.index + 1}`, error, key);
           }
         },
-        async commit(partCount: number, commitSignal?: AbortSignal): Promise<void> {
+        async commit(partCount: number, commitSignal?: AbortSignal): Promise<WrittenVersion> {
           const parts = Array.from({ length: partCount }, (_, index) => ({ PartNumber: index + 1, ETag: etags.get(index + 1) }));
           const missing = parts.filter((part) => part.ETag === undefined).map((part) => part.PartNumber);
           if (missing.length > 0) throw fail('complete multipart upload', new Error(`parts ${missing.join(', ')} were never uploaded`), key);
           try {
-            await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
+            const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
+            return { etag: unquoteEtag(completed.ETag) };
           } catch (error) {
             throw fail('complete multipart upload', error, key);
           }

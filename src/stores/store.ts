@@ -54,6 +54,17 @@ export interface ObjectRead {
   readonly md5Base64: string | undefined;
 }
 
+/** An object's properties without its bytes (`userMetadata`: all of it, as the store names it), and the source it recorded when a mirror copy wrote it. */
+export interface ObjectHead extends Omit<ObjectRead, 'body'> {
+  readonly recordedSource?: RecordedSource;
+}
+
+/** What the target said about the version a write created. */
+export interface WrittenVersion {
+  /** The ETag of the new version, without quotes, as the target's listings will show it. */
+  readonly etag: string;
+}
+
 export interface ReadOptions {
   /** First byte to read (default 0). */
   readonly start?: number;
@@ -65,8 +76,8 @@ export interface ReadOptions {
 /** The source of truth. */
 export interface SourceStore extends ObjectStore {
   read(key: string, options?: ReadOptions): Promise<ObjectRead>;
-  /** Content-Type and ETag of one object, without its bytes (needed where bytes never pass through us). */
-  head(key: string, signal?: AbortSignal): Promise<Omit<ObjectRead, 'body'>>;
+  /** Headers, metadata and ETag of one object, without its bytes (needed where bytes never pass through us). */
+  head(key: string, signal?: AbortSignal): Promise<ObjectHead>;
   /** A short-lived GET URL another service can pull the object from. The URL is a secret: never log it. */
   presignGet(key: string, expiresInSeconds: number): Promise<string>;
 }
@@ -89,17 +100,8 @@ export interface WriteDescription {
 export interface PartUpload {
   /** Uploads one part. Parts may be uploaded concurrently and in any order; the store verifies `md5Base64` where it can. */
   uploadPart(part: Part, signal?: AbortSignal): Promise<void>;
-  commit(partCount: number, signal?: AbortSignal): Promise<void>;
+  commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion>;
   abort(): Promise<void>;
-}
-
-/** What a target holds for one object besides its bytes (a HEAD), as verify compares it. */
-export interface StoredObjectHead {
-  readonly size: number;
-  readonly headers: ContentHeaders;
-  /** The metadata as the target stores it (Azure's names are mapped, see `metadataFor`), without the recorded-source entries. */
-  readonly metadata: UserMetadata;
-  readonly recordedSource: RecordedSource | undefined;
 }
 
 /** A mirror target. */
@@ -111,12 +113,16 @@ export interface TargetStore extends ObjectStore {
   keyProblem(key: string): string | undefined;
   /** The metadata this target stores for a source's user metadata; throws `StoreError` (scope `unmirrorable`) naming what cannot be mapped. */
   metadataFor(key: string, userMetadata: UserMetadata): Record<string, string>;
-  /** Size, headers and metadata of one object (one HEAD request). Throws `StoreError` with status 404 when it is absent. */
-  headObject(key: string, signal?: AbortSignal): Promise<StoredObjectHead>;
+  /**
+   * One object's properties, metadata (as the target stores it) and recorded source: one HEAD request.
+   * Throws `StoreError` with status 404 when it is absent. Used by `verify`, and by runs for objects
+   * an OCI listing and copy record cannot decide.
+   */
+  head(key: string, signal?: AbortSignal): Promise<ObjectHead>;
   /** The bytes of one object, as stored (one GET), for a check that reads them. */
   readBody(key: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
   /** Writes a whole object in one atomic request (small objects). */
-  putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void>;
+  putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion>;
   /** Largest object `putObject` takes in one request. */
   readonly maxSinglePutSize: number;
   /** Starts a multi-part write of a larger object. */
@@ -147,5 +153,5 @@ export interface PartLimits {
 
 export interface ServerSideCopy {
   /** Copies from `sourceUrl` into `description.key`; atomic like `putObject`. Throws `StoreError` with `refusedPull` when the service will not pull. */
-  copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void>;
+  copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<WrittenVersion>;
 }
