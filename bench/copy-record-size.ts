@@ -17,7 +17,7 @@ const keyOf = (index: number): string => `releases/v${index % 97}/linux-x64/arti
 const source = Array.from({ length: keys }, (_, index) => [keyOf(index), hex(`t${index}`), hex(`s${index}`)] as const);
 const stored = ((): Uint8Array => {
   const built = new CopyRecord();
-  for (const [key, target, sourceEtag] of source) built.record(key, target, sourceEtag);
+  for (const [key, target, sourceEtag] of source) built.record(key, target, { etag: sourceEtag, lastModifiedMs: 1_767_225_600_000 });
   return built.serialize('oci://bench');
 })();
 

@@ -3,12 +3,13 @@
  * OCI listings (S3 ListObjectsV2) carry no metadata, so OCI is decided by the copy record kept beside
  * the run lock (see docs/exactness.md, "How OCI stays exact"); Azure listings carry the recorded source ETag.
  */
+import { createHash } from 'node:crypto';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { describe, expect, inject, it } from 'vitest';
 import { runJson, targetOf } from './support/cli-run.ts';
 import { blobServiceClientFor } from './support/emulators.ts';
 import { withProxiedScenario, type ProxiedScenario, type ProxiedScenarioOptions } from './support/proxied-scenario.ts';
-import { md5Hex, mirrorDifferences, pseudoRandomBytes, putS3Object, putSource, readAll, readBucket, readContainer, type Scenario } from './support/scenario.ts';
+import { md5Hex, mirrorDifferences, nextSecond, pseudoRandomBytes, putS3Object, putSource, readAll, readBucket, readContainer, type Scenario } from './support/scenario.ts';
 
 const emulators = inject('emulators');
 const MIB = 1024 * 1024;
@@ -16,6 +17,21 @@ const MIB = 1024 * 1024;
 const recordBlobName = (s: Scenario): string => `oci/${new URL(s.settings['OCI_S3_ENDPOINT']!).host}/${s.ociBucket}.copies`;
 const withProxied = (options: ProxiedScenarioOptions, test: (s: ProxiedScenario) => Promise<void>): Promise<void> => withProxiedScenario(emulators, options, test);
 const headsAtOci = (s: ProxiedScenario): number => s.ociProxy.countBy('HeadObject');
+const recordBlob = (s: Scenario) => blobServiceClientFor(emulators.azurite).getContainerClient('artifacts-sync-locks').getBlockBlobClient(recordBlobName(s));
+const ociContentType = async (s: Scenario, key: string): Promise<string | undefined> => (await s.s3.send(new HeadObjectCommand({ Bucket: s.ociBucket, Key: key }))).ContentType;
+
+/**
+ * A metadata-only change at the source: on S3 a CopyObject onto itself with new headers keeps a
+ * single-part object's ETag and moves its LastModified. s3rver's CopyObject onto itself keeps
+ * LastModified, so the same change is made by writing the same bytes again with a new Content-Type.
+ */
+async function changeSourceMetadata(s: Scenario, key: string, body: Uint8Array, contentType: string): Promise<void> {
+  const etag = async (): Promise<string | undefined> => (await s.s3.send(new HeadObjectCommand({ Bucket: s.sourceBucket, Key: key }))).ETag;
+  const before = await etag();
+  await nextSecond();
+  await putSource(s, key, body, contentType);
+  expect(await etag()).toBe(before);
+}
 
 describe('same-size overwrites', () => {
   it('20 same-size overwrites made right after a run are all mirrored by the next run, on both targets', () => withProxied({ prefix: 'overwrites' }, async (s) => {
@@ -181,6 +197,54 @@ describe('the deadline', () => {
       expect(targetOf(next.report, 'oci')).toMatchObject({ unchanged: 4, complete: true });
       expect(headsAtOci(s)).toBe(4);
     }), 90_000);
+});
+
+describe('metadata-only changes on OCI', () => {
+  it('a metadata-only change at the source (same ETag, later LastModified) reaches OCI by the next run, decided by the copy record without a HEAD', () =>
+    withProxied({ prefix: 'metaonly' }, async (s) => {
+      const keys = ['m/0.js', 'm/1.js', 'm/2.js'];
+      const bodies = keys.map((_, index) => pseudoRandomBytes(300, index + 1));
+      for (const [index, key] of keys.entries()) await putSource(s, key, bodies[index]!, 'text/plain');
+      expect((await runJson('all', s.settings)).exitCode).toBe(0);
+      await changeSourceMetadata(s, 'm/1.js', bodies[1]!, 'application/javascript');
+
+      s.ociProxy.reset();
+      const { exitCode, report } = await runJson('all', s.settings);
+      expect(exitCode).toBe(0);
+      expect(targetOf(report, 'oci')).toMatchObject({ replaced: 1, unchanged: 2, complete: true });
+      expect(targetOf(report, 'azure')).toMatchObject({ replaced: 1, unchanged: 2 });
+      expect(headsAtOci(s)).toBe(0);
+      expect(await ociContentType(s, 'm/1.js')).toBe('application/javascript');
+      expect(targetOf((await runJson('all', s.settings)).report, 'oci')).toMatchObject({ replaced: 0, unchanged: 3 });
+    }));
+
+  it('a record of version 1 (no source LastModified) is not trusted: every object is looked at once, a metadata-only change is still found, and the record is rewritten', () =>
+    withProxied({ prefix: 'recordv1' }, async (s) => {
+      const keys = ['v/0.js', 'v/1.js', 'v/2.js', 'v/3.js'];
+      const bodies = keys.map((_, index) => pseudoRandomBytes(400, index + 7));
+      for (const [index, key] of keys.entries()) await putSource(s, key, bodies[index]!, 'text/plain');
+      expect((await runJson('all', s.settings)).exitCode).toBe(0);
+      // Store the record as version 1 wrote it: three fields an entry, a sound checksum.
+      const record = recordBlob(s);
+      const [headerLine, ...rows] = (await record.downloadToBuffer()).toString('utf8').split('\n');
+      const body = rows.map((row) => JSON.stringify((JSON.parse(row) as unknown[]).slice(0, 3))).join('\n');
+      const header = { ...(JSON.parse(headerLine!) as Record<string, unknown>), version: 1, sha256: createHash('sha256').update(body).digest('hex') };
+      const old = `${JSON.stringify(header)}\n${body}`;
+      await record.upload(old, Buffer.byteLength(old));
+      await changeSourceMetadata(s, 'v/2.js', bodies[2]!, 'application/javascript');
+
+      s.ociProxy.reset();
+      const { exitCode, report } = await runJson('oci', s.settings);
+      expect(exitCode).toBe(0);
+      const oci = targetOf(report, 'oci');
+      expect(oci).toMatchObject({ replaced: 1, unchanged: 3, complete: true });
+      expect(oci.notes).toContainEqual(expect.stringMatching(/is not trusted \(it is of version 1, which keeps no source LastModified/));
+      expect(headsAtOci(s)).toBe(4);
+      expect(await ociContentType(s, 'v/2.js')).toBe('application/javascript');
+      s.ociProxy.reset();
+      expect(targetOf((await runJson('oci', s.settings)).report, 'oci')).toMatchObject({ unchanged: 4, notes: [] });
+      expect(headsAtOci(s)).toBe(0);
+    }));
 });
 
 describe('a copy record that cannot be trusted', () => {

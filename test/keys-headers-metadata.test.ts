@@ -92,8 +92,8 @@ describe('headers and user metadata', () => {
     expect((await s.s3.send(new HeadObjectCommand({ Bucket: s.sourceBucket, Key: 'web/app.js' }))).ETag).toBe(etagBefore);
 
     const dry = await runCli(['all', '--dry-run'], s.settings);
-    expect(dry.stdout).toMatch(/replace source metadata changed\s+web\/app\.js/); // Azure: recorded LastModified older than the source's
-    expect(dry.stdout).toMatch(/replace source newer\s+web\/app\.js/); // OCI: the source is newer than the copy
+    // Azure: the listing's recorded LastModified is older than the source's; OCI: the copy record's is.
+    expect(dry.stdout.match(/replace source metadata changed\s+web\/app\.js/g)).toHaveLength(2);
     const { exitCode, report } = await runJson('all', s.settings);
     expect(exitCode).toBe(0);
     expect(report.targets.map((target) => target.replaced)).toEqual([1, 1]);

@@ -2,11 +2,13 @@
  * The copy record: what our runs wrote to a target whose listings carry no metadata (OCI, through S3
  * ListObjectsV2), so that a run decides each of its objects from the listing alone, exactly.
  *
- * Per key it keeps the target ETag our write produced and the source ETag we copied. Each entry is a
- * fact that stays true: "the target version with ETag T holds the bytes of the source version with
- * ETag S". A listed object whose ETag is T is therefore current exactly when the source still lists S;
- * no timestamp is involved, so neither an overwrite in the same second, nor one that lands while we
- * transfer, nor a multipart upload that S3 dates at its initiation can slip through. An object the
+ * Per key it keeps the target ETag our write produced, and the ETag and LastModified (whole seconds)
+ * of the source version we copied. Each entry is a fact that stays true: "the target version with ETag
+ * T holds the source version with ETag S, last modified at L". A listed object whose ETag is T is
+ * therefore current exactly when the source still lists S; no timestamp of the target is involved, so
+ * neither an overwrite in the same second, nor one that lands while we transfer, nor a multipart upload
+ * that S3 dates at its initiation can slip through. A source still listing S but modified in a later
+ * second than L had its headers or metadata changed (a CopyObject onto itself): replaced. An object the
  * record does not cover (another ETag: written by someone else, by an event worker, by the old tool)
  * is looked at with one HEAD, and what the HEAD shows is recorded, so it is not asked again.
  * A record that cannot be read or fails its checks is not trusted at all: every object is then looked
@@ -19,7 +21,7 @@ import { forEachBounded } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
 import { replaceReason } from './plan.ts';
 import type { WrittenCopy } from './transfer.ts';
-import type { ObjectInfo, Plan, TransferAction } from './types.ts';
+import type { ObjectInfo, Plan, RecordedSource, TransferAction } from './types.ts';
 
 /** Where a copy record is kept between runs (a blob beside the target's run lock). */
 export interface CopyRecordStore {
@@ -32,7 +34,8 @@ export interface CopyRecordStore {
 }
 
 const FORMAT = 'artifacts-sync copy record';
-const FORMAT_VERSION = 1;
+/** Version 2 added the source LastModified; a version 1 record is not trusted (it cannot show a metadata-only change). */
+const FORMAT_VERSION = 2;
 /** HEAD requests in flight while objects the record does not cover are looked at. */
 const LOOK_CONCURRENCY = 16;
 
@@ -61,6 +64,7 @@ export class CopyRecord {
     if (lineEnd < 0) throw new CopyRecordError('it has no header line');
     const header: unknown = parseJson(text.slice(0, lineEnd), 'its header');
     const body = text.slice(lineEnd + 1);
+    if (isOldHeader(header)) throw new CopyRecordError(`it is of version ${header.version}, which keeps no source LastModified (a metadata-only change at the source would go unseen)`);
     if (!isHeader(header)) throw new CopyRecordError(`its header is not a "${FORMAT}" version ${FORMAT_VERSION} header`);
     if (header.target !== target) throw new CopyRecordError(`it is the record of ${header.target}, not of ${target}`);
     if (sha256(body) !== header.sha256) throw new CopyRecordError('its entries do not match the checksum in its header (changed or cut short)');
@@ -70,20 +74,24 @@ export class CopyRecord {
       const end = body.indexOf('\n', start);
       const row: unknown = parseJson(body.slice(start, end < 0 ? body.length : end), 'an entry');
       start = end < 0 ? body.length : end + 1;
-      if (!Array.isArray(row) || row.length !== 3 || !row.every((field) => typeof field === 'string') || row[1] === '' || entries.has(row[0] as string)) {
-        throw new CopyRecordError(`an entry is malformed or repeated: ${JSON.stringify(row).slice(0, 200)}`);
-      }
-      const [key, targetEtag, sourceEtag] = row as [string, string, string];
-      entries.set(key, packEntry(targetEtag, sourceEtag, false));
+      if (!isRow(row) || entries.has(row[0])) throw new CopyRecordError(`an entry is malformed or repeated: ${JSON.stringify(row).slice(0, 200)}`);
+      const [key, targetEtag, sourceEtag, sourceModifiedSeconds] = row;
+      entries.set(key, packEntry(targetEtag, sourceEtag, sourceModifiedSeconds ?? undefined, false));
     }
     if (entries.size !== header.count) throw new CopyRecordError(`it holds ${entries.size} entries, its header announces ${header.count}`);
     return new CopyRecord(entries);
   }
 
-  /** The record as stored: a header line (format, target, count, checksum), then one JSON line per entry: `[key, targetEtag, sourceEtag]`. */
+  /**
+   * The record as stored: a header line (format, target, count, checksum), then one JSON line per entry:
+   * `[key, targetEtag, sourceEtag, sourceModifiedSeconds]` (the last `null` when not known).
+   */
   serialize(target: string): Uint8Array {
     const lines: string[] = [];
-    for (const [key, entry] of this.#entries) lines.push(JSON.stringify([key, ...unpackEntry(entry)]));
+    for (const [key, entry] of this.#entries) {
+      const [targetEtag, sourceEtag, sourceModifiedSeconds] = unpackEntry(entry);
+      lines.push(JSON.stringify([key, targetEtag, sourceEtag, sourceModifiedSeconds ?? null]));
+    }
     const body = lines.join('\n');
     const header = JSON.stringify({ format: FORMAT, version: FORMAT_VERSION, target, count: lines.length, sha256: sha256(body) });
     return new TextEncoder().encode(`${header}\n${body}`);
@@ -107,10 +115,12 @@ export class CopyRecord {
     if (entry === undefined) return { ...object, provenance: 'unknown' };
     // Setting an existing key keeps the map's own key string.
     if (!isMarked(entry)) this.#entries.set(object.key, withMark(entry));
-    const [targetEtag, sourceEtag] = unpackEntry(entry);
+    const [targetEtag, sourceEtag, sourceModifiedSeconds] = unpackEntry(entry);
     if (targetEtag !== object.etag) return { ...object, provenance: 'unknown' };
     // A version known to record no source (an old tool's copy): the size and timestamp rule decides.
-    return sourceEtag === '' ? object : { ...object, recordedSource: { etag: sourceEtag } };
+    if (sourceEtag === '') return object;
+    // No LastModified only where the version's own metadata recorded none (seen by a HEAD): a HEAD would decide the same.
+    return { ...object, recordedSource: { etag: sourceEtag, ...(sourceModifiedSeconds === undefined ? {} : { lastModifiedMs: sourceModifiedSeconds * MS_PER_SECOND }) } };
   }
 
   /** Whether any version of `key` was written by us or looked at before. */
@@ -118,11 +128,11 @@ export class CopyRecord {
     return this.#entries.has(key);
   }
 
-  /** Records a version of `key`: written by us, or seen by a HEAD (`sourceEtag` empty: it records no source). */
-  record(key: string, targetEtag: string, sourceEtag: string): void {
+  /** Records a version of `key`: written by us, or seen by a HEAD (`source` undefined: it records no source). */
+  record(key: string, targetEtag: string, source: RecordedSource | undefined): void {
     // A service that gave no ETag: nothing to recognise the version by; the next run looks again.
     if (targetEtag === '') return this.forget(key);
-    const entry = packEntry(targetEtag, sourceEtag, true);
+    const entry = packEntry(targetEtag, source?.etag ?? '', wholeSecondsOf(source?.lastModifiedMs), true);
     const previous = this.#entries.get(key);
     if (previous === undefined) this.#entries.set(ownCopy(key), entry);
     else this.#entries.set(key, entry);
@@ -213,7 +223,7 @@ export class RecordedTarget {
           ...(recordedNoSource && record.knows(action.key) ? { provenance: 'rewritten' as const } : {}),
         };
         // A version someone rewrote after us stays unrecorded: recorded as "no source", the timestamp rule would take it as current.
-        if (target.provenance === undefined) record.record(action.key, seen.etag, seen.recordedSource?.etag ?? '');
+        if (target.provenance === undefined) record.record(action.key, seen.etag, seen.recordedSource);
         const reason = replaceReason(action.source, target);
         decided.set(action, reason === undefined ? undefined : { kind: 'replace', key: action.key, source: action.source, target, reason });
       } catch (error) {
@@ -242,7 +252,7 @@ export class RecordedTarget {
 
   /** A write of ours succeeded. */
   wrote(key: string, written: WrittenCopy): void {
-    this.#record?.record(key, written.targetEtag, written.sourceEtag);
+    this.#record?.record(key, written.targetEtag, written.source);
   }
 
   /** Keys deleted (or perhaps deleted) at the target. */
@@ -273,35 +283,57 @@ const HEX_ETAG = /^[0-9a-f]{32}$/;
 const PACKED_HEX = 0x68; // 'h'
 const PACKED_RAW = 0x72; // 'r'
 const MARK = 0x20; // 'h' ^ 'H'
+/** The source LastModified in a packed entry: whole seconds plus one (0: not known), in 5 bytes after the form. */
+const MODIFIED_BYTES = 5;
+const MODIFIED_LIMIT = 2 ** (8 * MODIFIED_BYTES) - 1;
+const MS_PER_SECOND = 1000;
+
+/** Whole seconds of a LastModified the record can hold, or `undefined`. */
+function wholeSecondsOf(ms: number | undefined): number | undefined {
+  if (ms === undefined || !Number.isFinite(ms)) return undefined;
+  const seconds = Math.floor(ms / MS_PER_SECOND);
+  return seconds >= 0 && seconds < MODIFIED_LIMIT ? seconds : undefined;
+}
 
 /**
- * Both ETags of an entry in one flat one-byte string, for memory: `h` and the 16 or 32 bytes of hex
- * ETags (the usual case: about a third of the text), else `r`, the target ETag, a line break (which no
- * ETag holds) and the source ETag. Built in a buffer, so the string is flat, not a chain of pieces.
+ * An entry in one flat one-byte string, for memory: the form byte, the source LastModified
+ * (`MODIFIED_BYTES`), then `h`'s 16 or 32 bytes of hex ETags (the usual case: about a third of the
+ * text), or `r`'s target ETag, a line break (which no ETag holds) and source ETag. Built in a buffer,
+ * so the string is flat, not a chain of pieces.
  */
-function packEntry(targetEtag: string, sourceEtag: string, marked: boolean): string {
+function packEntry(targetEtag: string, sourceEtag: string, sourceModifiedSeconds: number | undefined, marked: boolean): string {
+  const start = 1 + MODIFIED_BYTES;
   let bytes: Buffer;
   if (HEX_ETAG.test(targetEtag) && (sourceEtag === '' || HEX_ETAG.test(sourceEtag))) {
     const hex = targetEtag + sourceEtag;
-    bytes = Buffer.alloc(1 + hex.length / 2);
+    bytes = Buffer.alloc(start + hex.length / 2);
     bytes[0] = PACKED_HEX;
-    bytes.write(hex, 1, 'hex');
-  } else bytes = Buffer.from(`r${targetEtag}\n${sourceEtag}`, 'utf8');
+    bytes.write(hex, start, 'hex');
+  } else {
+    const text = Buffer.from(`${targetEtag}\n${sourceEtag}`, 'utf8');
+    bytes = Buffer.alloc(start + text.byteLength);
+    bytes[0] = PACKED_RAW;
+    text.copy(bytes, start);
+  }
+  bytes.writeUIntBE(sourceModifiedSeconds === undefined ? 0 : sourceModifiedSeconds + 1, 1, MODIFIED_BYTES);
   if (marked) bytes[0] = bytes[0]! ^ MARK;
   return bytes.toString('latin1');
 }
 
-function unpackEntry(entry: string): [targetEtag: string, sourceEtag: string] {
+function unpackEntry(entry: string): [targetEtag: string, sourceEtag: string, sourceModifiedSeconds: number | undefined] {
   const bytes = Buffer.from(entry, 'latin1');
   const form = isMarked(entry) ? bytes[0]! ^ MARK : bytes[0];
+  const modified = bytes.readUIntBE(1, MODIFIED_BYTES);
+  const sourceModifiedSeconds = modified === 0 ? undefined : modified - 1;
+  const start = 1 + MODIFIED_BYTES;
   if (form === PACKED_HEX) {
-    const hex = bytes.toString('hex', 1);
-    return [hex.slice(0, 32), hex.slice(32)];
+    const hex = bytes.toString('hex', start);
+    return [hex.slice(0, 32), hex.slice(32), sourceModifiedSeconds];
   }
   if (form !== PACKED_RAW) throw new Error('a copy record entry in memory is neither packed form');
-  const text = bytes.toString('utf8', 1);
+  const text = bytes.toString('utf8', start);
   const split = text.indexOf('\n');
-  return [text.slice(0, split), text.slice(split + 1)];
+  return [text.slice(0, split), text.slice(split + 1), sourceModifiedSeconds];
 }
 
 function isMarked(entry: string): boolean {
@@ -351,6 +383,21 @@ function isHeader(value: unknown): value is RecordHeader {
   if (typeof value !== 'object' || value === null) return false;
   const header = value as Partial<Record<keyof RecordHeader, unknown>>;
   return header.format === FORMAT && header.version === FORMAT_VERSION && typeof header.target === 'string' && Number.isSafeInteger(header.count) && typeof header.sha256 === 'string';
+}
+
+/** A header of this format but of an older version. */
+function isOldHeader(value: unknown): value is { readonly version: number } {
+  if (typeof value !== 'object' || value === null) return false;
+  const header = value as Partial<Record<keyof RecordHeader, unknown>>;
+  return header.format === FORMAT && typeof header.version === 'number' && header.version < FORMAT_VERSION;
+}
+
+/** One stored entry: `[key, targetEtag (not empty), sourceEtag, sourceModifiedSeconds or null]`. */
+function isRow(value: unknown): value is [string, string, string, number | null] {
+  if (!Array.isArray(value) || value.length !== 4) return false;
+  const [key, targetEtag, sourceEtag, seconds] = value as unknown[];
+  return typeof key === 'string' && typeof targetEtag === 'string' && targetEtag !== '' && typeof sourceEtag === 'string'
+    && (seconds === null || (Number.isSafeInteger(seconds) && wholeSecondsOf(Number(seconds) * MS_PER_SECOND) === seconds));
 }
 
 function parseJson(text: string, what: string): unknown {

@@ -435,9 +435,10 @@ async function pullFromUrl(
   }
   await Promise.all(pulling.map(async ([run, action]) => {
     try {
-      const version = await run.store.serverSideCopy!.copyFromUrl(url, describeWrite(key, head), signal);
+      const description = describeWrite(key, head);
+      const version = await run.store.serverSideCopy!.copyFromUrl(url, description, signal);
       run.pullConfirmed = true;
-      succeed(run, action, head.size, 'server-side', emit, { sourceEtag: head.etag, targetEtag: version.etag });
+      succeed(run, action, head.size, 'server-side', emit, { source: description.recordedSource, targetEtag: version.etag });
     } catch (error) {
       if (!(error instanceof StoreError && error.scope === 'refused-pull' && (options.transferMode ?? 'auto') === 'auto')) {
         fail(run, action, error, signal, emit);

@@ -3,6 +3,7 @@ import { md5Base64 } from './checksums.ts';
 import type { ObjectRead, PartLimits, PartUpload, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
 import { ByteBudget, type PartBuffer } from './concurrency.ts';
 import { StoreError } from './errors.ts';
+import type { RecordedSource } from './types.ts';
 
 const MIB = 1024 * 1024;
 
@@ -26,7 +27,8 @@ export interface StreamDestination<Name extends string = string> {
 
 /** Which source version a write copied, and the target version it made: what the copy record keeps. */
 export interface WrittenCopy {
-  readonly sourceEtag: string;
+  /** The source version copied: its ETag and LastModified (what a metadata-only change moves). */
+  readonly source: RecordedSource;
   readonly targetEtag: string;
 }
 
@@ -102,7 +104,7 @@ export async function streamObject<Name extends string>(request: {
         await Promise.all(destinations.map(async (destination) => {
           try {
             const version = await destination.store.putObject(written, bytes, signal);
-            outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength, written: { sourceEtag: description.recordedSource.etag, targetEtag: version.etag } });
+            outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength, written: { source: description.recordedSource, targetEtag: version.etag } });
           } catch (error) {
             outcomes.set(destination.name, { ok: false, error });
           }
@@ -173,7 +175,7 @@ export async function streamObject<Name extends string>(request: {
       await Promise.all(live().map(async (name) => {
         try {
           const version = await uploads.get(name)!.commit(partCount, signal);
-          outcomes.set(name, { ok: true, bytes: first.size, written: { sourceEtag: description.recordedSource.etag, targetEtag: version.etag } });
+          outcomes.set(name, { ok: true, bytes: first.size, written: { source: description.recordedSource, targetEtag: version.etag } });
         } catch (error) {
           outcomes.set(name, { ok: false, error });
           await abortUpload(name);
