@@ -46,11 +46,7 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       const config = loadConfig(settings, request.provider);
       keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
       const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, request.signal);
-      if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
-        // Loaded only when needed: @azure/identity alone adds about 300 ms to a start.
-        const { DefaultAzureCredential } = await import('@azure/identity');
-        azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
-      }
+      if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) azureCredential ??= await defaultAzureCredential(settings);
       const source = sourceStore(config, keys);
       const dryRun = request.dryRun ?? false;
       // A dry run changes nothing, so it needs no lock and never waits for one. Otherwise the lock is
@@ -92,6 +88,12 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
   };
 }
 
+/** The identity for AZURE_STORAGE_ACCOUNT_URL. Loaded only when needed: @azure/identity alone adds about 300 ms to a start. */
+export async function defaultAzureCredential(settings: Settings): Promise<TokenCredential> {
+  const { DefaultAzureCredential } = await import('@azure/identity');
+  return new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
+}
+
 async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined): Promise<RunLock | undefined> {
   const lock = config.lock;
   if (lock === undefined) return undefined;
@@ -108,7 +110,7 @@ function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; a
   return config.sync.deadlineMs === undefined ? undefined : deadlineAfter(Date.now(), config.sync.deadlineMs);
 }
 
-function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
+export function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
   return s3Store({
     label: `s3://${config.source.bucket}`,
     bucket: config.source.bucket,
@@ -121,7 +123,7 @@ function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
 }
 
 /** The Blob SDK takes about 0.3 s to load: a run that mirrors only OCI loads it for its lock, beside its listings. */
-async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: TokenCredential | undefined): Promise<MirrorTarget[]> {
+export async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: TokenCredential | undefined): Promise<MirrorTarget[]> {
   const targets: MirrorTarget[] = [];
   if (config.azure !== undefined) {
     const azure = config.azure;

@@ -126,13 +126,28 @@ function triggerOf(loaded: Loaded, name: string): Binding {
 }
 
 describe('what the compiled main files register with the host', () => {
-  it('package.json main matches the compiled function files, and loading them registers exactly sync and syncTimer', async () => {
+  it('package.json main matches the compiled function files, and loading them registers exactly sync, syncTimer, events and objectQueue', async () => {
     const loaded = await loadApp();
 
     expect(loaded.loadError).toBeUndefined();
     expect(loaded.files).toContain('dist/src/functions/register.js');
     expect(loaded.files.every((file) => /^dist\/src\/functions\/[\w-]+\.js$/.test(file))).toBe(true);
-    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['sync', 'syncTimer']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'sync', 'syncTimer']);
+  });
+
+  it('events is a POST-only HTTP trigger on events/s3 needing a function key; objectQueue a queue trigger on SYNC_QUEUE_NAME (default artifacts-sync-objects) in AzureWebJobsStorage', async () => {
+    const loaded = await loadApp();
+
+    expect(triggerOf(loaded, 'events')).toMatchObject({ type: 'httpTrigger', route: 'events/s3', authLevel: 'function', methods: ['POST'] });
+    expect(triggerOf(loaded, 'objectQueue')).toMatchObject({ type: 'queueTrigger', queueName: 'artifacts-sync-objects', connection: 'AzureWebJobsStorage' });
+    expect(triggerOf(await loadApp({ SYNC_QUEUE_NAME: 'mirror-events' }), 'objectQueue')).toMatchObject({ queueName: 'mirror-events' });
+  });
+
+  it('a malformed SYNC_QUEUE_NAME fails loading with a message naming the setting, and the other functions are still registered', async () => {
+    const loaded = await loadApp({ SYNC_QUEUE_NAME: 'Bad_Name' });
+
+    expect(loaded.loadError).toContain('SYNC_QUEUE_NAME "Bad_Name" is not a valid queue name');
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'sync', 'syncTimer']);
   });
 
   it('sync is an HTTP trigger on route sync/{provider}, needing a function key, for GET and POST, answering through its return value', async () => {
@@ -182,5 +197,12 @@ describe('host.json', () => {
     expect(host['version']).toBe('2.0');
     expect(host['extensionBundle']).toEqual({ id: 'Microsoft.Azure.Functions.ExtensionBundle', version: '[4.*, 5.0.0)' });
     expect(host['functionTimeout']).toBe(FUNCTION_TIMEOUT);
+  });
+
+  it('sets the queue trigger\'s dequeue limit (5, which test/support/queue-host.ts plays) and base64 messages, as the events endpoint writes them', async () => {
+    const host = JSON.parse(await readFile(join(repo, 'host.json'), 'utf8')) as { extensions: { queues: Record<string, unknown> } };
+    const { HOST_MAX_DEQUEUE_COUNT } = await import('./support/queue-host.ts');
+
+    expect(host.extensions.queues).toMatchObject({ maxDequeueCount: HOST_MAX_DEQUEUE_COUNT, messageEncoding: 'base64' });
   });
 });

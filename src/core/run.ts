@@ -78,8 +78,8 @@ const CONFIRMATION_CONCURRENCY = 16;
 /** After this many object failures in a row, a target is taken as down: no more transfers, no deletions. */
 const CONSECUTIVE_FAILURES_FOR_DOWN = 5;
 
-/** Per-target state while a run executes. */
-class TargetRun {
+/** Per-target state while a run executes (a per-key reconcile, core/reconcile.ts, keeps one too). */
+export class TargetRun {
   readonly name: TargetName;
   readonly store: TargetStore;
   readonly plan: Plan;
@@ -117,7 +117,7 @@ class TargetRun {
 }
 
 /** What every transfer of one run shares. */
-interface TransferContext {
+export interface TransferContext {
   readonly source: SourceStore;
   readonly options: RunOptions;
   readonly budget: ByteBudget;
@@ -367,7 +367,7 @@ async function transferAll(
 }
 
 /** Writes one object to the targets that need it: pulled server-side where the target can, streamed (read once) to the rest. */
-async function transferOne(
+export async function transferOne(
   key: string,
   pending: readonly [TargetRun, TransferAction][],
   context: TransferContext,
@@ -496,7 +496,8 @@ async function deleteExtras(run: TargetRun, source: SourceStore, signal: AbortSi
     run.deferred += deletions.length;
     return;
   }
-  if (run.plan.confirmDeletions !== undefined) deletions = await confirmedAtSource(run, deletions, source, signal, emit);
+  // Always, not only for a target listed out of order: an event worker may have copied the key since the listing.
+  deletions = await confirmedAtSource(run, deletions, source, signal, emit);
   if (deletions.length === 0) return;
   try {
     const failures = await run.store.deleteMany(deletions.map((action) => action.key), signal);
@@ -540,11 +541,14 @@ async function confirmedAtSource(run: TargetRun, deletions: readonly DeleteActio
       emit({ event: 'failure', ...failure });
     }
   });
-  run.notes.push(`${run.plan.confirmDeletions}: ${confirmed.length} deletion(s) confirmed at the source, ${kept} kept because the source has them`);
+  if (run.plan.confirmDeletions !== undefined || kept > 0) {
+    const why = run.plan.confirmDeletions ?? 'each deletion is confirmed at the source right before it (the key may have come back since the listing)';
+    run.notes.push(`${why}: ${confirmed.length} deletion(s) confirmed at the source, ${kept} kept because the source has them`);
+  }
   return confirmed;
 }
 
-function targetReport(run: TargetRun, dryRun: boolean, durationMs: number): TargetReport {
+export function targetReport(run: TargetRun, dryRun: boolean, durationMs: number): TargetReport {
   const plan = run.plan;
   const planned = {
     copy: plan.transfers.filter((action) => action.kind === 'copy').length,

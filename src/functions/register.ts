@@ -1,8 +1,12 @@
 /**
- * What the Functions host loads (package.json `main`): the two functions, over one runner per
- * instance, so Key Vault keys and credentials are cached across invocations.
+ * What the Functions host loads (package.json `main`): the functions, over one runner and one event
+ * service per instance, so Key Vault keys and credentials are cached across invocations.
  */
 import azureFunctions from '@azure/functions';
+import { loadEventConfig } from '../config.ts';
+import { createEventService } from '../events.ts';
+import { eventsHttpHandler } from './events-http.ts';
+import { objectQueueHandler } from './object-queue.ts';
 import { createSyncRunner } from './run-sync.ts';
 import { syncSchedule } from './schedule.ts';
 import { syncHttpHandler } from './sync-http.ts';
@@ -10,6 +14,7 @@ import { syncTimerHandler } from './sync-timer.ts';
 
 const { app } = azureFunctions;
 const runner = createSyncRunner();
+const events = createEventService(process.env);
 
 app.http('sync', {
   route: 'sync/{provider}',
@@ -23,4 +28,18 @@ app.http('sync', {
 app.timer('syncTimer', {
   schedule: syncSchedule(process.env),
   handler: syncTimerHandler(runner),
+});
+
+app.http('events', {
+  route: 'events/s3',
+  methods: ['POST'],
+  authLevel: 'function',
+  handler: eventsHttpHandler(events),
+});
+
+// Last: a malformed SYNC_QUEUE_NAME throws here (naming the setting), and the other functions stay available.
+app.storageQueue('objectQueue', {
+  queueName: loadEventConfig(process.env).queueName,
+  connection: 'AzureWebJobsStorage',
+  handler: objectQueueHandler(events),
 });

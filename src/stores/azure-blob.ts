@@ -7,7 +7,7 @@ import { forEachBounded } from '../core/concurrency.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
-import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, unquoteEtag } from './metadata.ts';
+import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, recordedSourceOf, unquoteEtag } from './metadata.ts';
 import type { KeyFailure, Part, PartUpload, ServerSideCopy, TargetStore, WriteDescription } from './store.ts';
 
 const MIB = 1024 * 1024;
@@ -102,22 +102,37 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
           const page = await bounded(signal, (abortSignal) => container.listPage(marker, abortSignal));
           marker = page.nextMarker;
           yield page.blobs.map((item): ObjectInfo => {
-            const recordedEtag = item.metadata.get(SOURCE_ETAG_METADATA);
-            const recordedModified = item.metadata.get(SOURCE_MODIFIED_METADATA);
+            const recordedSource = recordedSourceOf((name) => item.metadata.get(name));
             return {
               key: item.name,
               size: item.contentLength,
               lastModifiedMs: item.lastModifiedMs,
               etag: unquoteEtag(item.etag),
-              ...(recordedEtag === undefined
-                ? {}
-                : { recordedSource: { etag: recordedEtag, ...(recordedModified === undefined ? {} : { lastModifiedMs: Date.parse(recordedModified) }) } }),
+              ...(recordedSource === undefined ? {} : { recordedSource }),
             };
           });
         } while (marker !== undefined);
       } catch (error) {
         throw fail('list', error);
       }
+    },
+
+    async stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {
+      let properties;
+      try {
+        properties = await bounded(signal, (abortSignal) => blob(key).getProperties({ abortSignal }));
+      } catch (error) {
+        if (error instanceof RestError && error.statusCode === 404) return undefined;
+        throw fail('head', error, key);
+      }
+      const recordedSource = recordedSourceOf((name) => properties.metadata?.[name]);
+      return {
+        key,
+        size: properties.contentLength ?? 0,
+        lastModifiedMs: properties.lastModified?.getTime() ?? 0,
+        etag: unquoteEtag(properties.etag),
+        ...(recordedSource === undefined ? {} : { recordedSource }),
+      };
     },
 
     async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {

@@ -1,3 +1,4 @@
+import type { RecordedSource } from '../core/types.ts';
 import type { WriteDescription } from './store.ts';
 
 /**
@@ -19,4 +20,12 @@ export function recordedSourceMetadata(description: WriteDescription): Record<st
 /** An ETag without the quotes HTTP puts around it. */
 export function unquoteEtag(etag: string | undefined): string {
   return (etag ?? '').replace(/^"|"$/g, '');
+}
+
+/** What a copy recorded about its source, read back from its metadata (`get` looks a name up); `undefined` when it recorded nothing. */
+export function recordedSourceOf(get: (name: string) => string | undefined): RecordedSource | undefined {
+  const etag = get(SOURCE_ETAG_METADATA);
+  if (etag === undefined) return undefined;
+  const modified = get(SOURCE_MODIFIED_METADATA);
+  return { etag, ...(modified === undefined ? {} : { lastModifiedMs: Date.parse(modified) }) };
 }

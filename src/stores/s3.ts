@@ -15,7 +15,7 @@ import {
 import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
 import type { ObjectInfo } from '../core/types.ts';
-import { recordedSourceMetadata, unquoteEtag } from './metadata.ts';
+import { recordedSourceMetadata, recordedSourceOf, unquoteEtag } from './metadata.ts';
 import { parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
 import type { KeyFailure, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from './store.ts';
@@ -127,6 +127,25 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       } catch (error) {
         throw fail('head', error, key);
       }
+    },
+
+    async stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {
+      let response;
+      try {
+        response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+      } catch (error) {
+        const storeError = fail('head', error, key);
+        if (storeError.status === 404) return undefined;
+        throw storeError;
+      }
+      const recordedSource = recordedSourceOf((name) => response.Metadata?.[name]);
+      return {
+        key,
+        size: response.ContentLength ?? 0,
+        lastModifiedMs: response.LastModified?.getTime() ?? 0,
+        etag: unquoteEtag(response.ETag),
+        ...(recordedSource === undefined ? {} : { recordedSource }),
+      };
     },
 
     async presignGet(key: string, expiresInSeconds: number): Promise<string> {

@@ -78,6 +78,11 @@ export interface TargetStore extends ObjectStore {
    * The transfer picks one part size that fits every target of an object.
    */
   readonly partLimits: PartLimits;
+  /**
+   * The object at `key` as a listing would show it, with what the copy recorded about its source, or
+   * `undefined` when the target has no such key (one HEAD: how a per-key reconcile sees the target).
+   */
+  stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
   /** Present when the service can pull the bytes from a URL itself (no byte passes through us). */
   readonly serverSideCopy?: ServerSideCopy;
   /** Removes leftovers of interrupted writes older than `olderThanMs` (epoch ms); resolves with how many it removed. */

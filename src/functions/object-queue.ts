@@ -1,0 +1,34 @@
+/**
+ * The queue worker (`app.storageQueue` on SYNC_QUEUE_NAME): one message names one key; the worker
+ * reconciles it on every target to the source's current state. It throws when the key could not be
+ * reconciled, so the host makes the message visible again and, after host.json `maxDequeueCount`
+ * attempts, moves it to `<queue>-poison`. Deletions held by the deletion window are not retried here:
+ * they are logged and left to the next full run, which decides behind its own guard.
+ */
+import type { StorageQueueHandler } from '@azure/functions';
+import type { ReconcileReport } from '../core/reconcile.ts';
+import { readEventMessage } from '../core/s3-events.ts';
+import type { EventService } from '../events.ts';
+import { EVENT_LEVELS, logLine } from './run-sync.ts';
+
+export function objectQueueHandler(service: EventService): StorageQueueHandler {
+  return async (entry, context) => {
+    const event = readEventMessage(entry);
+    const report = await service.reconcile({
+      provider: 'all',
+      keys: [{ key: event.key, eventTimeMs: event.eventTimeMs }],
+      onEvent: (line) => logLine(context, line.event === 'key-mirrored' ? 'info' : EVENT_LEVELS[line.event] ?? 'info', { ...line, ...(event.eventId === undefined ? {} : { eventId: event.eventId }) }),
+    });
+    for (const held of report.held) logLine(context, 'warn', { event: 'event-deletion-held', target: held.target, key: held.key });
+    const failures = retryableFailures(report);
+    if (failures > 0) {
+      throw new Error(`key ${JSON.stringify(event.key)} was not reconciled (${failures} failure(s), dequeue count ${String(context.triggerMetadata?.['dequeueCount'] ?? '?')}): see its "failure" log lines; the host retries, then moves the message to the poison queue`);
+    }
+  };
+}
+
+/** Failures a retry may cure: all but the one "held" entry a target gets when the deletion window refused its deletions. */
+export function retryableFailures(report: ReconcileReport): number {
+  const heldTargets = new Set(report.held.map((held) => held.target));
+  return report.failures.length + report.targets.reduce((sum, target) => sum + target.failures.length - (heldTargets.has(target.target) ? 1 : 0), 0);
+}
