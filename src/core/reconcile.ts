@@ -50,6 +50,8 @@ export interface ReconcileReport extends RunReport {
 
 /** Looks at a changed key at most this often; a key still changing after that is left to the next event or full run. */
 const MAX_ROUNDS = 3;
+/** Outcomes that wrote or deleted something: a key with one is looked at again. */
+const CHANGES: ReadonlySet<KeyOutcome> = new Set(['copy', 'replace', 'delete']);
 /** HEAD requests in flight while keys are looked at. */
 const INSPECT_CONCURRENCY = 16;
 
@@ -86,7 +88,7 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
 
   const inspectionFailures: { target: TargetName; failure: Failure }[] = [];
   const inspect = async (names: readonly string[]): Promise<KeyState[]> => {
-    const states: KeyState[] = [];
+    const looked = new Map<string, KeyState>();
     await forEachBounded(names, INSPECT_CONCURRENCY, async (key) => {
       const state = await inspectKey(key, source, targets, signal, (target, failure) => {
         if (target === 'source') sourceFailures.push(failure);
@@ -94,9 +96,10 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
         emit({ event: 'failure', ...failure });
         for (const each of targets) if (target === 'source' || each.name === target) settle(key, each.name, 'failed');
       });
-      if (state !== undefined) states.push(state);
+      if (state !== undefined) looked.set(key, state);
     });
-    return states;
+    // In the order given, so which deletions a window grants does not depend on which HEAD answered first.
+    return names.flatMap((key) => looked.get(key) ?? []);
   };
 
   let states = await inspect([...eventTimes.keys()]);
@@ -133,14 +136,15 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   // The transfers' options; deletions here are ruled by the window, never by a full run's limits.
   const context: TransferContext = { source, options: { ...options, deleteLimits: { maxDeleteCount: 0, maxDeletePercent: 0, allowEmptySource: false } }, budget: new ByteBudget(options.memoryBudget), signal, emit: trackTransfers };
   if (!dryRun) {
-    const heldKeys = new Set(held.map((entry) => `${entry.target}\n${entry.key}`));
+    // A held deletion stays held for this invocation: later rounds do not ask the window again.
+    const notHeld = (run: TargetRun, action: KeyAction): boolean => action.kind !== 'delete' || !held.some((entry) => entry.target === run.name && entry.key === action.key);
     let round = 1;
-    let pending = actionsOf(states, runs, (run, action) => action.kind !== 'delete' || !heldKeys.has(`${run.name}\n${action.key}`));
+    let pending = actionsOf(states, runs, notHeld);
     while (pending.length > 0 && !signal.aborted) {
       await executeRound(pending, round === 1 ? undefined : options.deletionWindow);
       if (round === MAX_ROUNDS) {
         states = await inspect(pending.map((entry) => entry.key));
-        for (const entry of actionsOf(states, runs, () => true)) {
+        for (const entry of actionsOf(states, runs, notHeld)) {
           for (const [run] of entry.actions) {
             const failure: Failure = { target: run.name, operation: 'copy', key: entry.key, message: `the key changed at the source during each of ${MAX_ROUNDS} rounds; the next event or full run mirrors it` };
             run.failed += 1;
@@ -154,9 +158,9 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
       round += 1;
       // Look again at what was changed: a worker that wrote an older version, or a full run that copied
       // a key just deleted, finds it here and acts again.
-      const changed = pending.map((entry) => entry.key).filter((key) => [...(outcomes.get(key)?.values() ?? [])].some((entry) => entry.outcome !== 'failed'));
+      const changed = pending.map((entry) => entry.key).filter((key) => [...(outcomes.get(key)?.values() ?? [])].some((entry) => CHANGES.has(entry.outcome)));
       states = await inspect(changed);
-      pending = actionsOf(states, runs, () => true);
+      pending = actionsOf(states, runs, notHeld);
     }
     roundsTaken = round;
   }
