@@ -170,6 +170,7 @@ describe('the queue worker, driven the way the Functions host drives it', () => 
 
     expect(drained).toMatchObject({ succeeded: 0, failed: HOST_MAX_DEQUEUE_COUNT, poisoned: 1 });
     expect(drained.errors[0]).toContain('the queue message is not an event message');
+    expect(loggedEvents(drained.lines).filter((line) => line['event'] === 'message-poisoned').map((line) => line['dequeueCount'])).toEqual([HOST_MAX_DEQUEUE_COUNT]);
     const { receivedMessageItems } = await poison.receiveMessages();
     expect(Buffer.from(receivedMessageItems[0]!.messageText, 'base64').toString('utf8')).toBe('{"v":1,"key":"k","kind":"renamed"}');
   });
@@ -214,6 +215,13 @@ describe('the queue worker, driven the way the Functions host drives it', () => 
 });
 
 describe('artifacts-sync --key and --events (inline, no queue)', () => {
+  it('refuses --key without a value, --events twice, and --key with --events (exit 2)', async () => {
+    const settings = { AWS_S3_BUCKET: 'unused' };
+    expect(await runCli(['all', '--key'], settings)).toMatchObject({ exitCode: 2, stderr: expect.stringContaining('--key needs a value: --key <key> (repeat for more keys)') });
+    expect(await runCli(['all', '--events', 'a.json', '--events', 'b.json'], settings)).toMatchObject({ exitCode: 2, stderr: expect.stringContaining('--events is given more than once') });
+    expect(await runCli(['all', '--key', 'a', '--events', 'b.json'], settings)).toMatchObject({ exitCode: 2, stderr: expect.stringContaining('--key and --events do not go together') });
+  });
+
   it('--key reconciles the named keys only, without listing, with the same report and exit code', async () => {
     const s = await createScenario(emulators, 'cli-key');
     scenarios.push(s);

@@ -202,6 +202,8 @@ describe('host.json', () => {
   it('sets the queue trigger\'s dequeue limit (5, which test/support/queue-host.ts plays) and base64 messages, as the events endpoint writes them', async () => {
     const host = JSON.parse(await readFile(join(repo, 'host.json'), 'utf8')) as { extensions: { queues: Record<string, unknown> } };
     const { HOST_MAX_DEQUEUE_COUNT } = await import('./support/queue-host.ts');
+    const { MAX_DEQUEUE_COUNT } = await import('../src/functions/object-queue.ts');
+    expect(MAX_DEQUEUE_COUNT).toBe(HOST_MAX_DEQUEUE_COUNT);
 
     expect(host.extensions.queues).toMatchObject({ maxDequeueCount: HOST_MAX_DEQUEUE_COUNT, messageEncoding: 'base64' });
   });
