@@ -106,6 +106,12 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   const firstLook = states;
   let roundsTaken = 1;
   const held: HeldDeletion[] = [];
+  const heldIds = new Set<string>();
+  const hold = (target: TargetName, key: string): void => {
+    held.push({ target, key });
+    heldIds.add(`${target}\n${key}`);
+    settle(key, target, 'held');
+  };
   const runs: TargetRun[] = [];
   for (const target of targets) {
     const plan = planKeys(states, target.name);
@@ -123,21 +129,15 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
       run.failures.push(failure);
     }
     emit({ event: 'plan', target: run.name, copy: plan.transfers.filter((action) => action.kind === 'copy').length, replace: plan.transfers.filter((action) => action.kind === 'replace').length, delete: plan.deletions.length, unchanged: plan.unchanged, deletionsAllowed: refused === 0 });
-    for (const action of plan.deletions.slice(granted)) held.push({ target: run.name, key: action.key });
-    if (refused > 0 && !dryRun) {
-      run.deferred += refused;
-      const failure: Failure = { target: run.name, operation: 'delete', message: `held ${refused} deletion(s): ${run.plan.deleteVerdict.allowed ? '' : run.plan.deleteVerdict.reason}` };
-      run.failures.push(failure);
-      emit({ event: 'failure', ...failure });
-    }
+    for (const action of plan.deletions.slice(granted)) hold(run.name, action.key);
+    if (refused > 0 && !dryRun) recordHeld(run, refused);
   }
-  for (const { target, key } of held) settle(key, target, 'held');
 
   // The transfers' options; deletions here are ruled by the window, never by a full run's limits.
   const context: TransferContext = { source, options: { ...options, deleteLimits: { maxDeleteCount: 0, maxDeletePercent: 0, allowEmptySource: false } }, budget: new ByteBudget(options.memoryBudget), signal, emit: trackTransfers };
   if (!dryRun) {
     // A held deletion stays held for this invocation: later rounds do not ask the window again.
-    const notHeld = (run: TargetRun, action: KeyAction): boolean => action.kind !== 'delete' || !held.some((entry) => entry.target === run.name && entry.key === action.key);
+    const notHeld = (run: TargetRun, action: KeyAction): boolean => action.kind !== 'delete' || !heldIds.has(`${run.name}\n${action.key}`);
     let round = 1;
     let pending = actionsOf(states, runs, notHeld);
     while (pending.length > 0 && !signal.aborted) {
@@ -177,6 +177,17 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   }
   return finish();
 
+  /** One failure per target says how many deletions the window held (a worker does not retry for it: see `retryableFailures`). */
+  function recordHeld(run: TargetRun, refused: number): void {
+    run.deferred += refused;
+    const heldCount = held.filter((entry) => entry.target === run.name).length;
+    const failure: Failure = { target: run.name, operation: 'delete', message: `held ${heldCount} deletion(s) beyond the event deletion window (${options.deletionWindow.rule}): the next full run decides about them, behind its own guard` };
+    const earlier = run.failures.findIndex((entry) => entry.operation === 'delete' && entry.key === undefined);
+    if (earlier >= 0) run.failures.splice(earlier, 1, failure);
+    else run.failures.push(failure);
+    emit({ event: 'failure', ...failure });
+  }
+
   function trackTransfers(event: RunEvent): void {
     if (event.event === 'transferred') settle(event.key, event.target, event.action);
     else if (event.event === 'failure' && event.key !== undefined && event.target !== 'source') settle(event.key, event.target, 'failed');
@@ -202,10 +213,8 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   /** Deletes keys the source was just seen without; later rounds take them from the window too. */
   async function deleteKeys(run: TargetRun, deletions: readonly string[], window: DeletionWindow | undefined): Promise<void> {
     const granted = window === undefined ? deletions.length : await window.grant(run.name, deletions.length, true, signal);
-    for (const key of deletions.slice(granted)) {
-      held.push({ target: run.name, key });
-      settle(key, run.name, 'held');
-    }
+    for (const key of deletions.slice(granted)) hold(run.name, key);
+    if (granted < deletions.length) recordHeld(run, deletions.length - granted);
     const allowed = deletions.slice(0, granted);
     if (allowed.length === 0) return;
     let failed: { key: string; message: string }[];
