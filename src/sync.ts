@@ -6,6 +6,7 @@ import type { TokenCredential } from '@azure/identity';
 import { hostname } from 'node:os';
 import process from 'node:process';
 import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
+import { blobCopyRecordStore } from './copy-record-blob.ts';
 import type { LockName, RunLock } from './lock.ts';
 import { registerSecret } from './core/errors.ts';
 import type { RunReport } from './core/report.ts';
@@ -102,8 +103,13 @@ async function takeLock(config: MirrorConfig, credential: TokenCredential | unde
   const holder = `host ${hostname()} pid ${process.pid}${runId === undefined ? '' : ` run ${runId}`}`;
   const names: LockName[] = [];
   if (config.azure !== undefined) names.push({ target: 'azure', blobName: `azure/${service.accountName}/${config.azure.container}.lock` });
-  if (config.oci !== undefined) names.push({ target: 'oci', blobName: `oci/${new URL(config.oci.endpoint).host}/${config.oci.bucket}.lock` });
+  if (config.oci !== undefined) names.push({ target: 'oci', blobName: `${ociDestination(config.oci)}.lock` });
   return acquireRunLock(names, { service, container: lock.container, leaseSeconds: lock.leaseSeconds, holder, attemptTimeoutMs: config.sync.requestTimeoutMs });
+}
+
+/** Names the blobs of an OCI destination in the lock container: `oci/<endpoint host>/<bucket>` + `.lock`, `.copies`. */
+function ociDestination(oci: NonNullable<MirrorConfig['oci']>): string {
+  return `oci/${new URL(oci.endpoint).host}/${oci.bucket}`;
 }
 
 function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; abortAt: number } | undefined {
@@ -154,6 +160,12 @@ export async function targetStores(config: MirrorConfig, keys: StoreKeys, azureC
         maxAttempts: config.sync.retryAttempts,
         requestTimeoutMs: config.sync.requestTimeoutMs,
       }),
+      // OCI listings carry no metadata: the record of what our runs wrote decides, kept beside the run lock.
+      copyRecord: {
+        store: config.lock === undefined
+          ? undefined
+          : blobCopyRecordStore({ lock: config.lock, credential: azureCredential, blobName: `${ociDestination(config.oci)}.copies`, attemptTimeoutMs: config.sync.requestTimeoutMs }),
+      },
     });
   }
   return targets;

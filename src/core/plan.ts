@@ -1,3 +1,4 @@
+import type { ObjectHead } from '../stores/store.ts';
 import type { Action, DeleteAction, DeleteVerdict, ObjectInfo, Plan, ReplaceReason, TransferAction } from './types.ts';
 
 /** Limits on what one run may delete; see `deleteGuard`. */
@@ -20,13 +21,18 @@ function wholeSeconds(ms: number): number {
 }
 
 /**
- * Why `target` no longer mirrors `source`, or `undefined` when it still does.
+ * Why `target` no longer mirrors `source`, or `undefined` when it still does: the one decision, shared
+ * by full runs and per-key work.
  *
  * - A different size always means replace.
- * - A target that recorded its source's ETag (Azure returns metadata in listings) is current exactly
- *   when that ETag still matches; timestamps are then ignored, so clock skew cannot cause re-copies.
- * - Otherwise (OCI listings carry no metadata; copies made by the old tool record nothing), the target
- *   is stale when the source was modified in a later second than the target was written.
+ * - A target that recorded its source's ETag (Azure listings return metadata; for OCI the copy record
+ *   or a HEAD supplies it) is current exactly when that ETag still matches; timestamps are then
+ *   ignored, so neither clock skew nor an overwrite in the same second can mislead it.
+ * - A target whose source is not known yet (`provenance: 'unknown'`) is `unverified`: the runner looks
+ *   (HEAD) and asks again; a caller that does not look copies it, which is never wrong.
+ * - A target rewritten by someone else since our copy (`provenance: 'rewritten'`) is replaced.
+ * - Otherwise (a copy by the old tool, which recorded nothing), the target is stale when the source was
+ *   modified in a later second than the target was written.
  */
 export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceReason | undefined {
   if (source.size !== target.size) return { why: 'size', sourceSize: source.size, targetSize: target.size };
@@ -34,10 +40,34 @@ export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceRe
   if (recorded !== undefined) {
     return recorded.etag === source.etag ? undefined : { why: 'source-etag', sourceEtag: source.etag, recordedEtag: recorded.etag };
   }
+  if (target.provenance === 'unknown') return { why: 'unverified' };
+  if (target.provenance === 'rewritten') return { why: 'target-rewritten' };
   if (wholeSeconds(source.lastModifiedMs) > wholeSeconds(target.lastModifiedMs)) {
     return { why: 'source-newer', sourceModifiedMs: source.lastModifiedMs, targetModifiedMs: target.lastModifiedMs };
   }
   return undefined;
+}
+
+/**
+ * What one key needs at a target, from what each side holds (`undefined`: no such key), or `undefined`
+ * when the target mirrors it: the planner's rule for one pair, used as is by the per-key reconcile.
+ */
+export function actionForKey(key: string, source: ObjectInfo | undefined, target: ObjectInfo | undefined): Action | undefined {
+  if (source === undefined) return target === undefined ? undefined : { kind: 'delete', key, target };
+  if (target === undefined) return { kind: 'copy', key, source };
+  const reason = replaceReason(source, target);
+  return reason === undefined ? undefined : { kind: 'replace', key, source, target, reason };
+}
+
+/** An object as a HEAD shows it: what a listing with metadata shows, so `replaceReason` decides it as it decides a listed one. */
+export function objectOfHead(key: string, head: ObjectHead): ObjectInfo {
+  return {
+    key,
+    size: head.size,
+    lastModifiedMs: head.lastModifiedMs,
+    etag: head.etag,
+    ...(head.recordedSource === undefined ? {} : { recordedSource: head.recordedSource }),
+  };
 }
 
 /**
@@ -103,9 +133,9 @@ export class MirrorPlanner {
   }
 
   #compare(source: ObjectInfo, target: ObjectInfo): void {
-    const reason = replaceReason(source, target);
-    if (reason === undefined) this.#unchanged += 1;
-    else this.#replacements.push({ kind: 'replace', key: source.key, source, target, reason });
+    const action = actionForKey(source.key, source, target);
+    if (action === undefined) this.#unchanged += 1;
+    else if (action.kind !== 'delete') this.#replacements.push(action);
   }
 }
 
@@ -168,5 +198,9 @@ function describeReplaceReason(reason: ReplaceReason): string {
       return 'source newer';
     case 'source-etag':
       return 'source etag changed';
+    case 'unverified':
+      return 'unverified';
+    case 'target-rewritten':
+      return 'target rewritten elsewhere';
   }
 }

@@ -12,9 +12,9 @@ import type { SourceStore } from '../stores/store.ts';
 import { ByteBudget, forEachBounded } from './concurrency.ts';
 import type { DeletionWindow } from './delete-window.ts';
 import { StoreError, describeError } from './errors.ts';
-import { replaceReason } from './plan.ts';
+import { actionForKey, objectOfHead } from './plan.ts';
 import type { RunReport, TargetReport } from './report.ts';
-import { TargetRun, targetReport, transferOne, type MirrorTarget, type RunEvent, type RunOptions, type TransferContext } from './run.ts';
+import { TargetRun, deleteKeys, emitPlan, firstTransferMode, targetReport, transferOne, type MirrorTarget, type RunEvent, type RunOptions, type TransferContext } from './run.ts';
 import type { DeleteAction, Failure, ObjectInfo, Plan, TargetName, TransferAction } from './types.ts';
 
 /** A key to reconcile, and when the event that named it happened (absent for `--key`). */
@@ -143,12 +143,12 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
       deleteVerdict: refused === 0
         ? { allowed: true }
         : { allowed: false, reason: `${refused} of ${plan.deletions.length} deletion(s) are beyond the event deletion window (${options.deletionWindow.rule}): held for the next full run and its guard`, setting: options.deletionWindow.setting },
-    }, target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming' ? 'server-side' : 'streaming');
+    }, firstTransferMode(target.store, options), undefined);
     for (const { failure } of inspectionFailures.filter((entry) => entry.target === target.name)) {
       run.failed += 1;
       run.failures.push(failure);
     }
-    emit({ event: 'plan', target: run.name, copy: plan.transfers.filter((action) => action.kind === 'copy').length, replace: plan.transfers.filter((action) => action.kind === 'replace').length, delete: plan.deletions.length, unchanged: plan.unchanged, deletionsAllowed: refused === 0 });
+    emitPlan(run, emit);
     for (const action of plan.deletions.slice(granted)) hold(run.name, action.key);
     if (refused > 0 && !dryRun) recordHeld(run, refused);
     return run;
@@ -201,7 +201,7 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   async function executeRound(pending: readonly PendingKey[], window: DeletionWindow | undefined): Promise<void> {
     for (const run of runs) {
       const deletions = pending.flatMap((entry) => (entry.actions.get(run)?.kind === 'delete' ? [entry.key] : []));
-      if (deletions.length > 0) await deleteKeys(run, deletions, window);
+      if (deletions.length > 0) await deleteWithinWindow(run, deletions, window);
     }
     const transfers = pending
       .map((entry) => ({ key: entry.key, actions: [...entry.actions].filter((pair): pair is [TargetRun, TransferAction] => pair[1].kind !== 'delete') }))
@@ -215,29 +215,14 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   }
 
   /** Deletes keys the source was just seen without; later rounds take them from the window too. */
-  async function deleteKeys(run: TargetRun, deletions: readonly string[], window: DeletionWindow | undefined): Promise<void> {
+  async function deleteWithinWindow(run: TargetRun, deletions: readonly string[], window: DeletionWindow | undefined): Promise<void> {
     const granted = window === undefined ? deletions.length : await window.grant(run.name, deletions.length, true, signal);
     for (const key of deletions.slice(granted)) hold(run.name, key);
     if (granted < deletions.length) recordHeld(run, deletions.length - granted);
     const allowed = deletions.slice(0, granted);
     if (allowed.length === 0) return;
-    let failed: { key: string; message: string }[];
-    try {
-      failed = await run.store.deleteMany(allowed, signal);
-    } catch (error) {
-      failed = allowed.map((key) => ({ key, message: describeError(error) }));
-    }
-    const failedKeys = new Set(failed.map((entry) => entry.key));
-    for (const key of allowed) if (!failedKeys.has(key)) settle(key, run.name, 'delete');
-    run.deleted += allowed.length - failed.length;
-    for (const entry of failed) {
-      run.failed += 1;
-      const failure: Failure = { target: run.name, operation: 'delete', key: entry.key, message: entry.message };
-      run.failures.push(failure);
-      emit({ event: 'failure', ...failure });
-      settle(entry.key, run.name, 'failed');
-    }
-    emit({ event: 'deleted', target: run.name, objects: run.deleted });
+    const gone = new Set(await deleteKeys(run, allowed, signal, emit));
+    for (const key of allowed) settle(key, run.name, gone.has(key) ? 'delete' : 'failed');
   }
 
   function finish(): ReconcileReport {
@@ -284,8 +269,7 @@ async function inspectKey(
 ): Promise<KeyState | undefined> {
   let sourceObject: ObjectInfo | undefined;
   try {
-    const head = await source.head(key, signal);
-    sourceObject = { key, size: head.size, lastModifiedMs: head.lastModifiedMs, etag: head.etag };
+    sourceObject = objectOfHead(key, await source.head(key, signal));
   } catch (error) {
     if (!(error instanceof StoreError && error.status === 404)) {
       onFailure('source', { target: 'source', operation: 'head', key, message: `not reconciled: ${describeError(error)}` });
@@ -295,22 +279,25 @@ async function inspectKey(
   const found = new Map<TargetName, ObjectInfo | undefined>();
   await Promise.all(targets.map(async (target) => {
     try {
-      found.set(target.name, await target.store.stat(key, signal));
+      found.set(target.name, objectOfHead(key, await target.store.head(key, signal)));
     } catch (error) {
+      if (error instanceof StoreError && error.status === 404) {
+        found.set(target.name, undefined);
+        return;
+      }
       onFailure(target.name, { target: target.name, operation: 'head', key, message: `not reconciled: ${describeError(error)}` });
     }
   }));
   return { key, source: sourceObject, targets: found };
 }
 
-/** What `target` needs done to a key, decided as a full run decides (`replaceReason`); `undefined` when it is in step. */
+/**
+ * What `target` needs done to a key, decided as a full run decides (`actionForKey`); `undefined` when it
+ * is in step or could not be looked at. The HEAD gave the recorded source ETag, so no copy record is needed.
+ */
 function actionFor(state: KeyState, target: TargetName): KeyAction | undefined {
   if (!state.targets.has(target)) return undefined;
-  const existing = state.targets.get(target);
-  if (state.source === undefined) return existing === undefined ? undefined : { kind: 'delete', key: state.key, target: existing };
-  if (existing === undefined) return { kind: 'copy', key: state.key, source: state.source };
-  const reason = replaceReason(state.source, existing);
-  return reason === undefined ? undefined : { kind: 'replace', key: state.key, source: state.source, target: existing, reason };
+  return actionForKey(state.key, state.source, state.targets.get(target));
 }
 
 /** The first look's plan for one target, as a full run's report shows plans (its verdict is set by the caller). */

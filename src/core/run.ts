@@ -1,10 +1,11 @@
 import type { SourceStore, TargetStore } from '../stores/store.ts';
 import { ByteBudget, forEachBounded } from './concurrency.ts';
+import { RecordedTarget, type CopyRecordStore } from './copy-record.ts';
 import { StoreError, describeError } from './errors.ts';
 import { planWhileListing, type ListedPlans } from './listings.ts';
 import type { DeleteLimits } from './plan.ts';
 import { plannedAction, type RunReport, type TargetReport } from './report.ts';
-import { describeWrite, streamObject, type StreamDestination, type TransferTuning } from './transfer.ts';
+import { describeWrite, streamObject, type StreamDestination, type TransferTuning, type WrittenCopy } from './transfer.ts';
 import type { DeleteAction, Failure, ObjectInfo, Plan, ProviderChoice, TargetName, TransferAction, TransferMode, TransferModeSetting } from './types.ts';
 
 /** A target of one run. */
@@ -13,6 +14,11 @@ export interface MirrorTarget {
   readonly store: TargetStore;
   /** Notes the caller wants in this target's report (for example, that no lock was taken). */
   readonly notes?: readonly string[];
+  /**
+   * For a target whose listings carry no metadata (OCI): its objects are decided by the copy record kept
+   * in `store` (core/copy-record.ts), or, with no store, by a HEAD each where size cannot decide.
+   */
+  readonly copyRecord?: { readonly store: CopyRecordStore | undefined };
 }
 
 export interface RunOptions {
@@ -68,6 +74,8 @@ export type RunEvent =
   | { readonly event: 'progress'; readonly target: TargetName; readonly done: number; readonly total: number; readonly bytes: number }
   | { readonly event: 'deleted'; readonly target: TargetName; readonly objects: number }
   | { readonly event: 'fallback'; readonly target: TargetName; readonly reason: string }
+  /** What a target's report notes about how its objects were decided (the copy record, the HEADs it cost). */
+  | { readonly event: 'note'; readonly target: TargetName; readonly message: string }
   | { readonly event: 'failure'; readonly target: TargetName | 'source'; readonly operation: string; readonly key?: string; readonly message: string }
   | { readonly event: 'target-end'; readonly target: TargetName; readonly copied: number; readonly replaced: number; readonly deleted: number; readonly unchanged: number; readonly failed: number; readonly deferred: number; readonly bytes: number; readonly durationMs: number; readonly complete: boolean }
   | { readonly event: 'run-end'; readonly complete: boolean; readonly failures: number; readonly durationMs: number };
@@ -86,6 +94,7 @@ export class TargetRun {
   mode: TransferMode;
   readonly notes: string[];
   readonly failures: Failure[] = [];
+  readonly record: RecordedTarget | undefined;
   copied = 0;
   replaced = 0;
   deleted = 0;
@@ -103,7 +112,8 @@ export class TargetRun {
   pullProbe: Promise<void> | undefined;
   pullConfirmed = false;
 
-  constructor(target: MirrorTarget, plan: Plan, mode: TransferMode) {
+  constructor(target: MirrorTarget, plan: Plan, mode: TransferMode, record: RecordedTarget | undefined) {
+    this.record = record;
     this.name = target.name;
     this.store = target.store;
     this.plan = plan;
@@ -114,6 +124,25 @@ export class TargetRun {
   get transfersDone(): number {
     return this.copied + this.replaced + this.failed + this.deferred;
   }
+}
+
+/** How a run starts writing to a target: pulled server-side where the service can, unless streaming is asked for. */
+export function firstTransferMode(store: TargetStore, options: Pick<RunOptions, 'transferMode'>): TransferMode {
+  return store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming' ? 'server-side' : 'streaming';
+}
+
+/** The `plan` event: what a target's plan holds, before anything is done. */
+export function emitPlan(run: TargetRun, emit: (event: RunEvent) => void): void {
+  const plan = run.plan;
+  emit({
+    event: 'plan',
+    target: run.name,
+    copy: plan.transfers.filter((action) => action.kind === 'copy').length,
+    replace: plan.transfers.filter((action) => action.kind === 'replace').length,
+    delete: plan.deletions.length,
+    unchanged: plan.unchanged,
+    deletionsAllowed: plan.deleteVerdict.allowed,
+  });
 }
 
 /** What every transfer of one run shares. */
@@ -159,12 +188,17 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     }
     return gate;
   };
+  const records = new Map(targets.flatMap((target) => (target.copyRecord === undefined ? [] : [[target, new RecordedTarget(target.store.label, target.copyRecord.store, signal)] as const])));
   try {
     let listed: ListedPlans<TargetName>;
     try {
       listed = await planWhileListing(
         { label: source.label, pages: (listSignal) => source.listPages(listSignal) },
-        targets.map((target) => ({ name: target.name, label: target.store.label, pages: (listSignal: AbortSignal) => target.store.listPages(listSignal) })),
+        targets.map((target) => ({
+          name: target.name,
+          label: target.store.label,
+          pages: (listSignal: AbortSignal) => records.get(target)?.annotate(target.store.listPages(listSignal)) ?? target.store.listPages(listSignal),
+        })),
         options.deleteLimits,
         {
           signal: AbortSignal.any([signal, gateFailed.signal]),
@@ -192,26 +226,19 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     const runs: TargetRun[] = [];
     const listingFailures: { target: MirrorTarget; message: string; counted: boolean }[] = [];
     for (const target of targets) {
-      const plan = listed.plans.get(target.name);
-      if (plan === undefined) {
+      const listedPlan = listed.plans.get(target.name);
+      const record = records.get(target);
+      if (listedPlan === undefined) {
         const message = describeError(listed.failedTargets.get(target.name));
         listingFailures.push({ target, message, counted: true });
         emit({ event: 'failure', target: target.name, operation: 'list', message });
         continue;
       }
-      const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
-      const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming');
+      const plan = record === undefined ? listedPlan : await record.resolve(listedPlan, target.store, signal, { stopAt: options.deadline?.stopStartingAt, now });
+      const run = new TargetRun(target, plan, firstTransferMode(target.store, options), record);
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
       runs.push(run);
-      emit({
-        event: 'plan',
-        target: run.name,
-        copy: plan.transfers.filter((action) => action.kind === 'copy').length,
-        replace: plan.transfers.filter((action) => action.kind === 'replace').length,
-        delete: plan.deletions.length,
-        unchanged: plan.unchanged,
-        deletionsAllowed: plan.deleteVerdict.allowed,
-      });
+      emitPlan(run, emit);
     }
 
     if (!dryRun) {
@@ -219,6 +246,14 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
       await transferAll(runs, source, options, signal, emit, now);
       for (const run of runs) await deleteExtras(run, source, signal, emit);
+      // Not cut by the deadline (see `RecordedTarget.save`); the caller's signal aborts when the lock is lost.
+      await Promise.all(runs.map((run) => run.record?.save(options.signal)));
+    }
+    for (const run of runs) {
+      for (const message of run.record?.notes ?? []) {
+        run.notes.push(message);
+        emit({ event: 'note', target: run.name, message });
+      }
     }
     const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > 0);
     return finish({
@@ -408,9 +443,9 @@ async function pullFromUrl(
   }
   await Promise.all(pulling.map(async ([run, action]) => {
     try {
-      await run.store.serverSideCopy!.copyFromUrl(url, describeWrite(key, head), signal);
+      const version = await run.store.serverSideCopy!.copyFromUrl(url, describeWrite(key, head), signal);
       run.pullConfirmed = true;
-      succeed(run, action, head.size, 'server-side', emit);
+      succeed(run, action, head.size, 'server-side', emit, { sourceEtag: head.etag, targetEtag: version.etag });
     } catch (error) {
       if (!(error instanceof StoreError && error.scope === 'refused-pull' && (options.transferMode ?? 'auto') === 'auto')) {
         fail(run, action, error, signal, emit);
@@ -441,7 +476,7 @@ async function streamToTargets(
     const outcomes = await streamObject({ source, key, destinations, tuning: options.tuning, budget, signal });
     for (const [name, outcome] of outcomes) {
       const { run, action } = byName.get(name)!;
-      if (outcome.ok) succeed(run, action, outcome.bytes, 'streaming', emit);
+      if (outcome.ok) succeed(run, action, outcome.bytes, 'streaming', emit, outcome.written);
       else fail(run, action, outcome.error, signal, emit);
     }
   } catch (error) {
@@ -449,8 +484,9 @@ async function streamToTargets(
   }
 }
 
-function succeed(run: TargetRun, action: TransferAction, bytes: number, mode: TransferMode, emit: (event: RunEvent) => void): void {
+function succeed(run: TargetRun, action: TransferAction, bytes: number, mode: TransferMode, emit: (event: RunEvent) => void, written: WrittenCopy): void {
   run.consecutiveFailures = 0;
+  run.record?.wrote(action.key, written);
   if (action.kind === 'copy') run.copied += 1;
   else run.replaced += 1;
   if (mode === 'server-side') run.bytesCopiedServerSide += bytes;
@@ -499,9 +535,22 @@ async function deleteExtras(run: TargetRun, source: SourceStore, signal: AbortSi
   // Always, not only for a target listed out of order: an event worker may have copied the key since the listing.
   deletions = await confirmedAtSource(run, deletions, source, signal, emit);
   if (deletions.length === 0) return;
+  // Forgotten whatever the outcome: a key the record does not know is looked at, never taken as current.
+  run.record?.deleted(deletions.map((action) => action.key));
+  await deleteKeys(run, deletions.map((action) => action.key), signal, emit);
+}
+
+/**
+ * Deletes `keys` at the run's target in batches, counting and reporting each key that failed (or the
+ * batch error); resolves with the keys now gone. Full runs and per-key reconciles both delete with it.
+ */
+export async function deleteKeys(run: TargetRun, keys: readonly string[], signal: AbortSignal, emit: (event: RunEvent) => void): Promise<string[]> {
+  let gone: string[] = [];
   try {
-    const failures = await run.store.deleteMany(deletions.map((action) => action.key), signal);
-    run.deleted += deletions.length - failures.length;
+    const failures = await run.store.deleteMany(keys, signal);
+    const failedKeys = new Set(failures.map((failure) => failure.key));
+    gone = keys.filter((key) => !failedKeys.has(key));
+    run.deleted += keys.length - failures.length;
     for (const failure of failures) {
       run.failed += 1;
       const entry: Failure = { target: run.name, operation: 'delete', key: failure.key, message: failure.message };
@@ -510,15 +559,16 @@ async function deleteExtras(run: TargetRun, source: SourceStore, signal: AbortSi
     }
   } catch (error) {
     if (signal.aborted) {
-      run.deferred += deletions.length;
-      return;
+      run.deferred += keys.length;
+      return gone;
     }
-    run.failed += deletions.length;
+    run.failed += keys.length;
     const entry: Failure = { target: run.name, operation: 'delete', message: describeError(error) };
     run.failures.push(entry);
     emit({ event: 'failure', ...entry });
   }
   emit({ event: 'deleted', target: run.name, objects: run.deleted });
+  return gone;
 }
 
 /** Keeps only the deletions whose key the source does not have (a HEAD answered 404); says how many were kept and why. */

@@ -24,8 +24,14 @@ export interface StreamDestination<Name extends string = string> {
   readonly store: TargetStore;
 }
 
-/** What happened to one object at each destination: the bytes written, or the error. */
-export type StreamOutcome = { readonly ok: true; readonly bytes: number } | { readonly ok: false; readonly error: unknown };
+/** Which source version a write copied, and the target version it made: what the copy record keeps. */
+export interface WrittenCopy {
+  readonly sourceEtag: string;
+  readonly targetEtag: string;
+}
+
+/** What happened to one object at each destination: the bytes and version written, or the error. */
+export type StreamOutcome = { readonly ok: true; readonly bytes: number; readonly written: WrittenCopy } | { readonly ok: false; readonly error: unknown };
 
 /** The one part size that fits every destination's limits for an object of `size` bytes. */
 export function choosePartSize(size: number, preferred: number, limits: readonly PartLimits[]): number {
@@ -94,8 +100,8 @@ export async function streamObject<Name extends string>(request: {
         const written: WriteDescription = { ...description, contentMd5Base64: md5 };
         await Promise.all(destinations.map(async (destination) => {
           try {
-            await destination.store.putObject(written, bytes, signal);
-            outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength });
+            const version = await destination.store.putObject(written, bytes, signal);
+            outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength, written: { sourceEtag: description.recordedSource.etag, targetEtag: version.etag } });
           } catch (error) {
             outcomes.set(destination.name, { ok: false, error });
           }
@@ -165,8 +171,8 @@ export async function streamObject<Name extends string>(request: {
       if (whole !== undefined) verifyWholeMd5(description, whole.digest('base64'), source.label);
       await Promise.all(live().map(async (name) => {
         try {
-          await uploads.get(name)!.commit(partCount, signal);
-          outcomes.set(name, { ok: true, bytes: first.size });
+          const version = await uploads.get(name)!.commit(partCount, signal);
+          outcomes.set(name, { ok: true, bytes: first.size, written: { sourceEtag: description.recordedSource.etag, targetEtag: version.etag } });
         } catch (error) {
           outcomes.set(name, { ok: false, error });
           await abortUpload(name);

@@ -17,6 +17,14 @@ export interface ObjectInfo {
    * metadata at no extra request (Azure does; S3 listings do not).
    */
   readonly recordedSource?: RecordedSource;
+  /**
+   * Set on a target object whose listing cannot show what it recorded (S3-compatible listings carry no
+   * metadata) where the copy record does not either (see `core/copy-record.ts`):
+   * - `unknown`: nothing covers this version; it is looked at (HEAD) before it is taken as current.
+   * - `rewritten`: this version records no source, yet a run of ours wrote (or saw) another version
+   *   of the key: someone else wrote it since, so it is no copy of ours.
+   */
+  readonly provenance?: 'unknown' | 'rewritten';
 }
 
 /** Source facts stored with every copy, in the target object's metadata. */
@@ -34,7 +42,11 @@ export type ProviderChoice = (typeof PROVIDER_CHOICES)[number];
 export type ReplaceReason =
   | { readonly why: 'size'; readonly sourceSize: number; readonly targetSize: number }
   | { readonly why: 'source-newer'; readonly sourceModifiedMs: number; readonly targetModifiedMs: number }
-  | { readonly why: 'source-etag'; readonly sourceEtag: string; readonly recordedEtag: string };
+  | { readonly why: 'source-etag'; readonly sourceEtag: string; readonly recordedEtag: string }
+  /** Nothing says which source version the target holds: replaced unless a look (HEAD) shows it current. */
+  | { readonly why: 'unverified' }
+  /** Someone else wrote the target since our copy, without recording a source. */
+  | { readonly why: 'target-rewritten' };
 
 /** One step of a plan, with the reason a reader (or a dry run) needs. */
 export type Action =

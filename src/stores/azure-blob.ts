@@ -8,7 +8,7 @@ import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
 import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, recordedSourceOf, unquoteEtag } from './metadata.ts';
-import type { KeyFailure, Part, PartUpload, ServerSideCopy, TargetStore, WriteDescription } from './store.ts';
+import type { KeyFailure, ObjectHead, Part, PartUpload, ServerSideCopy, TargetStore, WriteDescription, WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
@@ -54,7 +54,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   const blob = (key: string): BlockBlobClient => container.getBlockBlobClient(key);
 
   const serverSideCopy: ServerSideCopy = {
-    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void> {
+    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<WrittenVersion> {
       const target = blob(description.key);
       const sourceMd5 = description.contentMd5Base64 === undefined ? undefined : Buffer.from(description.contentMd5Base64, 'base64');
       try {
@@ -85,6 +85,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       if (written.contentLength !== description.size) {
         throw new StoreError({ store: label, operation: 'check copy', key: description.key, scope: 'object', detail: `the copy has ${written.contentLength} bytes, the source ${description.size}` });
       }
+      return { etag: unquoteEtag(written.etag) };
     },
   };
 
@@ -117,32 +118,32 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       }
     },
 
-    async stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {
-      let properties;
+    async head(key: string, signal?: AbortSignal): Promise<ObjectHead> {
       try {
-        properties = await bounded(signal, (abortSignal) => blob(key).getProperties({ abortSignal }));
+        const properties = await bounded(signal, (abortSignal) => blob(key).getProperties({ abortSignal }));
+        const recordedSource = recordedSourceOf((name) => properties.metadata?.[name]);
+        return {
+          ...(recordedSource === undefined ? {} : { recordedSource }),
+          contentType: properties.contentType,
+          etag: unquoteEtag(properties.etag),
+          size: properties.contentLength ?? 0,
+          lastModifiedMs: properties.lastModified?.getTime() ?? 0,
+          md5Base64: properties.contentMD5 === undefined ? undefined : Buffer.from(properties.contentMD5).toString('base64'),
+        };
       } catch (error) {
-        if (error instanceof RestError && error.statusCode === 404) return undefined;
         throw fail('head', error, key);
       }
-      const recordedSource = recordedSourceOf((name) => properties.metadata?.[name]);
-      return {
-        key,
-        size: properties.contentLength ?? 0,
-        lastModifiedMs: properties.lastModified?.getTime() ?? 0,
-        etag: unquoteEtag(properties.etag),
-        ...(recordedSource === undefined ? {} : { recordedSource }),
-      };
     },
 
-    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
       try {
-        await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
+        const written = await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
           abortSignal,
           blobHTTPHeaders: headersOf(description),
           metadata: recordedSourceMetadata(description),
           transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
         }));
+        return { etag: unquoteEtag(written.etag) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -158,9 +159,10 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
             throw fail(`stage block ${part.index}`, error, description.key);
           }
         },
-        async commit(partCount: number, signal?: AbortSignal): Promise<void> {
+        async commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion> {
           try {
-            await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
+            const written = await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
+            return { etag: unquoteEtag(written.etag) };
           } catch (error) {
             throw fail('commit block list', error, description.key);
           }

@@ -17,15 +17,16 @@ export function recordedSourceMetadata(description: WriteDescription): Record<st
   return metadata;
 }
 
+/** The source a copy recorded in its metadata (from a listing or a HEAD), or `undefined` when it recorded none. */
+export function recordedSourceOf(metadata: (name: string) => string | undefined): RecordedSource | undefined {
+  const etag = metadata(SOURCE_ETAG_METADATA);
+  if (etag === undefined) return undefined;
+  const modified = metadata(SOURCE_MODIFIED_METADATA);
+  const modifiedMs = modified === undefined ? Number.NaN : Date.parse(modified);
+  return { etag, ...(Number.isNaN(modifiedMs) ? {} : { lastModifiedMs: modifiedMs }) };
+}
+
 /** An ETag without the quotes HTTP puts around it. */
 export function unquoteEtag(etag: string | undefined): string {
   return (etag ?? '').replace(/^"|"$/g, '');
-}
-
-/** What a copy recorded about its source, read back from its metadata (`get` looks a name up); `undefined` when it recorded nothing. */
-export function recordedSourceOf(get: (name: string) => string | undefined): RecordedSource | undefined {
-  const etag = get(SOURCE_ETAG_METADATA);
-  if (etag === undefined) return undefined;
-  const modified = get(SOURCE_MODIFIED_METADATA);
-  return { etag, ...(modified === undefined ? {} : { lastModifiedMs: Date.parse(modified) }) };
 }

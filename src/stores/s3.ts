@@ -18,7 +18,7 @@ import type { ObjectInfo } from '../core/types.ts';
 import { recordedSourceMetadata, recordedSourceOf, unquoteEtag } from './metadata.ts';
 import { parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
-import type { KeyFailure, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from './store.ts';
+import type { KeyFailure, ObjectHead, ObjectRead, Part, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription, WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -113,11 +113,14 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       }
     },
 
-    async head(key: string, signal?: AbortSignal): Promise<Omit<ObjectRead, 'body'>> {
+    async head(key: string, signal?: AbortSignal): Promise<ObjectHead> {
       try {
         const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
         const etag = unquoteEtag(response.ETag);
+        // The SDK gives user metadata names in lower case, without their `x-amz-meta-` prefix.
+        const recordedSource = recordedSourceOf((name) => response.Metadata?.[name]);
         return {
+          ...(recordedSource === undefined ? {} : { recordedSource }),
           contentType: response.ContentType,
           etag,
           size: response.ContentLength ?? 0,
@@ -129,34 +132,15 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       }
     },
 
-    async stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {
-      let response;
-      try {
-        response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
-      } catch (error) {
-        const storeError = fail('head', error, key);
-        if (storeError.status === 404) return undefined;
-        throw storeError;
-      }
-      const recordedSource = recordedSourceOf((name) => response.Metadata?.[name]);
-      return {
-        key,
-        size: response.ContentLength ?? 0,
-        lastModifiedMs: response.LastModified?.getTime() ?? 0,
-        etag: unquoteEtag(response.ETag),
-        ...(recordedSource === undefined ? {} : { recordedSource }),
-      };
-    },
-
     async presignGet(key: string, expiresInSeconds: number): Promise<string> {
       // Loaded on first use: only a target that pulls from a URL needs it, and no-op runs start faster without it.
       const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
       return getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: expiresInSeconds });
     },
 
-    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
       try {
-        await payloadSigning.send(() =>
+        const written = await payloadSigning.send(() =>
           new PutObjectCommand({
             Bucket: bucket,
             Key: description.key,
@@ -168,6 +152,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
           }),
           signal,
         );
+        return { etag: unquoteEtag(written.ETag) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -200,12 +185,13 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
             throw fail(`upload part ${part.index + 1}`, error, key);
           }
         },
-        async commit(partCount: number, commitSignal?: AbortSignal): Promise<void> {
+        async commit(partCount: number, commitSignal?: AbortSignal): Promise<WrittenVersion> {
           const parts = Array.from({ length: partCount }, (_, index) => ({ PartNumber: index + 1, ETag: etags.get(index + 1) }));
           const missing = parts.filter((part) => part.ETag === undefined).map((part) => part.PartNumber);
           if (missing.length > 0) throw fail('complete multipart upload', new Error(`parts ${missing.join(', ')} were never uploaded`), key);
           try {
-            await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
+            const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
+            return { etag: unquoteEtag(completed.ETag) };
           } catch (error) {
             throw fail('complete multipart upload', error, key);
           }

@@ -27,6 +27,17 @@ export interface ObjectRead {
   readonly md5Base64: string | undefined;
 }
 
+/** An object's properties without its bytes, and the source it recorded when a mirror copy wrote it. */
+export interface ObjectHead extends Omit<ObjectRead, 'body'> {
+  readonly recordedSource?: RecordedSource;
+}
+
+/** What the target said about the version a write created. */
+export interface WrittenVersion {
+  /** The ETag of the new version, without quotes, as the target's listings will show it. */
+  readonly etag: string;
+}
+
 export interface ReadOptions {
   /** First byte to read (default 0). */
   readonly start?: number;
@@ -39,7 +50,7 @@ export interface ReadOptions {
 export interface SourceStore extends ObjectStore {
   read(key: string, options?: ReadOptions): Promise<ObjectRead>;
   /** Content-Type and ETag of one object, without its bytes (needed where bytes never pass through us). */
-  head(key: string, signal?: AbortSignal): Promise<Omit<ObjectRead, 'body'>>;
+  head(key: string, signal?: AbortSignal): Promise<ObjectHead>;
   /** A short-lived GET URL another service can pull the object from. The URL is a secret: never log it. */
   presignGet(key: string, expiresInSeconds: number): Promise<string>;
 }
@@ -61,14 +72,20 @@ export interface WriteDescription {
 export interface PartUpload {
   /** Uploads one part. Parts may be uploaded concurrently and in any order; the store verifies `md5Base64` where it can. */
   uploadPart(part: Part, signal?: AbortSignal): Promise<void>;
-  commit(partCount: number, signal?: AbortSignal): Promise<void>;
+  commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion>;
   abort(): Promise<void>;
 }
 
 /** A mirror target. */
 export interface TargetStore extends ObjectStore {
   /** Writes a whole object in one atomic request (small objects). */
-  putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void>;
+  putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion>;
+  /**
+   * One object's properties and what its copy recorded about its source (a HEAD); throws `StoreError`
+   * with status 404 when the target has no such key. Full runs ask it about objects the copy record
+   * cannot decide (targets whose listings carry no metadata); a per-key reconcile asks it about every key.
+   */
+  head(key: string, signal?: AbortSignal): Promise<ObjectHead>;
   /** Largest object `putObject` takes in one request. */
   readonly maxSinglePutSize: number;
   /** Starts a multi-part write of a larger object. */
@@ -78,11 +95,6 @@ export interface TargetStore extends ObjectStore {
    * The transfer picks one part size that fits every target of an object.
    */
   readonly partLimits: PartLimits;
-  /**
-   * The object at `key` as a listing would show it, with what the copy recorded about its source, or
-   * `undefined` when the target has no such key (one HEAD: how a per-key reconcile sees the target).
-   */
-  stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
   /** Present when the service can pull the bytes from a URL itself (no byte passes through us). */
   readonly serverSideCopy?: ServerSideCopy;
   /** Removes leftovers of interrupted writes older than `olderThanMs` (epoch ms); resolves with how many it removed. */
@@ -104,5 +116,5 @@ export interface PartLimits {
 
 export interface ServerSideCopy {
   /** Copies from `sourceUrl` into `description.key`; atomic like `putObject`. Throws `StoreError` with `refusedPull` when the service will not pull. */
-  copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void>;
+  copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<WrittenVersion>;
 }
