@@ -6,7 +6,7 @@
  * real Azurite queue (base64 decoding, dequeue count, delete on success, retry on throw, poison queue
  * after host.json's maxDequeueCount of 5), and the handlers are called as the host calls them.
  */
-import { DeleteObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,7 @@ import { createEventService } from '../src/events.ts';
 import { EVENTS_BODY_LIMIT_BYTES } from '../src/functions/events-http.ts';
 import { objectQueueHandler } from '../src/functions/object-queue.ts';
 import type { ReconcileReport } from '../src/core/reconcile.ts';
+import { SOURCE_ETAG_METADATA, unquoteEtag } from '../src/stores/metadata.ts';
 import { runCli, runJson, targetOf } from './support/cli-run.ts';
 import { uniqueName } from './support/emulators.ts';
 import { callEvents, loggedEvents } from './support/functions-invocation.ts';
@@ -243,6 +244,26 @@ describe('artifacts-sync --key and --events (inline, no queue)', () => {
     const dry = await runJson('oci', s.settings, ['--dry-run', '--key', 'not named.txt']);
     expect(dry.exitCode).toBe(0);
     expect(targetOf(dry.report, 'oci').plan).toEqual([{ action: 'copy', key: 'not named.txt', reason: 'copy missing', size: 3 }]);
+  });
+
+  it('--key replaces a same-size copy whose recorded source ETag is stale, though the copy is newer than the source (the target HEAD decides, as in a full run)', async () => {
+    const s = await createScenario(emulators, 'cli-key-etag');
+    scenarios.push(s);
+    const key = 'releases/same size.txt';
+    await putSource(s, key, 'old!');
+    const old = await s.s3.send(new HeadObjectCommand({ Bucket: s.sourceBucket, Key: key }));
+    await putSource(s, key, 'new!');
+    // Copies of the old version, written after the overwrite: by timestamps they look current; only the recorded ETag says they are not.
+    const recorded = { [SOURCE_ETAG_METADATA]: unquoteEtag(old.ETag) };
+    await s.blobs.getBlockBlobClient(key).upload(Buffer.from('old!'), 4, { metadata: recorded });
+    await s.s3.send(new PutObjectCommand({ Bucket: s.ociBucket, Key: key, Body: 'old!', Metadata: recorded }));
+
+    const result = await runJson('all', s.settings, ['--key', key]);
+
+    expect(result.exitCode).toBe(0);
+    expect(targetOf(result.report, 'azure')).toMatchObject({ replaced: 1, complete: true });
+    expect(targetOf(result.report, 'oci')).toMatchObject({ replaced: 1, complete: true });
+    await expectExactMirrors(s);
   });
 
   it('--events reads a document and reconciles its keys; another bucket or a malformed document exits 2 with nothing changed', async () => {
