@@ -11,6 +11,7 @@ import { relative } from 'node:path';
 import process from 'node:process';
 import { blobServiceClientFor, s3ClientFor, startEmulators } from '../test/support/emulators.ts';
 import type { BenchContext, Verdict } from './context.ts';
+import { eventsScenario } from './events.ts';
 import { initialMirror } from './initial-mirror.ts';
 import { CLI_PATH } from './contenders.ts';
 import { RSS_METHOD, endRunningCommands, measure, type CommandToMeasure, type MeasuredRun } from './measure.ts';
@@ -19,15 +20,15 @@ import { RCLONE_INSTALL_HINT, RCLONE_SYNC_FLAGS, rcloneVersion } from './rclone.
 import { steadyState } from './steady-state.ts';
 import { megabytes, renderTable, seconds } from './table.ts';
 
-const SCENARIOS = ['initial', 'noop', 'change', 'planner'] as const;
+const SCENARIOS = ['initial', 'noop', 'change', 'planner', 'events'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 const MIB = 1024 * 1024;
 
 /** Full size is what the issue asks for; `--quick` is a smoke run of the same code in about a minute. */
 const SIZES = {
-  full: { initial: { smallObjects: 200, largeObjectBytes: 256 * MIB }, steady: { objects: 10_000, noopRepeats: 5 }, plannerObjects: 1_000_000 },
-  quick: { initial: { smallObjects: 20, largeObjectBytes: 32 * MIB }, steady: { objects: 1_000, noopRepeats: 1 }, plannerObjects: 100_000 },
+  full: { initial: { smallObjects: 200, largeObjectBytes: 256 * MIB }, steady: { objects: 10_000, noopRepeats: 5 }, plannerObjects: 1_000_000, events: { events: 200, burstRequests: 300 } },
+  quick: { initial: { smallObjects: 20, largeObjectBytes: 32 * MIB }, steady: { objects: 1_000, noopRepeats: 1 }, plannerObjects: 100_000, events: { events: 20, burstRequests: 60 } },
 } as const;
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only ${SCENARIOS.join('|')}[,...]] [--out results.json]
@@ -137,6 +138,12 @@ async function main(): Promise<number> {
         verdicts.push(...part.verdicts);
       }
       results['steadyState'] = outcome.data;
+    }
+    if (options.only.has('events')) {
+      const outcome = await eventsScenario(context, sizes.events);
+      print(`${outcome.text}\n`);
+      verdicts.push(...outcome.verdicts);
+      results['events'] = outcome.data;
     }
   } finally {
     s3.destroy();

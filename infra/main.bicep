@@ -23,6 +23,10 @@ metadata settingsLeftUnset = {
   KEY_VAULT_SECRET_AWS_SESSION_TOKEN: 'temporary credentials only; not used by a deployed app'
   KEY_VAULT_SECRET_OCI_ACCESS_KEY_ID: 'the template creates the secret under the app\'s default name'
   KEY_VAULT_SECRET_OCI_SECRET_KEY: 'the template creates the secret under the app\'s default name'
+  AzureWebJobsStorage: 'local runs (Azurite, a connection string); in Azure the host storage (event queue, event deletion window) is reached through the identity: AzureWebJobsStorage__accountName, __credential and __clientId are set'
+  AzureWebJobsStorage__queueServiceUri: 'derived from AzureWebJobsStorage__accountName (set) for the public cloud; only for another cloud or a custom endpoint'
+  AzureWebJobsStorage__blobServiceUri: 'derived from AzureWebJobsStorage__accountName (set) for the public cloud; only for another cloud or a custom endpoint'
+  AzureFunctionsJobHost__extensions__queues__maxDequeueCount: 'host.json sets maxDequeueCount (5); an app setting of this name overrides it for the host and the queue worker alike (the worker reads it to log message-poisoned on the last attempt)'
 }
 
 @minLength(1)

@@ -1,10 +1,13 @@
 /** The CLI adapter: arguments and environment in, a report and an exit code out. */
 import { ConfigError, LockHeldError, describeError } from './core/errors.ts';
+import type { KeyToReconcile, ReconcileEvent, ReconcileReport } from './core/reconcile.ts';
 import { failureCount, formatBytes, renderText, type RunReport } from './core/report.ts';
 import type { RunEvent } from './core/run.ts';
 import { renderVerifyText, type VerifyReport } from './core/verify.ts';
+import { EventDocumentError } from './core/s3-events.ts';
 import { PROVIDER_CHOICES, type ProviderChoice } from './core/types.ts';
 import { parseProvider, type Settings } from './config.ts';
+import { createEventService } from './events.ts';
 import { SecretsError } from './secrets.ts';
 import { createSyncService, type SyncServiceOptions } from './sync.ts';
 
@@ -19,19 +22,24 @@ export const EXIT = {
   locked: 3,
 } as const;
 
-export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json]
+export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json] [--key <key>]... [--events <file|->]
        artifacts-sync verify <${PROVIDER_CHOICES.join('|')}> [--json] [--checksum]
 
 Mirrors the S3 bucket AWS_S3_BUCKET (the source of truth) to the Azure container
 AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
 
-  --dry-run   show what would change, one line per action with its reason; change nothing
-  --json      print the report as JSON (progress still goes to stderr)
-  -h, --help  show this help
+  --dry-run        show what would change, one line per action with its reason; change nothing
+  --json           print the report as JSON (progress still goes to stderr)
+  --key <key>      reconcile this key only, to the source's current state, without listing
+                   the buckets (repeat for more keys)
+  --events <file>  reconcile the keys an S3 event document names (EventBridge event, array
+                   of them, or {"Records":[...]}); - reads it from stdin
+  -h, --help       show this help
 
 Exit codes: 0 mirror complete, 1 some object failed, deletions were (or, in a dry
 run, would be) held back by a delete guard, or the run stopped early,
-2 usage or configuration error, 3 another run holds the lock.
+2 usage or configuration error, or an event document that is malformed or names
+another bucket (nothing changed), 3 another run holds the lock.
 Settings are read from the environment; see README.md.
 \`verify --help\` describes verify.`;
 
@@ -53,34 +61,69 @@ compared), 2 usage or configuration error.`;
 export interface CommandLineIo {
   readonly out: (text: string) => void;
   readonly err: (text: string) => void;
+  /** Reads `--events`' file, or stdin for `-` (default: node:fs and process.stdin). */
+  readonly readInput?: (path: string) => Promise<string>;
 }
 
 interface ParsedArguments {
   readonly provider: ProviderChoice;
   readonly dryRun: boolean;
   readonly json: boolean;
+  /** `--key` values, in order; empty when none was given. */
+  readonly keys: readonly string[];
+  /** `--events`' file (`-`: stdin). */
+  readonly events: string | undefined;
+}
+
+/** Options that take a value: `--key k` or `--key=k` (the value may start with a dash). */
+const VALUE_OPTIONS = new Set(['--key', '--events']);
+
+interface ProviderAndOptions {
+  readonly provider: ProviderChoice;
+  readonly given: ReadonlySet<string>;
+  /** Values of options that take one, in order. */
+  readonly values: readonly { readonly option: string; readonly value: string }[];
 }
 
 /**
- * Parses `<provider>` and the `options` allowed beside it (`command` names the subcommand in errors);
- * throws `ConfigError` with what is allowed.
+ * Parses `<provider>`, the flags allowed beside it and, among `VALUE_OPTIONS`, those in `valueOptions`
+ * (`command` names the subcommand in errors); throws `ConfigError` with what is allowed.
  */
-function parseProviderAndOptions(args: readonly string[], options: readonly string[], command?: string): { provider: ProviderChoice; given: ReadonlySet<string> } | 'help' {
+function parseProviderAndOptions(args: readonly string[], flags: readonly string[], valueOptions: readonly string[], command?: string): ProviderAndOptions | 'help' {
   if (args.includes('--help') || args.includes('-h')) return 'help';
-  const unknown = args.filter((arg) => arg.startsWith('-') && !options.includes(arg));
-  if (unknown.length > 0) {
-    throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}${command === undefined ? '' : ` for ${command}`}: allowed are ${[...options, '--help'].join(', ')}`]);
+  const values: { option: string; value: string }[] = [];
+  const rest: string[] = [];
+  for (let index = 0; index < args.length; index += 1) {
+    const arg = args[index] ?? '';
+    const [option = '', inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    if (!valueOptions.includes(option)) {
+      rest.push(arg);
+      continue;
+    }
+    const value = inline ?? args[++index];
+    if (value === undefined || value === '') throw new ConfigError([`${option} needs a value: ${option === '--key' ? '--key <key> (repeat for more keys)' : '--events <file> or --events - for stdin'}`]);
+    values.push({ option, value });
   }
-  const positional = args.filter((arg) => !arg.startsWith('-'));
+  const unknown = rest.filter((arg) => arg.startsWith('-') && !flags.includes(arg));
+  if (unknown.length > 0) {
+    const allowed = [...flags, ...valueOptions.map((option) => (option === '--key' ? '--key <key>' : `${option} <file|->`)), '--help'];
+    throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}${command === undefined ? '' : ` for ${command}`}: allowed are ${allowed.join(', ')}`]);
+  }
+  const positional = rest.filter((arg) => !arg.startsWith('-'));
   if (positional.length === 0) throw new ConfigError([`missing provider: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
   if (positional.length > 1) throw new ConfigError([`one provider at a time, got ${positional.map((arg) => JSON.stringify(arg)).join(' ')}: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
-  return { provider: parseProvider(positional[0]), given: new Set(args) };
+  return { provider: parseProvider(positional[0]), given: new Set(rest), values };
 }
 
-/** Parses `<provider> [--dry-run] [--json]`; throws `ConfigError` with what is allowed. */
+/** Parses `<provider> [--dry-run] [--json] [--key <key>]... [--events <file|->]`; throws `ConfigError` with what is allowed. */
 export function parseArguments(args: readonly string[]): ParsedArguments | 'help' {
-  const parsed = parseProviderAndOptions(args, ['--dry-run', '--json']);
-  return parsed === 'help' ? parsed : { provider: parsed.provider, dryRun: parsed.given.has('--dry-run'), json: parsed.given.has('--json') };
+  const parsed = parseProviderAndOptions(args, ['--dry-run', '--json'], [...VALUE_OPTIONS]);
+  if (parsed === 'help') return parsed;
+  const keys = parsed.values.filter((entry) => entry.option === '--key').map((entry) => entry.value);
+  const events = parsed.values.filter((entry) => entry.option === '--events').map((entry) => entry.value);
+  if (events.length > 1) throw new ConfigError(['--events is given more than once: give one event document (an array of events, or {"Records":[...]}, holds many)']);
+  if (events.length > 0 && keys.length > 0) throw new ConfigError(['--key and --events do not go together: name the keys, or give an event document']);
+  return { provider: parsed.provider, dryRun: parsed.given.has('--dry-run'), json: parsed.given.has('--json'), keys, events: events[0] };
 }
 
 interface VerifyArguments {
@@ -91,7 +134,7 @@ interface VerifyArguments {
 
 /** Parses `verify <provider> [--json] [--checksum]` (without the word `verify`); throws `ConfigError` with what is allowed. */
 export function parseVerifyArguments(args: readonly string[]): VerifyArguments | 'help' {
-  const parsed = parseProviderAndOptions(args, ['--checksum', '--json'], 'verify');
+  const parsed = parseProviderAndOptions(args, ['--checksum', '--json'], [], 'verify');
   return parsed === 'help' ? parsed : { provider: parsed.provider, checksum: parsed.given.has('--checksum'), json: parsed.given.has('--json') };
 }
 
@@ -130,23 +173,57 @@ export async function runCommandLine(args: readonly string[], settings: Settings
   const parsed = argumentsOrExit(() => parseArguments(args), USAGE, io);
   if ('exit' in parsed) return parsed.exit;
   const { provider, dryRun, json } = parsed;
-  let report: RunReport;
+  let report: RunReport | ReconcileReport;
   try {
-    report = await createSyncService(settings, options).sync({ provider, dryRun, onEvent: (event) => progressLine(event, io) });
+    report = parsed.keys.length > 0 || parsed.events !== undefined
+      ? await reconcileNamedKeys(parsed, settings, io, options)
+      : await createSyncService(settings, options).sync({ provider, dryRun, onEvent: (event) => progressLine(event, io) });
   } catch (error) {
     io.err(`artifacts-sync: ${describeError(error)}`);
     if (error instanceof LockHeldError) return EXIT.locked;
-    if (error instanceof ConfigError || error instanceof SecretsError) return EXIT.usage;
+    if (error instanceof ConfigError || error instanceof SecretsError || error instanceof EventDocumentError) return EXIT.usage;
     return EXIT.failed;
   }
-  io.out(json ? JSON.stringify(report, null, 2) : renderText(report));
+  io.out(json ? JSON.stringify(report, null, 2) : renderText(report) + heldLines(report));
   // A dry run fails where the real run would: a delete guard holding deletions back.
   const clean = failureCount(report) === 0 && (dryRun ? report.targets.every((target) => target.deleteVerdict.allowed) : report.complete);
   return clean ? EXIT.complete : EXIT.failed;
 }
 
+/** `--key`/`--events`: the named keys, reconciled inline (no queue, no listing); a bad document throws before anything changes. */
+async function reconcileNamedKeys(parsed: ParsedArguments, settings: Settings, io: CommandLineIo, options: SyncServiceOptions): Promise<ReconcileReport> {
+  const service = createEventService(settings, options);
+  let keys: readonly KeyToReconcile[] = parsed.keys.map((key) => ({ key }));
+  if (parsed.events !== undefined) {
+    const text = await (io.readInput ?? readInput)(parsed.events);
+    const events = service.parse(text);
+    if (events.ignored > 0) io.err(`ignored ${events.ignored} test event(s)`);
+    keys = events.keys;
+  }
+  return service.reconcile({ provider: parsed.provider, keys, dryRun: parsed.dryRun, onEvent: (event) => progressLine(event, io) });
+}
+
+async function readInput(path: string): Promise<string> {
+  if (path !== '-') {
+    const { readFile } = await import('node:fs/promises');
+    return readFile(path, 'utf8').catch((error: unknown) => {
+      throw new ConfigError([`--events ${JSON.stringify(path)} could not be read (${describeError(error)}): give a readable file, or - for stdin`]);
+    });
+  }
+  const { stdin } = await import('node:process');
+  const chunks: Buffer[] = [];
+  for await (const chunk of stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The deletions the event deletion window held, one line each, under the report. */
+function heldLines(report: RunReport | ReconcileReport): string {
+  if (!('held' in report) || report.held.length === 0) return '';
+  return `\nHeld by the event deletion window (the next full run decides, behind its own guard):\n${report.held.map((held) => `  ${held.target} ${JSON.stringify(held.key)}`).join('\n')}`;
+}
+
 /** Progress for a person watching: one line per listing, plan and progress tick, on stderr. */
-function progressLine(event: RunEvent, io: CommandLineIo): void {
+function progressLine(event: ReconcileEvent, io: CommandLineIo): void {
   switch (event.event) {
     case 'listed':
       io.err(`listed ${event.store}: ${event.objects} objects in ${event.durationMs} ms`);
@@ -159,6 +236,9 @@ function progressLine(event: RunEvent, io: CommandLineIo): void {
       return;
     case 'fallback':
       io.err(`[${event.target}] ${event.reason}`);
+      return;
+    case 'key-mirrored':
+      io.err(`[${event.target}] ${event.outcome} ${JSON.stringify(event.key)}${event.lagMs === undefined ? '' : ` (${event.lagMs} ms after the event)`}`);
       return;
     case 'failure':
       io.err(`[${event.target}] FAILED ${event.operation}${event.key === undefined ? '' : ` ${JSON.stringify(event.key)}`}: ${event.message}`);

@@ -274,3 +274,63 @@ export class SettingsReader {
     return match ?? fallback;
   }
 }
+
+/**
+ * The Functions host's own storage account (`AzureWebJobsStorage`): the event queue and the event
+ * deletion window live there. A connection string locally and with Azurite; in Azure, identity-based
+ * `AzureWebJobsStorage__*` settings (the host's own convention).
+ */
+export type HostStorageConfig =
+  | { readonly kind: 'connection-string'; readonly connectionString: string }
+  | { readonly kind: 'identity'; readonly queueServiceUri: string; readonly blobServiceUri: string; readonly managedIdentityClientId: string | undefined };
+
+export interface EventConfig {
+  /** SYNC_QUEUE_NAME, default `artifacts-sync-objects`; the host moves failing messages to `<name>-poison`. */
+  readonly queueName: string;
+  /** SYNC_EVENT_DELETE_WINDOW_SECONDS, default 3600: event deletions per target are counted over this rolling window. */
+  readonly deleteWindowMs: number;
+  /** Undefined when no AzureWebJobsStorage setting is present (the CLI without a host): no queue; deletions counted per invocation. */
+  readonly hostStorage: HostStorageConfig | undefined;
+}
+
+export const DEFAULT_QUEUE_NAME = 'artifacts-sync-objects';
+const POISON_SUFFIX = '-poison';
+
+/** Reads the event settings; throws `ConfigError` naming each bad one. */
+export function loadEventConfig(settings: Settings): EventConfig {
+  const read = new SettingsReader(settings);
+  const queueName = read.optional('SYNC_QUEUE_NAME') ?? DEFAULT_QUEUE_NAME;
+  // The poison queue's name must be valid too: 63 characters in all.
+  if (!/^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$/.test(queueName) || queueName.length > 63 - POISON_SUFFIX.length) {
+    read.problem(`SYNC_QUEUE_NAME ${JSON.stringify(queueName)} is not a valid queue name: 3-${63 - POISON_SUFFIX.length} lowercase letters, digits and single hyphens, starting and ending with a letter or digit (default ${DEFAULT_QUEUE_NAME})`);
+  }
+  const deleteWindowMs = read.integer('SYNC_EVENT_DELETE_WINDOW_SECONDS', { default: 3600, min: 60, max: 604_800 }) * 1000;
+  const hostStorage = readHostStorage(read);
+  read.throwIfProblems();
+  return { queueName, deleteWindowMs, hostStorage };
+}
+
+function readHostStorage(read: SettingsReader): HostStorageConfig | undefined {
+  const connectionString = read.optional('AzureWebJobsStorage');
+  if (connectionString !== undefined) {
+    if (!/(^|;)(QueueEndpoint|AccountName|UseDevelopmentStorage)=/i.test(connectionString)) {
+      read.problem('AzureWebJobsStorage is not a storage connection string: expected "DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;..." (with QueueEndpoint= and BlobEndpoint= for Azurite), or use AzureWebJobsStorage__accountName with an identity');
+    }
+    return { kind: 'connection-string', connectionString };
+  }
+  const accountName = read.optional('AzureWebJobsStorage__accountName');
+  const queueServiceUri = read.url('AzureWebJobsStorage__queueServiceUri', { optional: true, example: 'https://<account>.queue.core.windows.net' });
+  const blobServiceUri = read.url('AzureWebJobsStorage__blobServiceUri', { optional: true, example: 'https://<account>.blob.core.windows.net' });
+  if (accountName === undefined && queueServiceUri === undefined) return undefined;
+  if (accountName !== undefined && !/^[a-z0-9]{3,24}$/.test(accountName)) {
+    read.problem(`AzureWebJobsStorage__accountName ${JSON.stringify(accountName)} is not a storage account name: 3-24 lowercase letters and digits`);
+  }
+  const credential = read.optional('AzureWebJobsStorage__credential');
+  if (credential !== undefined && credential !== 'managedidentity') {
+    read.problem(`AzureWebJobsStorage__credential ${JSON.stringify(credential)} must be "managedidentity" (with AzureWebJobsStorage__clientId for a user-assigned identity) or unset`);
+  }
+  const queue = queueServiceUri ?? `https://${accountName}.queue.core.windows.net`;
+  const blob = blobServiceUri ?? (accountName === undefined ? undefined : `https://${accountName}.blob.core.windows.net`);
+  if (blob === undefined) read.problem('AzureWebJobsStorage__blobServiceUri is required with AzureWebJobsStorage__queueServiceUri (the event deletion window is kept in blob storage), or set AzureWebJobsStorage__accountName');
+  return { kind: 'identity', queueServiceUri: queue, blobServiceUri: blob ?? '', managedIdentityClientId: read.optional('AzureWebJobsStorage__clientId') };
+}

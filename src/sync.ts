@@ -60,11 +60,7 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
     const config = loadConfig(settings, provider);
     keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
     const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, signal);
-    if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
-      // Loaded only when needed: @azure/identity alone adds about 300 ms to a start.
-      const { DefaultAzureCredential } = await import('@azure/identity');
-      azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
-    }
+    if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) azureCredential ??= await defaultAzureCredential(settings);
     return { config, keys };
   };
   return {
@@ -122,6 +118,12 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
   };
 }
 
+/** The identity for AZURE_STORAGE_ACCOUNT_URL. Loaded only when needed: @azure/identity alone adds about 300 ms to a start. */
+export async function defaultAzureCredential(settings: Settings): Promise<TokenCredential> {
+  const { DefaultAzureCredential } = await import('@azure/identity');
+  return new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
+}
+
 async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined): Promise<RunLock | undefined> {
   const lock = config.lock;
   if (lock === undefined) return undefined;
@@ -143,7 +145,7 @@ function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; a
   return config.sync.deadlineMs === undefined ? undefined : deadlineAfter(Date.now(), config.sync.deadlineMs);
 }
 
-function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
+export function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
   return s3Store({
     label: `s3://${config.source.bucket}`,
     bucket: config.source.bucket,
@@ -156,7 +158,7 @@ function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
 }
 
 /** The Blob SDK takes about 0.3 s to load: a run that mirrors only OCI loads it for its lock, beside its listings. */
-async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: TokenCredential | undefined): Promise<MirrorTarget[]> {
+export async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredential: TokenCredential | undefined): Promise<MirrorTarget[]> {
   const targets: MirrorTarget[] = [];
   if (config.azure !== undefined) {
     const azure = config.azure;

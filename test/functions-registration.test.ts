@@ -126,18 +126,33 @@ function triggerOf(loaded: Loaded, name: string): Binding {
 }
 
 describe('what the compiled main files register with the host', () => {
-  it('package.json main matches the compiled function files, and loading them registers exactly sync, syncTimer and verify', async () => {
+  it('package.json main matches the compiled function files, and loading them registers exactly sync, syncTimer, verify, events and objectQueue', async () => {
     const loaded = await loadApp();
 
     expect(loaded.loadError).toBeUndefined();
     expect(loaded.files).toContain('dist/src/functions/register.js');
     expect(loaded.files.every((file) => /^dist\/src\/functions\/[\w-]+\.js$/.test(file))).toBe(true);
-    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['sync', 'syncTimer', 'verify']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'sync', 'syncTimer', 'verify']);
   });
 
   it('verify is an HTTP trigger on route verify/{provider}, needing a function key, for GET', async () => {
     const loaded = await loadApp();
     expect(triggerOf(loaded, 'verify')).toMatchObject({ type: 'httpTrigger', direction: 'in', route: 'verify/{provider}', authLevel: 'function', methods: ['GET'] });
+  });
+
+  it('events is a POST-only HTTP trigger on events/s3 needing a function key; objectQueue a queue trigger on SYNC_QUEUE_NAME (default artifacts-sync-objects) in AzureWebJobsStorage', async () => {
+    const loaded = await loadApp();
+
+    expect(triggerOf(loaded, 'events')).toMatchObject({ type: 'httpTrigger', route: 'events/s3', authLevel: 'function', methods: ['POST'] });
+    expect(triggerOf(loaded, 'objectQueue')).toMatchObject({ type: 'queueTrigger', queueName: 'artifacts-sync-objects', connection: 'AzureWebJobsStorage' });
+    expect(triggerOf(await loadApp({ SYNC_QUEUE_NAME: 'mirror-events' }), 'objectQueue')).toMatchObject({ queueName: 'mirror-events' });
+  });
+
+  it('a malformed SYNC_QUEUE_NAME fails loading with a message naming the setting, and the other functions are still registered', async () => {
+    const loaded = await loadApp({ SYNC_QUEUE_NAME: 'Bad_Name' });
+
+    expect(loaded.loadError).toContain('SYNC_QUEUE_NAME "Bad_Name" is not a valid queue name');
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'sync', 'syncTimer', 'verify']);
   });
 
   it('sync is an HTTP trigger on route sync/{provider}, needing a function key, for GET and POST, answering through its return value', async () => {
@@ -161,11 +176,11 @@ describe('what the compiled main files register with the host', () => {
     expect(triggerOf(loaded, 'syncTimer')).toMatchObject({ type: 'timerTrigger', schedule: '0 */15 * * * *' });
   });
 
-  it('a malformed SYNC_SCHEDULE fails loading with a message naming the setting, and sync and verify are still registered', async () => {
+  it('a malformed SYNC_SCHEDULE fails loading with a message naming the setting, and every other function is still registered', async () => {
     const loaded = await loadApp({ SYNC_SCHEDULE: '0 * * * *' });
 
     expect(loaded.loadError).toContain('SYNC_SCHEDULE "0 * * * *" is not an NCRONTAB schedule (5 fields instead of 6)');
-    expect(loaded.functions.map((entry) => entry.name)).toEqual(['sync', 'verify']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'sync', 'verify']);
   });
 
   it('the registered sync callback is the real handler: an unknown provider answers 400 with the invocation id', async () => {
@@ -187,5 +202,14 @@ describe('host.json', () => {
     expect(host['version']).toBe('2.0');
     expect(host['extensionBundle']).toEqual({ id: 'Microsoft.Azure.Functions.ExtensionBundle', version: '[4.*, 5.0.0)' });
     expect(host['functionTimeout']).toBe(FUNCTION_TIMEOUT);
+  });
+
+  it('sets the queue trigger\'s dequeue limit (5, which test/support/queue-host.ts plays) and base64 messages, as the events endpoint writes them', async () => {
+    const host = JSON.parse(await readFile(join(repo, 'host.json'), 'utf8')) as { extensions: { queues: Record<string, unknown> } };
+    const { HOST_MAX_DEQUEUE_COUNT } = await import('./support/queue-host.ts');
+    const { MAX_DEQUEUE_COUNT } = await import('../src/functions/object-queue.ts');
+    expect(MAX_DEQUEUE_COUNT).toBe(HOST_MAX_DEQUEUE_COUNT);
+
+    expect(host.extensions.queues).toMatchObject({ maxDequeueCount: HOST_MAX_DEQUEUE_COUNT, messageEncoding: 'base64' });
   });
 });

@@ -41,6 +41,8 @@ type appSettingOverrides = {
   SYNC_HTTP_DEADLINE_SECONDS: string?
   @description('Deadline of a timer run, from 10 s to the function timeout less 10 s; default the timeout less 60 s, at most 540.')
   SYNC_TIMER_DEADLINE_SECONDS: string?
+  @description('Rolling window over which event deletions per target are counted (at most SYNC_MAX_DELETE_COUNT), 60-604800 s; default 3600.')
+  SYNC_EVENT_DELETE_WINDOW_SECONDS: string?
   @description('The host\'s function timeout, hh:mm:ss; default 00:10:00 (host.json).')
   AzureFunctionsJobHost__functionTimeout: string?
 }

@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto';
 import type { TargetStore } from '../stores/store.ts';
 import { forEachBounded } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
-import { replaceReason } from './plan.ts';
+import { objectOfHead, replaceReason } from './plan.ts';
 import type { WrittenCopy } from './transfer.ts';
 import type { ObjectInfo, Plan, RecordedSource, TransferAction } from './types.ts';
 
@@ -213,14 +213,9 @@ export class RecordedTarget {
       }
       try {
         const seen = await store.head(action.key, signal);
-        const recordedNoSource = seen.recordedSource === undefined;
         const target: ObjectInfo = {
-          key: action.key,
-          size: seen.size,
-          lastModifiedMs: seen.lastModifiedMs,
-          etag: seen.etag,
-          ...(seen.recordedSource === undefined ? {} : { recordedSource: seen.recordedSource }),
-          ...(recordedNoSource && record.knows(action.key) ? { provenance: 'rewritten' as const } : {}),
+          ...objectOfHead(action.key, seen),
+          ...(seen.recordedSource === undefined && record.knows(action.key) ? { provenance: 'rewritten' as const } : {}),
         };
         // A version someone rewrote after us stays unrecorded: recorded as "no source", the timestamp rule would take it as current.
         if (target.provenance === undefined) record.record(action.key, seen.etag, seen.recordedSource);

@@ -1,3 +1,4 @@
+import type { ObjectHead } from '../stores/store.ts';
 import type { Action, DeleteAction, DeleteVerdict, KeyRefusal, ObjectInfo, Plan, ReplaceReason, TransferAction } from './types.ts';
 
 /** Limits on what one run may delete; see `deleteGuard`. */
@@ -51,6 +52,28 @@ export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceRe
     return { why: 'source-newer', sourceModifiedMs: source.lastModifiedMs, targetModifiedMs: target.lastModifiedMs };
   }
   return undefined;
+}
+
+/**
+ * What one key needs at a target, from what each side holds (`undefined`: no such key), or `undefined`
+ * when the target mirrors it: the planner's rule for one pair, used as is by the per-key reconcile.
+ */
+export function actionForKey(key: string, source: ObjectInfo | undefined, target: ObjectInfo | undefined): Action | undefined {
+  if (source === undefined) return target === undefined ? undefined : { kind: 'delete', key, target };
+  if (target === undefined) return { kind: 'copy', key, source };
+  const reason = replaceReason(source, target);
+  return reason === undefined ? undefined : { kind: 'replace', key, source, target, reason };
+}
+
+/** An object as a HEAD shows it: what a listing with metadata shows, so `replaceReason` decides it as it decides a listed one. */
+export function objectOfHead(key: string, head: ObjectHead): ObjectInfo {
+  return {
+    key,
+    size: head.size,
+    lastModifiedMs: head.lastModifiedMs,
+    etag: head.etag,
+    ...(head.recordedSource === undefined ? {} : { recordedSource: head.recordedSource }),
+  };
 }
 
 /**
@@ -137,10 +160,10 @@ export class MirrorPlanner {
   }
 
   #compare(source: ObjectInfo, target: ObjectInfo): void {
-    const reason = replaceReason(source, target);
-    this.#onMatch?.(source, target, reason);
-    if (reason === undefined) this.#unchanged += 1;
-    else this.#replacements.push({ kind: 'replace', key: source.key, source, target, reason });
+    const action = actionForKey(source.key, source, target);
+    this.#onMatch?.(source, target, action?.kind === 'replace' ? action.reason : undefined);
+    if (action === undefined) this.#unchanged += 1;
+    else if (action.kind !== 'delete') this.#replacements.push(action);
   }
 }
 

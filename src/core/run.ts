@@ -86,8 +86,8 @@ const CONFIRMATION_CONCURRENCY = 16;
 /** After this many object failures in a row, a target is taken as down: no more transfers, no deletions. */
 const CONSECUTIVE_FAILURES_FOR_DOWN = 5;
 
-/** Per-target state while a run executes. */
-class TargetRun {
+/** Per-target state while a run executes (a per-key reconcile, core/reconcile.ts, keeps one too). */
+export class TargetRun {
   readonly name: TargetName;
   readonly store: TargetStore;
   readonly plan: Plan;
@@ -126,8 +126,27 @@ class TargetRun {
   }
 }
 
+/** How a run starts writing to a target: pulled server-side where the service can, unless streaming is asked for. */
+export function firstTransferMode(store: TargetStore, options: Pick<RunOptions, 'transferMode'>): TransferMode {
+  return store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming' ? 'server-side' : 'streaming';
+}
+
+/** The `plan` event: what a target's plan holds, before anything is done. */
+export function emitPlan(run: TargetRun, emit: (event: RunEvent) => void): void {
+  const plan = run.plan;
+  emit({
+    event: 'plan',
+    target: run.name,
+    copy: plan.transfers.filter((action) => action.kind === 'copy').length,
+    replace: plan.transfers.filter((action) => action.kind === 'replace').length,
+    delete: plan.deletions.length,
+    unchanged: plan.unchanged,
+    deletionsAllowed: plan.deleteVerdict.allowed,
+  });
+}
+
 /** What every transfer of one run shares. */
-interface TransferContext {
+export interface TransferContext {
   readonly source: SourceStore;
   readonly options: RunOptions;
   readonly budget: ByteBudget;
@@ -217,20 +236,11 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         continue;
       }
       const plan = record === undefined ? listedPlan : await record.resolve(listedPlan, target.store, signal, { stopAt: options.deadline?.stopStartingAt, now });
-      const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
-      const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming', record);
+      const run = new TargetRun(target, plan, firstTransferMode(target.store, options), record);
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
       for (const refusal of plan.refused) recordFailure(run, { target: run.name, operation: 'copy', key: refusal.key, message: `not mirrored: ${refusal.reason}` }, emit);
       runs.push(run);
-      emit({
-        event: 'plan',
-        target: run.name,
-        copy: plan.transfers.filter((action) => action.kind === 'copy').length,
-        replace: plan.transfers.filter((action) => action.kind === 'replace').length,
-        delete: plan.deletions.length,
-        unchanged: plan.unchanged,
-        deletionsAllowed: plan.deleteVerdict.allowed,
-      });
+      emitPlan(run, emit);
     }
 
     if (!dryRun) {
@@ -394,7 +404,7 @@ async function transferAll(
 }
 
 /** Writes one object to the targets that need it: pulled server-side where the target can, streamed (read once) to the rest. */
-async function transferOne(
+export async function transferOne(
   key: string,
   pending: readonly [TargetRun, TransferAction][],
   context: TransferContext,
@@ -530,13 +540,25 @@ async function deleteExtras(run: TargetRun, source: SourceStore, signal: AbortSi
     run.deferred += deletions.length;
     return;
   }
-  if (run.plan.confirmDeletions !== undefined) deletions = await confirmedAtSource(run, deletions, source, signal, emit);
+  // Always, not only for a target listed out of order: an event worker may have copied the key since the listing.
+  deletions = await confirmedAtSource(run, deletions, source, signal, emit);
   if (deletions.length === 0) return;
   // Forgotten whatever the outcome: a key the record does not know is looked at, never taken as current.
   run.record?.deleted(deletions.map((action) => action.key));
+  await deleteKeys(run, deletions.map((action) => action.key), signal, emit);
+}
+
+/**
+ * Deletes `keys` at the run's target in batches, counting and reporting each key that failed (or the
+ * batch error); resolves with the keys now gone. Full runs and per-key reconciles both delete with it.
+ */
+export async function deleteKeys(run: TargetRun, keys: readonly string[], signal: AbortSignal, emit: (event: RunEvent) => void): Promise<string[]> {
+  let gone: string[] = [];
   try {
-    const failures = await run.store.deleteMany(deletions.map((action) => action.key), signal);
-    run.deleted += deletions.length - failures.length;
+    const failures = await run.store.deleteMany(keys, signal);
+    const failedKeys = new Set(failures.map((failure) => failure.key));
+    gone = keys.filter((key) => !failedKeys.has(key));
+    run.deleted += keys.length - failures.length;
     for (const failure of failures) {
       run.failed += 1;
       const entry: Failure = { target: run.name, operation: 'delete', key: failure.key, message: failure.message };
@@ -545,15 +567,16 @@ async function deleteExtras(run: TargetRun, source: SourceStore, signal: AbortSi
     }
   } catch (error) {
     if (signal.aborted) {
-      run.deferred += deletions.length;
-      return;
+      run.deferred += keys.length;
+      return gone;
     }
-    run.failed += deletions.length;
+    run.failed += keys.length;
     const entry: Failure = { target: run.name, operation: 'delete', message: describeError(error) };
     run.failures.push(entry);
     emit({ event: 'failure', ...entry });
   }
   emit({ event: 'deleted', target: run.name, objects: run.deleted });
+  return gone;
 }
 
 /** Keeps only the deletions whose key the source does not have (a HEAD answered 404); says how many were kept and why. */
@@ -576,11 +599,14 @@ async function confirmedAtSource(run: TargetRun, deletions: readonly DeleteActio
       emit({ event: 'failure', ...failure });
     }
   });
-  run.notes.push(`${run.plan.confirmDeletions}: ${confirmed.length} deletion(s) confirmed at the source, ${kept} kept because the source has them`);
+  if (run.plan.confirmDeletions !== undefined || kept > 0) {
+    const why = run.plan.confirmDeletions ?? 'each deletion is confirmed at the source right before it (the key may have come back since the listing)';
+    run.notes.push(`${why}: ${confirmed.length} deletion(s) confirmed at the source, ${kept} kept because the source has them`);
+  }
   return confirmed;
 }
 
-function targetReport(run: TargetRun, dryRun: boolean, durationMs: number): TargetReport {
+export function targetReport(run: TargetRun, dryRun: boolean, durationMs: number): TargetReport {
   const plan = run.plan;
   const planned = {
     copy: plan.transfers.filter((action) => action.kind === 'copy').length,

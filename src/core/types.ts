@@ -86,7 +86,7 @@ export interface Plan {
   readonly confirmDeletions?: string;
 }
 
-export type Operation = 'list' | 'copy' | 'replace' | 'delete' | 'lock' | 'cleanup';
+export type Operation = 'list' | 'head' | 'copy' | 'replace' | 'delete' | 'lock' | 'cleanup';
 
 /** One object (or whole store) that did not end as planned. */
 export interface Failure {

@@ -1,8 +1,12 @@
 /**
- * What the Functions host loads (package.json `main`): the three functions, over one service per
- * instance, so Key Vault keys and credentials are cached across invocations.
+ * What the Functions host loads (package.json `main`): the functions, over one runner and one event
+ * service per instance, so Key Vault keys and credentials are cached across invocations.
  */
 import azureFunctions from '@azure/functions';
+import { loadEventConfig } from '../config.ts';
+import { createEventService } from '../events.ts';
+import { eventsHttpHandler } from './events-http.ts';
+import { objectQueueHandler } from './object-queue.ts';
 import { createSyncService } from '../sync.ts';
 import { createSyncRunner } from './run-sync.ts';
 import { syncSchedule } from './schedule.ts';
@@ -13,6 +17,7 @@ import { verifyHttpHandler } from './verify-http.ts';
 const { app } = azureFunctions;
 const service = createSyncService(process.env);
 const runner = createSyncRunner({ service });
+const events = createEventService(process.env);
 
 app.http('sync', {
   route: 'sync/{provider}',
@@ -28,9 +33,24 @@ app.http('verify', {
   handler: verifyHttpHandler({ service, settings: process.env }),
 });
 
-// Last on purpose: a malformed SYNC_SCHEDULE throws here, the host logs the message (naming the
-// setting) as "unable to load entry point", and `sync` stays available.
-app.timer('syncTimer', {
-  schedule: syncSchedule(process.env),
-  handler: syncTimerHandler(runner),
+app.http('events', {
+  route: 'events/s3',
+  methods: ['POST'],
+  authLevel: 'function',
+  handler: eventsHttpHandler(events),
 });
+
+// Last, each on its own: a malformed SYNC_SCHEDULE or SYNC_QUEUE_NAME throws here (naming the setting),
+// the host logs it as "unable to load entry point", and every other function stays available.
+const settingProblems = [
+  () => app.timer('syncTimer', { schedule: syncSchedule(process.env), handler: syncTimerHandler(runner) }),
+  () => app.storageQueue('objectQueue', { queueName: loadEventConfig(process.env).queueName, connection: 'AzureWebJobsStorage', handler: objectQueueHandler(events) }),
+].flatMap((register) => {
+  try {
+    register();
+    return [];
+  } catch (error) {
+    return [error instanceof Error ? error.message : String(error)];
+  }
+});
+if (settingProblems.length > 0) throw new Error(settingProblems.join('; '));

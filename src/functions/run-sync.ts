@@ -148,7 +148,7 @@ export interface LogFields {
 }
 
 /** Events not at 'info': a line per copied object is debug (off in host.json's default level), failures are errors. */
-const EVENT_LEVELS: Partial<Record<RunEvent['event'], LogLevel>> = {
+export const EVENT_LEVELS: Partial<Record<RunEvent['event'], LogLevel>> = {
   transferred: 'debug',
   fallback: 'warn',
   failure: 'error',

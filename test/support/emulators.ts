@@ -17,11 +17,13 @@ import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobServiceClient } from '@azure/storage-blob';
 
-/** Where a running Azurite blob service answers. Plain data: it can cross to a test worker or a child process. */
+/** Where a running Azurite blob and queue service answer. Plain data: it can cross to a test worker or a child process. */
 export interface AzuriteCoordinates {
   /** `http://127.0.0.1:PORT/devstoreaccount1` */
   blobEndpoint: string;
-  /** A SharedKey connection string for `BlobServiceClient.fromConnectionString`. */
+  /** The queue service, `http://127.0.0.1:PORT/devstoreaccount1` (its own port). */
+  queueEndpoint: string;
+  /** A SharedKey connection string for `BlobServiceClient.fromConnectionString` (and `QueueServiceClient`'s). */
   connectionString: string;
   accountName: string;
   accountKey: string;
@@ -43,7 +45,10 @@ export interface EmulatorCoordinates {
 }
 
 export interface AzuriteHandle extends AzuriteCoordinates {
+  /** The blob service's process. */
   pid: number;
+  /** The queue service's process. */
+  queuePid: number;
   /** Ends the process (SIGTERM, SIGKILL after 3 s), waits for it and removes its work directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -74,17 +79,42 @@ const OUTPUT_TAIL_LINES = 30;
 const ownExtension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const siblingScript = (name: string): URL => new URL(`./${name}${ownExtension}`, import.meta.url);
 
-/** Starts Azurite's blob service (in-memory, no queue or table) on a free port. */
+/** Starts Azurite's blob and queue services (in-memory, two processes, no table) on free ports. */
 export async function startAzurite(): Promise<AzuriteHandle> {
-  const mainScript = createRequire(import.meta.url).resolve('azurite/dist/src/blob/main.js');
+  const [blob, queue] = await Promise.allSettled([startAzuriteService('blob'), startAzuriteService('queue')]);
+  if (blob.status === 'rejected' || queue.status === 'rejected') {
+    await Promise.all([blob, queue].map((started) => (started.status === 'fulfilled' ? started.value.stop() : undefined)));
+    throw blob.status === 'rejected' ? blob.reason : (queue as PromiseRejectedResult).reason;
+  }
+  const blobEndpoint = `http://127.0.0.1:${blob.value.port}/${AZURITE_ACCOUNT_NAME}`;
+  const queueEndpoint = `http://127.0.0.1:${queue.value.port}/${AZURITE_ACCOUNT_NAME}`;
+  return {
+    blobEndpoint,
+    queueEndpoint,
+    connectionString:
+      `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT_NAME};AccountKey=${AZURITE_ACCOUNT_KEY};` +
+      `BlobEndpoint=${blobEndpoint};QueueEndpoint=${queueEndpoint};`,
+    accountName: AZURITE_ACCOUNT_NAME,
+    accountKey: AZURITE_ACCOUNT_KEY,
+    pid: blob.value.pid,
+    queuePid: queue.value.pid,
+    stop: async () => {
+      await Promise.all([blob.value.stop(), queue.value.stop()]);
+    },
+  };
+}
+
+/** One Azurite service as its own process: the blob service (`blob/main.js`) or the queue service (`queue/main.js`). */
+function startAzuriteService(service: 'blob' | 'queue'): Promise<LaunchedChild> {
+  const mainScript = createRequire(import.meta.url).resolve(`azurite/dist/src/${service}/main.js`);
   // Azurite refuses --location together with --inMemoryPersistence; in memory it writes nothing,
   // and running it inside its own temporary directory keeps anything it might write out of the repo.
-  const child = await launch({
-    name: 'azurite',
+  return launch({
+    name: service === 'blob' ? 'azurite' : 'azurite-queue',
     args: [
       mainScript,
-      '--blobHost', '127.0.0.1',
-      '--blobPort', '0',
+      `--${service}Host`, '127.0.0.1',
+      `--${service}Port`, '0',
       '--inMemoryPersistence',
       '--skipApiVersionCheck', // current SDKs send an API version Azurite does not know yet
       '--disableTelemetry',
@@ -92,17 +122,6 @@ export async function startAzurite(): Promise<AzuriteHandle> {
     ],
     readyLine: /successfully listens on http:\/\/127\.0\.0\.1:(\d+)/,
   });
-  const blobEndpoint = `http://127.0.0.1:${child.port}/${AZURITE_ACCOUNT_NAME}`;
-  return {
-    blobEndpoint,
-    connectionString:
-      `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT_NAME};AccountKey=${AZURITE_ACCOUNT_KEY};` +
-      `BlobEndpoint=${blobEndpoint};`,
-    accountName: AZURITE_ACCOUNT_NAME,
-    accountKey: AZURITE_ACCOUNT_KEY,
-    pid: child.pid,
-    stop: child.stop,
-  };
 }
 
 /** Starts s3rver on a free port, with its data in a temporary directory removed on stop. No buckets exist yet. */
@@ -189,8 +208,8 @@ export function uniqueName(prefix: string): string {
 }
 
 function azuriteCoordinates(handle: AzuriteCoordinates): AzuriteCoordinates {
-  const { blobEndpoint, connectionString, accountName, accountKey } = handle;
-  return { blobEndpoint, connectionString, accountName, accountKey };
+  const { blobEndpoint, queueEndpoint, connectionString, accountName, accountKey } = handle;
+  return { blobEndpoint, queueEndpoint, connectionString, accountName, accountKey };
 }
 
 function s3ServerCoordinates(handle: S3ServerCoordinates): S3ServerCoordinates {
