@@ -266,6 +266,25 @@ describe('artifacts-sync --key and --events (inline, no queue)', () => {
     await expectExactMirrors(s);
   });
 
+  it('--key with a key Azure cannot hold verbatim fails it there by name (exit 1), never touches the blob it would alias, and still mirrors it to OCI', async () => {
+    const s = await createScenario(emulators, 'cli-key-refused');
+    scenarios.push(s);
+    const key = 'tools\\setup.exe';
+    await putSource(s, key, 'the installer');
+    // The blob Azure would write `tools\setup.exe` to: another object's, which a per-key look must neither read as the key nor delete.
+    await s.blobs.getBlockBlobClient('tools/setup.exe').upload(Buffer.from('someone else'), 12);
+
+    const result = await runJson('all', s.settings, ['--key', key]);
+
+    expect(result.exitCode).toBe(1);
+    const azure = targetOf(result.report, 'azure');
+    expect(azure).toMatchObject({ copied: 0, deleted: 0, complete: false });
+    expect(azure.failures).toEqual([expect.objectContaining({ key, message: expect.stringContaining('not mirrored') })]);
+    expect(targetOf(result.report, 'oci')).toMatchObject({ copied: 1, complete: true });
+    expect([...(await readContainer(s)).keys()]).toEqual(['tools/setup.exe']);
+    expect((await readBucket(s, s.ociBucket)).has(key)).toBe(true);
+  });
+
   it('--events reads a document and reconciles its keys; another bucket or a malformed document exits 2 with nothing changed', async () => {
     const s = await createScenario(emulators, 'cli-events');
     scenarios.push(s);
