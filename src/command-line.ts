@@ -7,7 +7,8 @@ import { PROVIDER_CHOICES, type ProviderChoice } from './core/types.ts';
 import { parseProvider, type Settings } from './config.ts';
 import { createEventService } from './events.ts';
 import { SecretsError } from './secrets.ts';
-import { createSyncService, type SyncServiceOptions } from './sync.ts';
+import { QUEUE_COMMANDS, QUEUE_USAGE } from './command-line-runs.ts';
+import { createSyncService, type SyncReport, type SyncServiceOptions } from './sync.ts';
 
 export const EXIT = {
   /** The mirror is complete (or the dry run planned without errors, and a real run would delete what it plans). */
@@ -20,7 +21,8 @@ export const EXIT = {
   locked: 3,
 } as const;
 
-export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json] [--key <key>]... [--events <file|->]
+export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json] [--key <key>]... [--events <file|->] [--enqueue]
+${QUEUE_USAGE}
 
 Mirrors the S3 bucket AWS_S3_BUCKET (the source of truth) to the Azure container
 AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
@@ -31,12 +33,15 @@ AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
                    the buckets (repeat for more keys)
   --events <file>  reconcile the keys an S3 event document names (EventBridge event, array
                    of them, or {"Records":[...]}); - reads it from stdin
+  --enqueue        plan, run the deletions, and put every transfer on the queue for workers;
+                   prints the run id (--json: runId); exit 0 once everything is enqueued
   -h, --help       show this help
 
 Exit codes: 0 mirror complete, 1 some object failed, deletions were (or, in a dry
 run, would be) held back by a delete guard, or the run stopped early,
 2 usage or configuration error, or an event document that is malformed or names
-another bucket (nothing changed), 3 another run holds the lock.
+another bucket (nothing changed), 3 another run holds the lock, 4 (status <run-id>)
+the run is still running.
 Settings are read from the environment; see README.md.`;
 
 export interface CommandLineIo {
@@ -54,6 +59,7 @@ interface ParsedArguments {
   readonly keys: readonly string[];
   /** `--events`' file (`-`: stdin). */
   readonly events: string | undefined;
+  readonly enqueue: boolean;
 }
 
 /** Options that take a value: `--key k` or `--key=k` (the value may start with a dash). */
@@ -62,7 +68,7 @@ const VALUE_OPTIONS = new Set(['--key', '--events']);
 /** Parses `<provider> [--dry-run] [--json] [--key <key>]... [--events <file|->]`; throws `ConfigError` with what is allowed. */
 export function parseArguments(args: readonly string[]): ParsedArguments | 'help' {
   if (args.includes('--help') || args.includes('-h')) return 'help';
-  const flags = new Set(['--dry-run', '--json']);
+  const flags = new Set(['--dry-run', '--json', '--enqueue']);
   const values: { option: string; value: string }[] = [];
   const rest: string[] = [];
   for (let index = 0; index < args.length; index += 1) {
@@ -77,7 +83,7 @@ export function parseArguments(args: readonly string[]): ParsedArguments | 'help
     values.push({ option, value });
   }
   const unknown = rest.filter((arg) => arg.startsWith('-') && !flags.has(arg));
-  if (unknown.length > 0) throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}: allowed are --dry-run, --json, --key <key>, --events <file|->, --help`]);
+  if (unknown.length > 0) throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}: allowed are --dry-run, --json, --key <key>, --events <file|->, --enqueue, --help`]);
   const positional = rest.filter((arg) => !arg.startsWith('-'));
   if (positional.length === 0) throw new ConfigError([`missing provider: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
   if (positional.length > 1) throw new ConfigError([`one provider at a time, got ${positional.map((arg) => JSON.stringify(arg)).join(' ')}: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
@@ -85,10 +91,14 @@ export function parseArguments(args: readonly string[]): ParsedArguments | 'help
   const events = values.filter((entry) => entry.option === '--events').map((entry) => entry.value);
   if (events.length > 1) throw new ConfigError(['--events is given more than once: give one event document (an array of events, or {"Records":[...]}, holds many)']);
   if (events.length > 0 && keys.length > 0) throw new ConfigError(['--key and --events do not go together: name the keys, or give an event document']);
-  return { provider: parseProvider(positional[0]), dryRun: args.includes('--dry-run'), json: args.includes('--json'), keys, events: events[0] };
+  const enqueue = args.includes('--enqueue');
+  if (enqueue && (keys.length > 0 || events.length > 0)) throw new ConfigError(['--enqueue goes with a full run only: --key and --events reconcile inline']);
+  if (enqueue && args.includes('--dry-run')) throw new ConfigError(['--enqueue and --dry-run do not go together: a dry run enqueues nothing']);
+  return { provider: parseProvider(positional[0]), dryRun: args.includes('--dry-run'), json: args.includes('--json'), keys, events: events[0], enqueue };
 }
 
 export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}): Promise<number> {
+  if (QUEUE_COMMANDS.some((command) => command === args[0])) return (await import('./command-line-runs.ts')).runQueueCommand(args, settings, io, options);
   let parsed: ParsedArguments | 'help';
   try {
     parsed = parseArguments(args);
@@ -101,18 +111,20 @@ export async function runCommandLine(args: readonly string[], settings: Settings
     return EXIT.complete;
   }
   const { provider, dryRun, json } = parsed;
-  let report: RunReport | ReconcileReport;
+  let report: SyncReport | ReconcileReport;
   try {
     report = parsed.keys.length > 0 || parsed.events !== undefined
       ? await reconcileNamedKeys(parsed, settings, io, options)
-      : await createSyncService(settings, options).sync({ provider, dryRun, onEvent: (event) => progressLine(event, io) });
+      : await createSyncService(settings, options).sync({ provider, dryRun, trigger: 'cli', enqueue: parsed.enqueue, onEvent: (event) => progressLine(event, io) });
   } catch (error) {
     io.err(`artifacts-sync: ${describeError(error)}`);
     if (error instanceof LockHeldError) return EXIT.locked;
     if (error instanceof ConfigError || error instanceof SecretsError || error instanceof EventDocumentError) return EXIT.usage;
     return EXIT.failed;
   }
-  io.out(json ? JSON.stringify(report, null, 2) : renderText(report) + heldLines(report));
+  io.out(json ? JSON.stringify(report, null, 2) : renderText(report) + heldLines(report) + ('runId' in report && report.runId !== undefined ? `\nrun ${report.runId}` : ''));
+  // Enqueued: done once every transfer is on the queue and the run's own part (deletions) is clean.
+  if (parsed.enqueue) return failureCount(report) === 0 && report.stoppedEarly === undefined ? EXIT.complete : EXIT.failed;
   // A dry run fails where the real run would: a delete guard holding deletions back.
   const clean = failureCount(report) === 0 && (dryRun ? report.targets.every((target) => target.deleteVerdict.allowed) : report.complete);
   return clean ? EXIT.complete : EXIT.failed;

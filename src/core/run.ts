@@ -1,6 +1,7 @@
 import type { SourceStore, TargetStore } from '../stores/store.ts';
 import { ByteBudget, forEachBounded } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
+import type { FanOut } from './fan-out.ts';
 import { planWhileListing, type ListedPlans } from './listings.ts';
 import type { DeleteLimits } from './plan.ts';
 import { plannedAction, type RunReport, type TargetReport } from './report.ts';
@@ -45,6 +46,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: RunEvent) => void;
   readonly now?: () => number;
+  /** Takes the transfers as the listings find them; a large run's go on the queue (core/fan-out.ts), the rest run here. */
+  readonly fanOut?: FanOut<TargetName>;
 }
 
 /**
@@ -171,8 +174,10 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
           now,
           onFirstPage: () => void openGate(),
           onListed: (label, objects, durationMs) => emit({ event: 'listed', store: label, objects, durationMs }),
+          ...(options.fanOut === undefined || dryRun ? {} : { transferSink: options.fanOut }),
         },
       );
+      if (!dryRun) await options.fanOut?.finish();
     } catch (error) {
       if (gateFailed.signal.aborted) throw gateFailed.signal.reason;
       if (cancel.signal.aborted) return deadlineDuringListings();
@@ -192,7 +197,9 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     const runs: TargetRun[] = [];
     const listingFailures: { target: MirrorTarget; message: string; counted: boolean }[] = [];
     for (const target of targets) {
-      const plan = listed.plans.get(target.name);
+      const listedPlan = listed.plans.get(target.name);
+      const fanOut = dryRun ? undefined : options.fanOut;
+      const plan = listedPlan === undefined || fanOut === undefined ? listedPlan : { ...listedPlan, transfers: fanOut.inline(target.name) };
       if (plan === undefined) {
         const message = describeError(listed.failedTargets.get(target.name));
         listingFailures.push({ target, message, counted: true });
@@ -202,6 +209,12 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
       const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming');
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
+      const enqueued = fanOut?.enqueued.get(target.name);
+      if (enqueued !== undefined) {
+        // Deferred to the queue workers: this run's report is not the target's last word.
+        run.deferred += enqueued.keys;
+        run.notes.push(`fanned out: ${enqueued.keys} transfer(s) enqueued in ${enqueued.messages} message(s) as run ${fanOut!.runId}; the queue workers do them`);
+      }
       runs.push(run);
       emit({
         event: 'plan',
@@ -220,7 +233,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       await transferAll(runs, source, options, signal, emit, now);
       for (const run of runs) await deleteExtras(run, source, signal, emit);
     }
-    const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > 0);
+    const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > (options.fanOut?.enqueued.get(run.name)?.keys ?? 0));
     return finish({
       sourceObjects: listed.sourceObjects,
       sourceBytes: listed.sourceBytes,

@@ -139,7 +139,7 @@ function functionTimeoutSeconds(read: SettingsReader): number {
   return ((part(1) * 24 + part(2)) * 60 + part(3)) * 60 + part(4);
 }
 
-type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 /** A log line's fields: `event` names what happened; counts and durations are numbers. */
 export interface LogFields {
