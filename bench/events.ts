@@ -69,6 +69,8 @@ async function measureLag(context: BenchContext, events: number): Promise<Events
   const scenario = await createScenario(context.emulators, 'bench-events', { AzureWebJobsStorage: context.emulators.azurite.connectionString, SYNC_QUEUE_NAME: queueName });
   const service = createEventService(scenario.settings);
   const queues = QueueServiceClient.fromConnectionString(context.emulators.azurite.connectionString);
+  // The endpoint creates the queue with its first message; the worker loop starts before that.
+  await queues.getQueueClient(queueName).createIfNotExists();
   const lagByKey = new Map<string, number>();
   let producing = true;
   const worker = (async () => {

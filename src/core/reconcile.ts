@@ -189,9 +189,14 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
       if (deletions.length > 0) await deleteKeys(run, deletions, window);
     }
     const transfers = pending
-      .map((entry) => ({ key: entry.key, actions: [...entry.actions].filter((pair): pair is [TargetRun, TransferAction] => pair[1].kind !== 'delete' && pair[0].down === undefined) }))
+      .map((entry) => ({ key: entry.key, actions: [...entry.actions].filter((pair): pair is [TargetRun, TransferAction] => pair[1].kind !== 'delete') }))
       .filter((entry) => entry.actions.length > 0);
-    await forEachBounded(transfers, options.concurrency ?? 16, (entry) => transferOne(entry.key, entry.actions, context));
+    await forEachBounded(transfers, options.concurrency ?? 16, async (entry) => {
+      // A target found down (credentials refused, bucket gone) is not written to again in this invocation.
+      for (const [run] of entry.actions) if (run.down !== undefined) run.deferred += 1;
+      const live = entry.actions.filter(([run]) => run.down === undefined);
+      if (live.length > 0) await transferOne(entry.key, live, context);
+    });
   }
 
   /** Deletes keys the source was just seen without; later rounds take them from the window too. */

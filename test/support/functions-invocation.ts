@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import azureFunctions from '@azure/functions';
-import type { LogLevel, Timer } from '@azure/functions';
+import type { HttpResponseInit, LogLevel, Timer } from '@azure/functions';
 import type { EventService } from '../../src/events.ts';
 import { eventsHttpHandler } from '../../src/functions/events-http.ts';
 import { syncHttpHandler } from '../../src/functions/sync-http.ts';
@@ -71,23 +71,18 @@ export async function callHttp(
     ...(init.body === undefined ? {} : { body: { string: init.body } }),
   });
   const invocation = newInvocation('sync', init.onLine);
-  const response = await syncHttpHandler(runner)(request, invocation.context);
-  if (typeof response.body !== 'string') throw new Error('the handler answered without a JSON text body');
-  return {
-    invocationId: invocation.invocationId,
-    status: response.status ?? 200,
-    headers: new Headers(response.headers),
-    text: response.body,
-    body: JSON.parse(response.body) as Record<string, unknown>,
-    lines: invocation.lines,
-  };
+  return httpCallOf(invocation, await syncHttpHandler(runner)(request, invocation.context));
 }
 
 /** `POST /api/events/s3` with `body`, as the host would hand it to the events handler. */
 export async function callEvents(service: EventService, body: string, headers: Record<string, string> = {}): Promise<HttpCall> {
   const request = new HttpRequest({ method: 'POST', url: 'https://artifacts-sync.azurewebsites.net/api/events/s3', headers: { 'content-type': 'application/json', ...headers }, body: { string: body } });
   const invocation = newInvocation('events');
-  const response = await eventsHttpHandler(service)(request, invocation.context);
+  return httpCallOf(invocation, await eventsHttpHandler(service)(request, invocation.context));
+}
+
+/** What a test reads of one HTTP invocation: the JSON answer and the lines logged. */
+function httpCallOf(invocation: Invocation, response: HttpResponseInit): HttpCall {
   if (typeof response.body !== 'string') throw new Error('the handler answered without a JSON text body');
   return {
     invocationId: invocation.invocationId,
