@@ -126,13 +126,13 @@ function triggerOf(loaded: Loaded, name: string): Binding {
 }
 
 describe('what the compiled main files register with the host', () => {
-  it('package.json main matches the compiled function files, and loading them registers exactly sync, syncTimer, events and objectQueue', async () => {
+  it('package.json main matches the compiled function files, and loading them registers exactly sync, syncTimer, events, runStatus, status and objectQueue', async () => {
     const loaded = await loadApp();
 
     expect(loaded.loadError).toBeUndefined();
     expect(loaded.files).toContain('dist/src/functions/register.js');
     expect(loaded.files.every((file) => /^dist\/src\/functions\/[\w-]+\.js$/.test(file))).toBe(true);
-    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'sync', 'syncTimer']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'runStatus', 'status', 'sync', 'syncTimer']);
   });
 
   it('events is a POST-only HTTP trigger on events/s3 needing a function key; objectQueue a queue trigger on SYNC_QUEUE_NAME (default artifacts-sync-objects) in AzureWebJobsStorage', async () => {
@@ -147,7 +147,7 @@ describe('what the compiled main files register with the host', () => {
     const loaded = await loadApp({ SYNC_QUEUE_NAME: 'Bad_Name' });
 
     expect(loaded.loadError).toContain('SYNC_QUEUE_NAME "Bad_Name" is not a valid queue name');
-    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'sync', 'syncTimer']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'runStatus', 'status', 'sync', 'syncTimer']);
   });
 
   it('sync is an HTTP trigger on route sync/{provider}, needing a function key, for GET and POST, answering through its return value', async () => {
@@ -156,6 +156,13 @@ describe('what the compiled main files register with the host', () => {
 
     expect(triggerOf(loaded, 'sync')).toMatchObject({ type: 'httpTrigger', direction: 'in', route: 'sync/{provider}', authLevel: 'function', methods: ['GET', 'POST'] });
     expect(sync?.bindings['$return']).toMatchObject({ type: 'http', direction: 'out' });
+  });
+
+  it('runStatus (GET runs/{id}) and status (GET status) are HTTP triggers needing a function key', async () => {
+    const loaded = await loadApp();
+
+    expect(triggerOf(loaded, 'runStatus')).toMatchObject({ type: 'httpTrigger', route: 'runs/{id}', authLevel: 'function', methods: ['GET'] });
+    expect(triggerOf(loaded, 'status')).toMatchObject({ type: 'httpTrigger', route: 'status', authLevel: 'function', methods: ['GET'] });
   });
 
   it('without SYNC_SCHEDULE syncTimer runs hourly, on the hour', async () => {
