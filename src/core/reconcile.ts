@@ -28,7 +28,10 @@ export type KeyOutcome = 'copy' | 'replace' | 'delete' | 'unchanged' | 'held' | 
 
 export type ReconcileEvent =
   | RunEvent
-  /** One per key and target: `lagMs` runs from the event's time to the moment the target was in step. */
+  /**
+   * One per key and target: `lagMs` runs from the event's time to the moment the target was in step;
+   * `rounds` is how many looks the invocation took at its keys (1: in step at the first look).
+   */
   | { readonly event: 'key-mirrored'; readonly target: TargetName; readonly key: string; readonly outcome: KeyOutcome; readonly lagMs?: number; readonly rounds: number };
 
 export interface ReconcileOptions extends Omit<RunOptions, 'deadline' | 'cleanupInterruptedBefore' | 'beforeFirstChange' | 'onEvent' | 'deleteLimits'> {
@@ -102,69 +105,22 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
     return names.flatMap((key) => looked.get(key) ?? []);
   };
 
-  let states = await inspect([...eventTimes.keys()]);
-  const firstLook = states;
-  let roundsTaken = 1;
   const held: HeldDeletion[] = [];
-  const runs: TargetRun[] = [];
-  for (const target of targets) {
-    const plan = planKeys(states, target.name);
-    const granted = await options.deletionWindow.grant(target.name, plan.deletions.length, !dryRun, signal);
-    const refused = plan.deletions.length - granted;
-    const run = new TargetRun(target, {
-      ...plan,
-      deleteVerdict: refused === 0
-        ? { allowed: true }
-        : { allowed: false, reason: `${refused} of ${plan.deletions.length} deletion(s) are beyond the event deletion window (${options.deletionWindow.rule}): held for the next full run and its guard`, setting: options.deletionWindow.setting },
-    }, target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming' ? 'server-side' : 'streaming');
-    runs.push(run);
-    for (const { failure } of inspectionFailures.filter((entry) => entry.target === target.name)) {
-      run.failed += 1;
-      run.failures.push(failure);
-    }
-    emit({ event: 'plan', target: run.name, copy: plan.transfers.filter((action) => action.kind === 'copy').length, replace: plan.transfers.filter((action) => action.kind === 'replace').length, delete: plan.deletions.length, unchanged: plan.unchanged, deletionsAllowed: refused === 0 });
-    for (const action of plan.deletions.slice(granted)) held.push({ target: run.name, key: action.key });
-    if (refused > 0 && !dryRun) {
-      run.deferred += refused;
-      const failure: Failure = { target: run.name, operation: 'delete', message: `held ${refused} deletion(s): ${run.plan.deleteVerdict.allowed ? '' : run.plan.deleteVerdict.reason}` };
-      run.failures.push(failure);
-      emit({ event: 'failure', ...failure });
-    }
-  }
-  for (const { target, key } of held) settle(key, target, 'held');
-
+  const heldIds = new Set<string>();
+  const hold = (target: TargetName, key: string): void => {
+    held.push({ target, key });
+    heldIds.add(`${target}\n${key}`);
+    settle(key, target, 'held');
+  };
+  // A held deletion stays held for this invocation: later rounds do not ask the window again.
+  const notHeld = (run: TargetRun, action: KeyAction): boolean => action.kind !== 'delete' || !heldIds.has(`${run.name}\n${action.key}`);
   // The transfers' options; deletions here are ruled by the window, never by a full run's limits.
   const context: TransferContext = { source, options: { ...options, deleteLimits: { maxDeleteCount: 0, maxDeletePercent: 0, allowEmptySource: false } }, budget: new ByteBudget(options.memoryBudget), signal, emit: trackTransfers };
-  if (!dryRun) {
-    // A held deletion stays held for this invocation: later rounds do not ask the window again.
-    const notHeld = (run: TargetRun, action: KeyAction): boolean => action.kind !== 'delete' || !held.some((entry) => entry.target === run.name && entry.key === action.key);
-    let round = 1;
-    let pending = actionsOf(states, runs, notHeld);
-    while (pending.length > 0 && !signal.aborted) {
-      await executeRound(pending, round === 1 ? undefined : options.deletionWindow);
-      if (round === MAX_ROUNDS) {
-        states = await inspect(pending.map((entry) => entry.key));
-        for (const entry of actionsOf(states, runs, notHeld)) {
-          for (const [run] of entry.actions) {
-            const failure: Failure = { target: run.name, operation: 'copy', key: entry.key, message: `the key changed at the source during each of ${MAX_ROUNDS} rounds; the next event or full run mirrors it` };
-            run.failed += 1;
-            run.failures.push(failure);
-            emit({ event: 'failure', ...failure });
-            settle(entry.key, run.name, 'failed');
-          }
-        }
-        break;
-      }
-      round += 1;
-      // Look again at what was changed: a worker that wrote an older version, or a full run that copied
-      // a key just deleted, finds it here and acts again.
-      const changed = pending.map((entry) => entry.key).filter((key) => [...(outcomes.get(key)?.values() ?? [])].some((entry) => CHANGES.has(entry.outcome)));
-      states = await inspect(changed);
-      pending = actionsOf(states, runs, notHeld);
-    }
-    roundsTaken = round;
-  }
 
+  const firstLook = await inspect([...eventTimes.keys()]);
+  const runs: TargetRun[] = [];
+  for (const target of targets) runs.push(await planTarget(target));
+  const roundsTaken = dryRun ? 1 : await actInRounds();
   for (const key of eventTimes.keys()) {
     for (const target of targets) if (!outcomes.get(key)?.has(target.name)) settle(key, target.name, 'unchanged');
   }
@@ -176,6 +132,65 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
     }
   }
   return finish();
+
+  /** The first look's plan for one target, with the deletions the window grants now (a dry run only asks). */
+  async function planTarget(target: MirrorTarget): Promise<TargetRun> {
+    const plan = planKeys(firstLook, target.name);
+    const granted = await options.deletionWindow.grant(target.name, plan.deletions.length, !dryRun, signal);
+    const refused = plan.deletions.length - granted;
+    const run = new TargetRun(target, {
+      ...plan,
+      deleteVerdict: refused === 0
+        ? { allowed: true }
+        : { allowed: false, reason: `${refused} of ${plan.deletions.length} deletion(s) are beyond the event deletion window (${options.deletionWindow.rule}): held for the next full run and its guard`, setting: options.deletionWindow.setting },
+    }, target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming' ? 'server-side' : 'streaming');
+    for (const { failure } of inspectionFailures.filter((entry) => entry.target === target.name)) {
+      run.failed += 1;
+      run.failures.push(failure);
+    }
+    emit({ event: 'plan', target: run.name, copy: plan.transfers.filter((action) => action.kind === 'copy').length, replace: plan.transfers.filter((action) => action.kind === 'replace').length, delete: plan.deletions.length, unchanged: plan.unchanged, deletionsAllowed: refused === 0 });
+    for (const action of plan.deletions.slice(granted)) hold(run.name, action.key);
+    if (refused > 0 && !dryRun) recordHeld(run, refused);
+    return run;
+  }
+
+  /** Acts, looks again at what changed, and acts again until the keys are in step (at most MAX_ROUNDS); resolves with the rounds taken. */
+  async function actInRounds(): Promise<number> {
+    let round = 1;
+    let pending = actionsOf(firstLook, runs, notHeld);
+    while (pending.length > 0 && !signal.aborted) {
+      await executeRound(pending, round === 1 ? undefined : options.deletionWindow);
+      // Look again at what was changed: a worker that wrote an older version, or a full run that copied
+      // a key just deleted, finds it here and acts again.
+      const changed = pending.map((entry) => entry.key).filter((key) => [...(outcomes.get(key)?.values() ?? [])].some((entry) => CHANGES.has(entry.outcome)));
+      pending = actionsOf(await inspect(changed), runs, notHeld);
+      if (round === MAX_ROUNDS) {
+        for (const entry of pending) for (const [run] of entry.actions) recordStillChanging(run, entry.key);
+        break;
+      }
+      round += 1;
+    }
+    return round;
+  }
+
+  function recordStillChanging(run: TargetRun, key: string): void {
+    const failure: Failure = { target: run.name, operation: 'copy', key, message: `the key changed at the source during each of ${MAX_ROUNDS} rounds; the next event or full run mirrors it` };
+    run.failed += 1;
+    run.failures.push(failure);
+    emit({ event: 'failure', ...failure });
+    settle(key, run.name, 'failed');
+  }
+
+  /** One failure per target says how many deletions the window held (a worker does not retry for it: see `retryableFailures`). */
+  function recordHeld(run: TargetRun, refused: number): void {
+    run.deferred += refused;
+    const heldCount = held.filter((entry) => entry.target === run.name).length;
+    const failure: Failure = { target: run.name, operation: 'delete', message: `held ${heldCount} deletion(s) beyond the event deletion window (${options.deletionWindow.rule}): the next full run decides about them, behind its own guard` };
+    const earlier = run.failures.findIndex((entry) => entry.operation === 'delete' && entry.key === undefined);
+    if (earlier >= 0) run.failures.splice(earlier, 1, failure);
+    else run.failures.push(failure);
+    emit({ event: 'failure', ...failure });
+  }
 
   function trackTransfers(event: RunEvent): void {
     if (event.event === 'transferred') settle(event.key, event.target, event.action);
@@ -202,10 +217,8 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   /** Deletes keys the source was just seen without; later rounds take them from the window too. */
   async function deleteKeys(run: TargetRun, deletions: readonly string[], window: DeletionWindow | undefined): Promise<void> {
     const granted = window === undefined ? deletions.length : await window.grant(run.name, deletions.length, true, signal);
-    for (const key of deletions.slice(granted)) {
-      held.push({ target: run.name, key });
-      settle(key, run.name, 'held');
-    }
+    for (const key of deletions.slice(granted)) hold(run.name, key);
+    if (granted < deletions.length) recordHeld(run, deletions.length - granted);
     const allowed = deletions.slice(0, granted);
     if (allowed.length === 0) return;
     let failed: { key: string; message: string }[];
