@@ -52,7 +52,7 @@ let keysEnqueued = 0;
 let encodedBytes = 0;
 let largestMessageBytes = 0;
 const fanOut = new FanOut<'oci'>(loadFanOutConfig({}).fanOut, {
-  open: async () => '20260101T000000Z-00000000',
+  open: async () => ({ id: '20260101T000000Z-00000000' }),
   async send(batch) {
     for (const message of batch) {
       const length = encodeEventMessage(message).length;

@@ -124,7 +124,7 @@ export async function runCommandLine(args: readonly string[], settings: Settings
   }
   io.out(json ? JSON.stringify(report, null, 2) : renderText(report) + heldLines(report) + ('runId' in report && report.runId !== undefined ? `\nrun ${report.runId}` : ''));
   // Enqueued: done once every transfer is on the queue and the run's own part (deletions) is clean.
-  if (parsed.enqueue) return failureCount(report) === 0 && report.stoppedEarly === undefined ? EXIT.complete : EXIT.failed;
+  if (parsed.enqueue) return failureCount(report) === 0 && report.stoppedEarly === undefined && !('withheld' in report) ? EXIT.complete : EXIT.failed;
   // A dry run fails where the real run would: a delete guard holding deletions back.
   const clean = failureCount(report) === 0 && (dryRun ? report.targets.every((target) => target.deleteVerdict.allowed) : report.complete);
   return clean ? EXIT.complete : EXIT.failed;

@@ -21,6 +21,8 @@ import { eventQueue, hostStorageClients, text, type EventQueue, type HostStorage
 export const RUN_STATUS_CONTAINER = 'artifacts-sync-runs';
 /** Conditional writes of a record tried before an update gives up (each loses only to another writer's update). */
 const RECORD_WRITE_ATTEMPTS = 50;
+/** A fanned-out run whose record has not changed for this long is taken as stalled (its messages lost): later runs enqueue its keys again. */
+const STALLED_RUN_MS = 60 * 60_000;
 
 /** What `GET /api/status` and `artifacts-sync status` show. */
 export interface StatusOverview {
@@ -44,8 +46,12 @@ export interface RunService {
   readonly queueName: string;
   /** Opens a record for a run about to start; resolves with its id. */
   open(provider: ProviderChoice, trigger: string): Promise<string>;
-  /** The fan-out of the run `id`: its transfers go on the queue once the run is large (`always`: whatever its size). */
-  fanOut(id: string, always: boolean): FanOut<TargetName>;
+  /**
+   * The fan-out of the run `id` to the stores labelled `targets` (`oci://bucket`): its transfers go on
+   * the queue once the run is large (`always`: whatever its size), unless an earlier fanned-out run to
+   * one of them is still running.
+   */
+  fanOut(id: string, always: boolean, targets: readonly string[]): FanOut<TargetName>;
   /** The planning run ended (with its report, or an error before one existed). */
   closePlanning(id: string, fanOut: FanOut<TargetName> | undefined, ended: { report?: RunReport; error?: string }): Promise<RunRecord>;
   /** A queue worker's part: reconciles a piece's keys on its target and records the outcome. Throws (for a retry) while keys fail and attempts remain. */
@@ -61,6 +67,8 @@ export function createRunService(settings: Settings, now: () => number = Date.no
   const eventConfig = loadEventConfig(settings);
   const hostStorage = eventConfig.hostStorage;
   if (hostStorage === undefined) throw new ConfigError(['AzureWebJobsStorage is required to keep runs and their queue: a storage connection string (Azurite: with BlobEndpoint= and QueueEndpoint=), or AzureWebJobsStorage__accountName with an identity']);
+  // Pointers per source bucket: one host storage may serve several mirrors (and the tests' many).
+  const scope = encodeURIComponent(settings['AWS_S3_BUCKET']?.trim() ?? '');
   let clients: Promise<HostStorageClients> | undefined;
   const hostClients = (): Promise<HostStorageClients> => (clients ??= hostStorageClients(hostStorage));
   let containerReady: Promise<ContainerClient> | undefined;
@@ -107,8 +115,8 @@ export function createRunService(settings: Settings, now: () => number = Date.no
     const folder = await container();
     const pointer: RunPointer = { id: record.id, state: record.state, ...(record.finishedAt === undefined ? {} : { finishedAt: record.finishedAt }) };
     await Promise.all(Object.keys(record.targets).flatMap((target) => [
-      writeJson(folder.getBlockBlobClient(`last-run/${target}.json`), pointer, {}),
-      ...(record.state === 'complete' ? [writeJson(folder.getBlockBlobClient(`last-complete-run/${target}.json`), pointer, {})] : []),
+      writeJson(folder.getBlockBlobClient(`last-run/${scope}/${target}.json`), pointer, {}),
+      ...(record.state === 'complete' ? [writeJson(folder.getBlockBlobClient(`last-complete-run/${scope}/${target}.json`), pointer, {})] : []),
     ]));
   };
 
@@ -123,8 +131,21 @@ export function createRunService(settings: Settings, now: () => number = Date.no
       return id;
     },
 
-    fanOut(id, always) {
-      return new FanOut<TargetName>(config.fanOut, { open: async () => id, send: sendPieces }, { always });
+    fanOut(id, always, targets) {
+      const open = async (): Promise<{ id: string } | { refused: string }> => {
+        const folder = await container();
+        for (const target of targets) {
+          const pointer = await readJson<{ id: string }>(folder.getBlockBlobClient(`fanned-out/${encodeURIComponent(target)}.json`));
+          const earlier = pointer === undefined ? undefined : (await readJson<RunRecord>(await recordBlob(pointer.value.id)))?.value;
+          // An earlier run that made no progress for this long has lost its messages: it no longer holds the keys.
+          if (earlier !== undefined && earlier.state === 'running' && now() - Date.parse(earlier.updatedAt) < STALLED_RUN_MS) {
+            return { refused: `run ${earlier.id} is still working through ${piecesPending(earlier)} queued piece(s) for ${target}; they are enqueued again once it has ended (or made no progress for ${STALLED_RUN_MS / 60_000} min)` };
+          }
+        }
+        await Promise.all(targets.map((target) => writeJson(folder.getBlockBlobClient(`fanned-out/${encodeURIComponent(target)}.json`), { id }, {})));
+        return { id };
+      };
+      return new FanOut<TargetName>(config.fanOut, { open, send: sendPieces }, { always });
     },
 
     closePlanning(id, fanOut, ended) {
@@ -173,7 +194,7 @@ export function createRunService(settings: Settings, now: () => number = Date.no
       const [folder, each] = await Promise.all([container(), hostClients()]);
       const targets: Record<string, StatusOverview['targets'][TargetName]> = {};
       for (const target of ['azure', 'oci'] as const) {
-        const [lastRun, lastComplete] = await Promise.all([readJson<RunPointer>(folder.getBlockBlobClient(`last-run/${target}.json`)), readJson<RunPointer>(folder.getBlockBlobClient(`last-complete-run/${target}.json`))]);
+        const [lastRun, lastComplete] = await Promise.all([readJson<RunPointer>(folder.getBlockBlobClient(`last-run/${scope}/${target}.json`)), readJson<RunPointer>(folder.getBlockBlobClient(`last-complete-run/${scope}/${target}.json`))]);
         targets[target] = {
           lastCompleteRun: lastComplete === undefined ? null : { id: lastComplete.value.id, finishedAt: lastComplete.value.finishedAt ?? '' },
           lastRun: lastRun?.value ?? null,

@@ -11,7 +11,8 @@ import type { LockName, RunLock } from './lock.ts';
 import { ConfigError, describeError, registerSecret } from './core/errors.ts';
 import type { RunReport } from './core/report.ts';
 import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
-import type { ProviderChoice } from './core/types.ts';
+import type { FanOut } from './core/fan-out.ts';
+import type { ProviderChoice, TargetName } from './core/types.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
 import { s3Store } from './stores/s3.ts';
 import type { SourceStore } from './stores/store.ts';
@@ -34,7 +35,11 @@ export interface SyncRequest {
 }
 
 /** A run's report, and the id of its status record when one is kept. */
-export type SyncReport = RunReport & { readonly runId?: string };
+export type SyncReport = RunReport & {
+  readonly runId?: string;
+  /** Transfers not enqueued because an earlier fanned-out run to the same target is still running (see the target's notes). */
+  readonly withheld?: number;
+};
 
 export interface SyncServiceOptions {
   readonly keyResolverOptions?: KeyResolverOptions;
@@ -80,9 +85,10 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       const signals = [request.signal, lockLost.signal].filter((signal): signal is AbortSignal => signal !== undefined);
       const statusId = runs === undefined || !tracked ? undefined : await runs.open(config.provider, request.trigger ?? 'cli');
       if (statusId !== undefined) request.onRunOpened?.(statusId);
-      const fanOut = statusId === undefined ? undefined : runs?.fanOut(statusId, request.enqueue ?? false);
+      let fanOut: FanOut<TargetName> | undefined;
       try {
         const targets = (await targetStores(config, keys, azureCredential)).map((target) => ({ ...target, notes: noLockNote }));
+        if (statusId !== undefined) fanOut = runs?.fanOut(statusId, request.enqueue ?? false, targets.map((target) => target.store.label));
         const report = await runMirror(source, targets, {
           provider: config.provider,
           dryRun,
@@ -102,7 +108,8 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
         });
         if (statusId === undefined) return report;
         await runs?.closePlanning(statusId, fanOut, { report });
-        return { ...report, runId: statusId };
+        const withheld = fanOut?.withheld ?? 0;
+        return { ...report, runId: statusId, ...(withheld === 0 ? {} : { withheld }) };
       } catch (error) {
         if (statusId !== undefined) await runs?.closePlanning(statusId, fanOut, { error: describeError(error) }).catch(() => undefined);
         throw error;

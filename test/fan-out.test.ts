@@ -32,7 +32,7 @@ const SETTINGS = { minTransfers: 10, minBytes: 1024 ** 4, keysPerMessage: 100, b
 
 /** A FanOut whose queue is an array. */
 function fanOutInto(sent: RunPieceMessage[], settings = SETTINGS, always = false): FanOut<TargetName> {
-  return new FanOut<TargetName>(settings, { open: async () => 'run-1', send: async (messages) => void sent.push(...messages) }, { always });
+  return new FanOut<TargetName>(settings, { open: async () => ({ id: 'run-1' }), send: async (messages) => void sent.push(...messages) }, { always });
 }
 
 describe('the fan-out of a plan', () => {
@@ -201,6 +201,22 @@ describe('artifacts-sync --enqueue, work and status', () => {
 
     expect(mirrorDifferences((await readAll(s)).source, await readContainer(s))).toEqual([]);
     expect((await statusOf(s, runId)).run.state).toBe('complete');
+  });
+
+  it('does not enqueue the same transfers again while an earlier fanned-out run to the target is still running', async () => {
+    const s = await queueScenario();
+    for (let index = 0; index < 5; index += 1) await putSource(s, `again/${index}.txt`, `again ${index}`);
+    const first = await runJson('oci', s.settings, ['--enqueue']);
+    const firstId = (first.report as unknown as { runId: string }).runId;
+    const second = await runJson('oci', s.settings, ['--enqueue']);
+
+    expect(second.exitCode).toBe(1);
+    expect(targetOf(second.report, 'oci')).toMatchObject({ deferred: 5 });
+    expect(targetOf(second.report, 'oci').notes.join(' ')).toContain(`5 transfer(s) not enqueued: run ${firstId} is still working through 1 queued piece(s)`);
+    const worker = await runCli(['work', '--until-empty'], s.settings);
+    expect(JSON.parse(worker.stdout)).toMatchObject({ succeeded: 1 });
+    expect((await statusOf(s, firstId)).run.state).toBe('complete');
+    expect((await runJson('oci', s.settings, ['--enqueue'])).exitCode).toBe(0);
   });
 
   it('reports a run whose piece keeps failing as incomplete with its keys, and moves the message to the poison queue', async () => {

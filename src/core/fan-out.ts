@@ -34,8 +34,11 @@ export interface RunPieceMessage {
 
 /** What the fan-out needs from the host: a run record to open, and the queue. */
 export interface FanOutPort {
-  /** Opens the run's status record when the run fans out; resolves with its id. */
-  open(): Promise<string>;
+  /**
+   * Called when the run turns out to be large: resolves with the run's id, or with why its transfers
+   * must not go on the queue now (an earlier fanned-out run is still working through the same keys).
+   */
+  open(): Promise<{ readonly id: string } | { readonly refused: string }>;
   /** Puts the messages on the queue; resolves once every one is stored. */
   send(messages: readonly RunPieceMessage[]): Promise<void>;
 }
@@ -74,6 +77,9 @@ export class FanOut<Name extends TargetName> implements TransferSink<Name> {
   #heldCount = 0;
   #heldBytes = 0;
   #runId: string | undefined;
+  /** Why the run's transfers were neither enqueued nor run inline; set instead of `#runId`. */
+  #refused: string | undefined;
+  readonly #withheld = new Map<Name, number>();
   #nextPiece = 0;
   readonly #open = new Map<Name, OpenPiece>();
   #unsent: RunPieceMessage[] = [];
@@ -97,6 +103,10 @@ export class FanOut<Name extends TargetName> implements TransferSink<Name> {
   }
 
   async take(target: Name, actions: readonly TransferAction[]): Promise<void> {
+    if (this.#refused !== undefined) {
+      this.#withheld.set(target, (this.#withheld.get(target) ?? 0) + actions.length);
+      return;
+    }
     if (this.#runId === undefined) {
       let held = this.#held.get(target);
       if (held === undefined) this.#held.set(target, (held = []));
@@ -118,11 +128,30 @@ export class FanOut<Name extends TargetName> implements TransferSink<Name> {
    * nothing to transfer (`always`). Returns the run's id when it fanned out.
    */
   async finish(): Promise<string | undefined> {
-    if (this.#runId === undefined && this.#always) await this.#start();
+    if (this.#runId === undefined && this.#refused === undefined && this.#always) await this.#start();
     if (this.#runId === undefined) return undefined;
     for (const target of [...this.#open.keys()]) this.#close(target);
     await this.#sendUnsent();
     return this.#runId;
+  }
+
+  /**
+   * The transfers of `target` this run does not do itself, and why: enqueued for the workers, or
+   * withheld because an earlier fanned-out run still works on them. `undefined`: none.
+   */
+  handedOff(target: Name): { readonly keys: number; readonly note: string } | undefined {
+    const withheld = this.#withheld.get(target);
+    if (withheld !== undefined) return { keys: withheld, note: `${withheld} transfer(s) not enqueued: ${this.#refused}` };
+    const enqueued = this.#enqueued.get(target);
+    if (enqueued === undefined) return undefined;
+    return { keys: enqueued.keys, note: `fanned out: ${enqueued.keys} transfer(s) enqueued in ${enqueued.messages} message(s) as run ${this.#runId}; the queue workers do them` };
+  }
+
+  /** Transfers neither enqueued nor run inline: an earlier fanned-out run still works on these targets. */
+  get withheld(): number {
+    let keys = 0;
+    for (const count of this.#withheld.values()) keys += count;
+    return keys;
   }
 
   /** The transfers a run that stayed inline runs itself (none once it fanned out). */
@@ -136,9 +165,15 @@ export class FanOut<Name extends TargetName> implements TransferSink<Name> {
   }
 
   async #start(): Promise<void> {
-    this.#runId = await this.#port.open();
+    const opened = await this.#port.open();
     const held = [...this.#held];
     this.#held.clear();
+    if ('refused' in opened) {
+      this.#refused = opened.refused;
+      for (const [target, actions] of held) this.#withheld.set(target, actions.length);
+      return;
+    }
+    this.#runId = opened.id;
     for (const [target, actions] of held) {
       for (const action of actions) this.#pack(target, action);
       if (this.#unsent.length >= SEND_BATCH) await this.#sendUnsent();

@@ -209,11 +209,11 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
       const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming');
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
-      const enqueued = fanOut?.enqueued.get(target.name);
-      if (enqueued !== undefined) {
-        // Deferred to the queue workers: this run's report is not the target's last word.
-        run.deferred += enqueued.keys;
-        run.notes.push(`fanned out: ${enqueued.keys} transfer(s) enqueued in ${enqueued.messages} message(s) as run ${fanOut!.runId}; the queue workers do them`);
+      const handedOff = fanOut?.handedOff(target.name);
+      if (handedOff !== undefined) {
+        // Left to the queue workers: this run's report is not the target's last word.
+        run.deferred += handedOff.keys;
+        run.notes.push(handedOff.note);
       }
       runs.push(run);
       emit({
@@ -233,7 +233,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       await transferAll(runs, source, options, signal, emit, now);
       for (const run of runs) await deleteExtras(run, source, signal, emit);
     }
-    const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > (options.fanOut?.enqueued.get(run.name)?.keys ?? 0));
+    const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > (options.fanOut?.handedOff(run.name)?.keys ?? 0));
     return finish({
       sourceObjects: listed.sourceObjects,
       sourceBytes: listed.sourceBytes,
