@@ -52,13 +52,7 @@ export async function workQueue(queue: QueueClient, poison: QueueClient, handler
         popReceipt = (await queue.updateMessage(message.messageId, popReceipt, undefined, options.visibilitySeconds)).popReceipt ?? popReceipt;
       }).catch((error: unknown) => options.log('warn', JSON.stringify({ event: 'visibility-renewal-failed', messageId: message.messageId, error: describeError(error) })));
     }, (options.visibilitySeconds * 1000) / 3);
-    const text = Buffer.from(message.messageText, 'base64').toString('utf8');
-    let entry: unknown = text;
-    try {
-      entry = JSON.parse(text);
-    } catch {
-      // Not JSON: the host hands the text as it is.
-    }
+    const entry = queueEntry(message.messageText);
     const context = new InvocationContext({
       invocationId: randomUUID(),
       functionName: 'objectQueue',
@@ -104,4 +98,14 @@ export async function workQueue(queue: QueueClient, poison: QueueClient, handler
     pollMs = Math.min(MAX_POLL_MS, pollMs * 2);
   }
   return { succeeded, failed, poisoned };
+}
+
+/** What the host hands a queue handler for a message (host.json `messageEncoding: base64`): the parsed JSON, or the text when it is not JSON. */
+export function queueEntry(messageText: string): unknown {
+  const text = Buffer.from(messageText, 'base64').toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }

@@ -10,10 +10,10 @@ import { RestError, type BlockBlobClient, type ContainerClient } from '@azure/st
 import { loadEventConfig, loadFanOutConfig, type FanOutConfig, type Settings } from './config.ts';
 import { ConfigError, describeError } from './core/errors.ts';
 import { FanOut, type RunPieceMessage } from './core/fan-out.ts';
-import type { ReconcileEvent } from './core/reconcile.ts';
+import { retryableFailureList, type ReconcileEvent } from './core/reconcile.ts';
 import type { RunReport } from './core/report.ts';
 import { newRunId, newRunRecord, piecesPending, recordPiece, recordPlanning, type RunRecord, type RunState } from './core/run-record.ts';
-import type { Failure, ProviderChoice, TargetName } from './core/types.ts';
+import type { ProviderChoice, TargetName } from './core/types.ts';
 import type { EventService } from './events.ts';
 import { eventQueue, hostStorageClients, text, type EventQueue, type HostStorageClients } from './host-storage.ts';
 
@@ -155,9 +155,8 @@ export function createRunService(settings: Settings, now: () => number = Date.no
     async workPiece(events, piece, lastAttempt, onEvent) {
       const report = await events.reconcile({ provider: piece.target, keys: piece.keys.map((key) => ({ key })), ...(onEvent === undefined ? {} : { onEvent }) });
       const target = report.targets.find((each) => each.target === piece.target);
-      const heldTargets = new Set(report.held.map((held) => held.target));
       // A deletion the event deletion window held is no failure to retry: the next full run decides.
-      const failures: Failure[] = [...report.failures, ...(target?.failures ?? []).filter((failure) => !(failure.target !== 'source' && heldTargets.has(failure.target) && failure.operation === 'delete' && failure.key === undefined))];
+      const failures = retryableFailureList(report).filter((failure) => failure.target === 'source' || failure.target === piece.target);
       if (failures.length > 0 && !lastAttempt) {
         throw new Error(`run ${piece.run} piece ${piece.piece}: ${failures.length} of ${piece.keys.length} key(s) were not reconciled on ${piece.target} (${failures.slice(0, 3).map((failure) => failure.message).join('; ')}); the host retries the message`);
       }

@@ -346,3 +346,10 @@ function actionsOf(states: readonly KeyState[], runs: readonly TargetRun[], keep
   }
   return pending;
 }
+
+/** The failures a retry may cure: all but the one keyless "held" entry a target gets when the deletion window refused its deletions. */
+export function retryableFailureList(report: ReconcileReport): Failure[] {
+  const heldTargets = new Set<string>(report.held.map((held) => held.target));
+  const held = (failure: Failure): boolean => heldTargets.has(failure.target) && failure.operation === 'delete' && failure.key === undefined;
+  return [...report.failures, ...report.targets.flatMap((target) => target.failures.filter((failure) => !held(failure)))];
+}

@@ -4,24 +4,20 @@
  * written, so the store (run-status.ts) can apply it under an ETag and retry it on a lost race.
  * A run is complete when its planning run and its last piece are, with nothing failed, deferred or poisoned.
  */
-import type { RunReport } from './report.ts';
+import type { RunReport, TargetReport } from './report.ts';
 import type { Failure, ProviderChoice, TargetName } from './types.ts';
 
 export type RunState = 'running' | 'complete' | 'incomplete';
 
-/** Counts of one target, summed over the planning run (inline work, deletions) and the finished pieces. */
-export interface TargetProgress {
+/**
+ * Counts of one target, summed over the planning run (inline work, deletions) and the finished pieces;
+ * `unchanged` counts objects found in step by the plan or by a worker when it looked.
+ */
+export interface TargetProgress extends Pick<TargetReport, 'copied' | 'replaced' | 'deleted' | 'unchanged' | 'failed' | 'deferred'> {
   /** Keys put on the queue, and in how many messages. */
   readonly enqueued: number;
   readonly messages: number;
-  readonly copied: number;
-  readonly replaced: number;
-  readonly deleted: number;
-  /** Objects found already in step (by the plan, or by a worker when it looked). */
-  readonly unchanged: number;
-  readonly failed: number;
-  /** Not attempted: a deadline, a target down, deletions held back by a guard or window. */
-  readonly deferred: number;
+  /** Object bytes written (streamed or pulled server-side). */
   readonly bytes: number;
 }
 

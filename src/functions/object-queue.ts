@@ -8,7 +8,7 @@
 import type { InvocationContext, StorageQueueHandler } from '@azure/functions';
 import { SettingsReader, type Settings } from '../config.ts';
 import { describeError } from '../core/errors.ts';
-import type { ReconcileEvent, ReconcileReport } from '../core/reconcile.ts';
+import { retryableFailureList, type ReconcileEvent, type ReconcileReport } from '../core/reconcile.ts';
 import { readRunPiece } from '../core/fan-out.ts';
 import { readEventMessage } from '../core/s3-events.ts';
 import type { RunService } from '../runs.ts';
@@ -57,8 +57,7 @@ async function reconcileMessage(service: EventService, entry: unknown, context: 
 
 /** Failures a retry may cure: all but the one "held" entry a target gets when the deletion window refused its deletions. */
 export function retryableFailures(report: ReconcileReport): number {
-  const heldTargets = new Set(report.held.map((held) => held.target));
-  return report.failures.length + report.targets.reduce((sum, target) => sum + target.failures.length - (heldTargets.has(target.target) ? 1 : 0), 0);
+  return retryableFailureList(report).length;
 }
 
 function levelOf(line: ReconcileEvent): LogLevel {
