@@ -69,6 +69,22 @@ describe('the fan-out of a plan', () => {
     expect(fanOut.enqueued.get('oci')).toMatchObject({ keys: 200 });
   });
 
+  it('counts only the pieces that reached the queue, so a run whose sending failed waits for no piece that never came', async () => {
+    let calls = 0;
+    const fanOut = new FanOut<TargetName>({ ...SETTINGS, keysPerMessage: 1 }, {
+      open: async () => ({ id: 'run-1' }),
+      send: async () => {
+        calls += 1;
+        if (calls > 1) throw new Error('queue unreachable');
+      },
+    });
+    await fanOut.take('azure', Array.from({ length: 40 }, (_, index) => copy(`k${index}`)));
+    await expect(fanOut.take('azure', Array.from({ length: 40 }, (_, index) => copy(`m${index}`)))).rejects.toThrow('queue unreachable');
+
+    // The first 40 keys: 39 messages sent, the 40th still being packed; the next batch never reached the queue.
+    expect(fanOut.pieces).toBe(39);
+  });
+
   it('reads a piece back from the queue entry, and tells an event message apart', () => {
     const piece: RunPieceMessage = { v: 1, run: 'r', piece: 3, target: 'oci', keys: ['a b', 'c+d'] };
     expect(readRunPiece(JSON.stringify(piece))).toEqual(piece);
@@ -157,6 +173,20 @@ async function statusOf(s: Scenario, runId: string): Promise<{ exitCode: number;
 }
 
 describe('artifacts-sync --enqueue, work and status', () => {
+  it('refuses --enqueue, work and status without AzureWebJobsStorage, naming the setting, and --enqueue with --dry-run or --key', async () => {
+    const s = await createScenario(emulators, 'fanout');
+    scenarios.push(s);
+    for (const args of [['all', '--enqueue'], ['work', '--until-empty'], ['status']]) {
+      const result = await runCli(args, s.settings);
+      expect(result.exitCode).toBe(2);
+      expect(result.stderr).toContain('AzureWebJobsStorage is required');
+    }
+    expect((await runCli(['all', '--enqueue', '--dry-run'], s.settings)).stderr).toContain('--enqueue and --dry-run do not go together');
+    expect((await runCli(['all', '--enqueue', '--key', 'a'], s.settings)).stderr).toContain('--enqueue goes with a full run only');
+    expect((await runCli(['work', '--forever'], { ...s.settings, AzureWebJobsStorage: emulators.azurite.connectionString })).stderr).toContain('allowed is --until-empty');
+    expect((await runCli(['all'], { ...s.settings, AzureWebJobsStorage: emulators.azurite.connectionString, SYNC_FAN_OUT_KEYS_PER_MESSAGE: '0' })).stderr).toContain('SYNC_FAN_OUT_KEYS_PER_MESSAGE "0" is not a whole number from 1 to 2000');
+  });
+
   it('fans a few hundred objects out, three workers drain the queue, and the run ends complete with the right counts', async () => {
     const s = await queueScenario({ SYNC_FAN_OUT_KEYS_PER_MESSAGE: '20' });
     const keys = Array.from({ length: 300 }, (_, index) => `many/${String(index).padStart(3, '0')}.bin`);

@@ -81,6 +81,7 @@ export class FanOut<Name extends TargetName> implements TransferSink<Name> {
   #refused: string | undefined;
   readonly #withheld = new Map<Name, number>();
   #nextPiece = 0;
+  #sentPieces = 0;
   readonly #open = new Map<Name, OpenPiece>();
   #unsent: RunPieceMessage[] = [];
   readonly #enqueued = new Map<Name, { keys: number; bytes: number; messages: number }>();
@@ -159,9 +160,12 @@ export class FanOut<Name extends TargetName> implements TransferSink<Name> {
     return this.#held.get(target) ?? [];
   }
 
-  /** The number of pieces enqueued so far (every piece, once `finish` resolved). */
+  /**
+   * The pieces on the queue so far (every piece, once `finish` resolved). Pieces packed but not sent
+   * (the listing failed first) are not counted: the run's record then waits for no piece that never came.
+   */
   get pieces(): number {
-    return this.#nextPiece;
+    return this.#sentPieces;
   }
 
   async #start(): Promise<void> {
@@ -212,6 +216,7 @@ export class FanOut<Name extends TargetName> implements TransferSink<Name> {
     const messages = this.#unsent;
     this.#unsent = [];
     await this.#port.send(messages);
+    this.#sentPieces += messages.length;
   }
 }
 
