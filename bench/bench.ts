@@ -16,11 +16,12 @@ import { initialMirror } from './initial-mirror.ts';
 import { CLI_PATH } from './contenders.ts';
 import { RSS_METHOD, endRunningCommands, measure, type CommandToMeasure, type MeasuredRun } from './measure.ts';
 import { plannerAlone } from './planner.ts';
+import { fanOutPlan } from './fan-out-plan.ts';
 import { RCLONE_INSTALL_HINT, RCLONE_SYNC_FLAGS, rcloneVersion } from './rclone.ts';
 import { steadyState } from './steady-state.ts';
 import { megabytes, renderTable, seconds } from './table.ts';
 
-const SCENARIOS = ['initial', 'noop', 'change', 'planner', 'events'] as const;
+const SCENARIOS = ['initial', 'noop', 'change', 'planner', 'events', 'fan-out-plan'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 const MIB = 1024 * 1024;
@@ -111,43 +112,52 @@ async function main(): Promise<number> {
   const results: Record<string, unknown> = {};
   // The planner needs no emulators: it runs first, before they start, so nothing else runs beside it.
   const planner = options.only.has('planner') ? await plannerAlone(progress, sizes.plannerObjects) : undefined;
-  const emulators = await startEmulators();
-  const s3 = s3ClientFor(emulators.coordinates.s3);
-  const context: BenchContext = {
-    emulators: emulators.coordinates,
-    s3,
-    blobs: blobServiceClientFor(emulators.coordinates.azurite),
-    rclone: rclone !== undefined,
-    direct: { source: emulators.coordinates.s3.endpoint, oci: emulators.coordinates.s3.endpoint, azure: new URL(emulators.coordinates.azurite.blobEndpoint).origin },
-    emulatorProcesses: [{ name: 's3rver', pid: emulators.s3.pid }, { name: 'azurite', pid: emulators.azurite.pid }],
-    progress,
-  };
+  const fanOut = options.only.has('fan-out-plan') ? await fanOutPlan(progress, sizes.plannerObjects) : undefined;
+  if (fanOut !== undefined) {
+    print(`${fanOut.text}\n`);
+    verdicts.push(...fanOut.verdicts);
+    results['fanOutPlan'] = fanOut.data;
+  }
+  const needsEmulators = [...options.only].some((scenario) => scenario !== 'planner' && scenario !== 'fan-out-plan');
+  if (needsEmulators) {
+    const emulators = await startEmulators();
+    const s3 = s3ClientFor(emulators.coordinates.s3);
+    const context: BenchContext = {
+      emulators: emulators.coordinates,
+      s3,
+      blobs: blobServiceClientFor(emulators.coordinates.azurite),
+      rclone: rclone !== undefined,
+      direct: { source: emulators.coordinates.s3.endpoint, oci: emulators.coordinates.s3.endpoint, azure: new URL(emulators.coordinates.azurite.blobEndpoint).origin },
+      emulatorProcesses: [{ name: 's3rver', pid: emulators.s3.pid }, { name: 'azurite', pid: emulators.azurite.pid }],
+      progress,
+    };
 
-  try {
-    if (options.only.has('initial')) {
-      const outcome = await initialMirror(context, sizes.initial);
-      print(`${outcome.text}\n`);
-      verdicts.push(...outcome.verdicts);
-      results['initialMirror'] = outcome.data;
-    }
-    if (options.only.has('noop') || options.only.has('change')) {
-      const outcome = await steadyState(context, sizes.steady, { noop: options.only.has('noop'), change: options.only.has('change') });
-      for (const part of [outcome.noop, outcome.change]) {
-        if (part === undefined) continue;
-        print(`${part.text}\n`);
-        verdicts.push(...part.verdicts);
+    try {
+      if (options.only.has('initial')) {
+        const outcome = await initialMirror(context, sizes.initial);
+        print(`${outcome.text}\n`);
+        verdicts.push(...outcome.verdicts);
+        results['initialMirror'] = outcome.data;
       }
-      results['steadyState'] = outcome.data;
+      if (options.only.has('noop') || options.only.has('change')) {
+        const outcome = await steadyState(context, sizes.steady, { noop: options.only.has('noop'), change: options.only.has('change') });
+        for (const part of [outcome.noop, outcome.change]) {
+          if (part === undefined) continue;
+          print(`${part.text}\n`);
+          verdicts.push(...part.verdicts);
+        }
+        results['steadyState'] = outcome.data;
+      }
+      if (options.only.has('events')) {
+        const outcome = await eventsScenario(context, sizes.events);
+        print(`${outcome.text}\n`);
+        verdicts.push(...outcome.verdicts);
+        results['events'] = outcome.data;
+      }
+    } finally {
+      s3.destroy();
+      await emulators.stop();
     }
-    if (options.only.has('events')) {
-      const outcome = await eventsScenario(context, sizes.events);
-      print(`${outcome.text}\n`);
-      verdicts.push(...outcome.verdicts);
-      results['events'] = outcome.data;
-    }
-  } finally {
-    s3.destroy();
-    await emulators.stop();
   }
   // Printed last, as scenario 4, though it ran first.
   if (planner !== undefined) {

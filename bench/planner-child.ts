@@ -9,12 +9,12 @@
  * planning (a real run spends that time waiting for the network), garbage collection of the planner's
  * own objects included; the median of three rounds. The memory is the whole process's. Prints one JSON line: `PlannerChildResult`.
  */
-import { readFileSync } from 'node:fs';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { planWhileListing, type ListedPlans } from '../src/core/listings.ts';
 import { DEFAULT_DELETE_LIMITS } from '../src/core/plan.ts';
 import type { ObjectInfo } from '../src/core/types.ts';
+import { peakRssBytes } from './process-rss.ts';
 
 /** `azure`: targets carry the recorded source ETag (Azure listings return metadata); `oci`: only timestamps. */
 export type TargetShape = 'azure' | 'oci';
@@ -110,11 +110,6 @@ async function* pages(count: number, side: 'source' | 'target', shape: TargetSha
 /** A full collection when the child runs with --expose-gc (the benchmark starts it so); otherwise nothing. */
 function collectGarbage(): void {
   (globalThis as { gc?: () => void }).gc?.();
-}
-
-function peakRssBytes(): number {
-  const kib = Number(/^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]);
-  return Number.isFinite(kib) ? kib * 1024 : process.resourceUsage().maxRSS * 1024;
 }
 
 const objectsPerSide = Number(process.argv[2] ?? '1000000');

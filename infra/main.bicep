@@ -26,6 +26,8 @@ metadata settingsLeftUnset = {
   AzureWebJobsStorage: 'local runs (Azurite, a connection string); in Azure the host storage (event queue, event deletion window) is reached through the identity: AzureWebJobsStorage__accountName, __credential and __clientId are set'
   AzureWebJobsStorage__queueServiceUri: 'derived from AzureWebJobsStorage__accountName (set) for the public cloud; only for another cloud or a custom endpoint'
   AzureWebJobsStorage__blobServiceUri: 'derived from AzureWebJobsStorage__accountName (set) for the public cloud; only for another cloud or a custom endpoint'
+  SYNC_WORK_VISIBILITY_SECONDS: 'CLI worker only (artifacts-sync work); the Functions host keeps queue messages invisible by its own rules'
+  SYNC_WORK_RETRY_SECONDS: 'CLI worker only (artifacts-sync work); host.json visibilityTimeout does this for the host'
   AzureFunctionsJobHost__extensions__queues__maxDequeueCount: 'host.json sets maxDequeueCount (5); an app setting of this name overrides it for the host and the queue worker alike (the worker reads it to log message-poisoned on the last attempt)'
 }
 

@@ -9,7 +9,8 @@ import { PROVIDER_CHOICES, type ProviderChoice } from './core/types.ts';
 import { parseProvider, type Settings } from './config.ts';
 import { createEventService } from './events.ts';
 import { SecretsError } from './secrets.ts';
-import { createSyncService, type SyncServiceOptions } from './sync.ts';
+import { QUEUE_COMMANDS, QUEUE_USAGE } from './command-line-runs.ts';
+import { createSyncService, type SyncReport, type SyncServiceOptions } from './sync.ts';
 
 export const EXIT = {
   /** The mirror is complete (or the dry run planned without errors, and a real run would delete what it plans). */
@@ -22,8 +23,9 @@ export const EXIT = {
   locked: 3,
 } as const;
 
-export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json] [--key <key>]... [--events <file|->]
+export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json] [--key <key>]... [--events <file|->] [--enqueue]
        artifacts-sync verify <${PROVIDER_CHOICES.join('|')}> [--json] [--checksum]
+${QUEUE_USAGE}
 
 Mirrors the S3 bucket AWS_S3_BUCKET (the source of truth) to the Azure container
 AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
@@ -34,12 +36,15 @@ AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
                    the buckets (repeat for more keys)
   --events <file>  reconcile the keys an S3 event document names (EventBridge event, array
                    of them, or {"Records":[...]}); - reads it from stdin
+  --enqueue        plan, run the deletions, and put every transfer on the queue for workers;
+                   prints the run id (--json: runId); exit 0 once everything is enqueued
   -h, --help       show this help
 
 Exit codes: 0 mirror complete, 1 some object failed, deletions were (or, in a dry
 run, would be) held back by a delete guard, or the run stopped early,
 2 usage or configuration error, or an event document that is malformed or names
-another bucket (nothing changed), 3 another run holds the lock.
+another bucket (nothing changed), 3 another run holds the lock, 4 (status <run-id>)
+the run is still running.
 Settings are read from the environment; see README.md.
 \`verify --help\` describes verify.`;
 
@@ -73,6 +78,7 @@ interface ParsedArguments {
   readonly keys: readonly string[];
   /** `--events`' file (`-`: stdin). */
   readonly events: string | undefined;
+  readonly enqueue: boolean;
 }
 
 /** Options that take a value: `--key k` or `--key=k` (the value may start with a dash). */
@@ -115,15 +121,18 @@ function parseProviderAndOptions(args: readonly string[], flags: readonly string
   return { provider: parseProvider(positional[0]), given: new Set(rest), values };
 }
 
-/** Parses `<provider> [--dry-run] [--json] [--key <key>]... [--events <file|->]`; throws `ConfigError` with what is allowed. */
+/** Parses `<provider> [--dry-run] [--json] [--key <key>]... [--events <file|->] [--enqueue]`; throws `ConfigError` with what is allowed. */
 export function parseArguments(args: readonly string[]): ParsedArguments | 'help' {
-  const parsed = parseProviderAndOptions(args, ['--dry-run', '--json'], [...VALUE_OPTIONS]);
+  const parsed = parseProviderAndOptions(args, ['--dry-run', '--json', '--enqueue'], [...VALUE_OPTIONS]);
   if (parsed === 'help') return parsed;
   const keys = parsed.values.filter((entry) => entry.option === '--key').map((entry) => entry.value);
   const events = parsed.values.filter((entry) => entry.option === '--events').map((entry) => entry.value);
   if (events.length > 1) throw new ConfigError(['--events is given more than once: give one event document (an array of events, or {"Records":[...]}, holds many)']);
   if (events.length > 0 && keys.length > 0) throw new ConfigError(['--key and --events do not go together: name the keys, or give an event document']);
-  return { provider: parsed.provider, dryRun: parsed.given.has('--dry-run'), json: parsed.given.has('--json'), keys, events: events[0] };
+  const enqueue = parsed.given.has('--enqueue');
+  if (enqueue && (keys.length > 0 || events.length > 0)) throw new ConfigError(['--enqueue goes with a full run only: --key and --events reconcile inline']);
+  if (enqueue && parsed.given.has('--dry-run')) throw new ConfigError(['--enqueue and --dry-run do not go together: a dry run enqueues nothing']);
+  return { provider: parsed.provider, dryRun: parsed.given.has('--dry-run'), json: parsed.given.has('--json'), keys, events: events[0], enqueue };
 }
 
 interface VerifyArguments {
@@ -170,21 +179,24 @@ async function runVerify(args: readonly string[], settings: Settings, io: Comman
 
 export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}): Promise<number> {
   if (args[0] === 'verify') return runVerify(args.slice(1), settings, io, options);
+  if (QUEUE_COMMANDS.some((command) => command === args[0])) return (await import('./command-line-runs.ts')).runQueueCommand(args, settings, io, options);
   const parsed = argumentsOrExit(() => parseArguments(args), USAGE, io);
   if ('exit' in parsed) return parsed.exit;
   const { provider, dryRun, json } = parsed;
-  let report: RunReport | ReconcileReport;
+  let report: SyncReport | ReconcileReport;
   try {
     report = parsed.keys.length > 0 || parsed.events !== undefined
       ? await reconcileNamedKeys(parsed, settings, io, options)
-      : await createSyncService(settings, options).sync({ provider, dryRun, onEvent: (event) => progressLine(event, io) });
+      : await createSyncService(settings, options).sync({ provider, dryRun, trigger: 'cli', enqueue: parsed.enqueue, onEvent: (event) => progressLine(event, io) });
   } catch (error) {
     io.err(`artifacts-sync: ${describeError(error)}`);
     if (error instanceof LockHeldError) return EXIT.locked;
     if (error instanceof ConfigError || error instanceof SecretsError || error instanceof EventDocumentError) return EXIT.usage;
     return EXIT.failed;
   }
-  io.out(json ? JSON.stringify(report, null, 2) : renderText(report) + heldLines(report));
+  io.out(json ? JSON.stringify(report, null, 2) : renderText(report) + heldLines(report) + ('runId' in report && report.runId !== undefined ? `\nrun ${report.runId}` : ''));
+  // Enqueued: done once every transfer is on the queue and the run's own part (deletions) is clean.
+  if (parsed.enqueue) return failureCount(report) === 0 && report.stoppedEarly === undefined && !('withheld' in report) ? EXIT.complete : EXIT.failed;
   // A dry run fails where the real run would: a delete guard holding deletions back.
   const clean = failureCount(report) === 0 && (dryRun ? report.targets.every((target) => target.deleteVerdict.allowed) : report.complete);
   return clean ? EXIT.complete : EXIT.failed;

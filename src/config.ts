@@ -1,5 +1,6 @@
 import { ConfigError } from './core/errors.ts';
 import { DEFAULT_DELETE_LIMITS, type DeleteLimits } from './core/plan.ts';
+import type { FanOutSettings } from './core/fan-out.ts';
 import { DEFAULT_TRANSFER_TUNING, type TransferTuning } from './core/transfer.ts';
 import { PROVIDER_CHOICES, TARGET_NAMES, type ProviderChoice, type TargetName, type TransferModeSetting } from './core/types.ts';
 
@@ -333,4 +334,33 @@ function readHostStorage(read: SettingsReader): HostStorageConfig | undefined {
   const blob = blobServiceUri ?? (accountName === undefined ? undefined : `https://${accountName}.blob.core.windows.net`);
   if (blob === undefined) read.problem('AzureWebJobsStorage__blobServiceUri is required with AzureWebJobsStorage__queueServiceUri (the event deletion window is kept in blob storage), or set AzureWebJobsStorage__accountName');
   return { kind: 'identity', queueServiceUri: queue, blobServiceUri: blob ?? '', managedIdentityClientId: read.optional('AzureWebJobsStorage__clientId') };
+}
+
+/** How full runs fan out onto the queue and how a CLI worker holds its messages; docs/fan-out.md explains each. */
+export interface FanOutConfig {
+  readonly fanOut: FanOutSettings;
+  /** SYNC_WORK_VISIBILITY_SECONDS (default 60): a CLI worker keeps its messages invisible this long, renewed while it works; a dead worker's come back after it. */
+  readonly workVisibilitySeconds: number;
+  /** SYNC_WORK_RETRY_SECONDS (default 10, host.json `visibilityTimeout`): a failed message becomes visible again after this. */
+  readonly workRetrySeconds: number;
+  /** SYNC_HTTP_REPLY_WITHIN_MS (default 800): `POST /api/sync` answers 200 with the report if the run ends within this, else 202. */
+  readonly httpReplyWithinMs: number;
+}
+
+/** Reads the fan-out settings; throws `ConfigError` naming each bad one. */
+export function loadFanOutConfig(settings: Settings): FanOutConfig {
+  const read = new SettingsReader(settings);
+  const config: FanOutConfig = {
+    fanOut: {
+      minTransfers: read.integer('SYNC_FAN_OUT_MIN_TRANSFERS', { default: 2000, min: 1, max: 1_000_000_000 }),
+      minBytes: read.integer('SYNC_FAN_OUT_MIN_MB', { default: 10_240, min: 1, max: 1_000_000_000 }) * MIB,
+      keysPerMessage: read.integer('SYNC_FAN_OUT_KEYS_PER_MESSAGE', { default: 100, min: 1, max: 2000 }),
+      bytesPerMessage: read.integer('SYNC_FAN_OUT_MB_PER_MESSAGE', { default: 2048, min: 1, max: 1_000_000 }) * MIB,
+    },
+    workVisibilitySeconds: read.integer('SYNC_WORK_VISIBILITY_SECONDS', { default: 60, min: 5, max: 3600 }),
+    workRetrySeconds: read.integer('SYNC_WORK_RETRY_SECONDS', { default: 10, min: 0, max: 600 }),
+    httpReplyWithinMs: read.integer('SYNC_HTTP_REPLY_WITHIN_MS', { default: 800, min: 0, max: 10_000 }),
+  };
+  read.throwIfProblems();
+  return config;
 }

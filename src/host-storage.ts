@@ -9,6 +9,7 @@ import { QueueServiceClient, type QueueClient } from '@azure/storage-queue';
 import { forEachBounded } from './core/concurrency.ts';
 import { admitDeletions, type DeletionWindow, type WindowCounts, type WindowLimits } from './core/delete-window.ts';
 import { registerSecret } from './core/errors.ts';
+import type { RunPieceMessage } from './core/fan-out.ts';
 import { encodeEventMessage, type EventMessage } from './core/s3-events.ts';
 import type { TargetName } from './core/types.ts';
 import type { HostStorageConfig } from './config.ts';
@@ -39,7 +40,7 @@ export async function hostStorageClients(config: HostStorageConfig): Promise<Hos
 export interface EventQueue {
   readonly name: string;
   /** Puts one message per entry on the queue (created on first use); resolves once every one is stored. */
-  send(messages: readonly EventMessage[], signal?: AbortSignal): Promise<void>;
+  send(messages: readonly (EventMessage | RunPieceMessage)[], signal?: AbortSignal): Promise<void>;
 }
 
 export function eventQueue(clients: HostStorageClients, name: string): EventQueue {
@@ -99,7 +100,8 @@ export function blobDeletionWindow(clients: HostStorageClients, bucket: string, 
   };
 }
 
-async function text(stream: NodeJS.ReadableStream | undefined): Promise<string> {
+/** A downloaded blob's body as UTF-8 text. */
+export async function text(stream: NodeJS.ReadableStream | undefined): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream ?? []) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   return Buffer.concat(chunks).toString('utf8');

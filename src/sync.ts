@@ -5,13 +5,15 @@
 import type { TokenCredential } from '@azure/identity';
 import { hostname } from 'node:os';
 import process from 'node:process';
-import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
+import { loadConfig, loadEventConfig, type MirrorConfig, type Settings } from './config.ts';
 import { blobCopyRecordStore } from './copy-record-blob.ts';
+import type { RunService } from './runs.ts';
 import type { LockName, RunLock } from './lock.ts';
-import { registerSecret } from './core/errors.ts';
+import { ConfigError, describeError, registerSecret } from './core/errors.ts';
 import type { RunReport } from './core/report.ts';
 import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
-import type { ProviderChoice } from './core/types.ts';
+import type { FanOut } from './core/fan-out.ts';
+import type { ProviderChoice, TargetName } from './core/types.ts';
 import { verifyMirror, type VerifyReport } from './core/verify.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
 import { ociKeyProblem } from './stores/key-rules.ts';
@@ -27,7 +29,20 @@ export interface SyncRequest {
   readonly signal?: AbortSignal;
   /** Names this run in the lock, so a run that finds the lock held can say who holds it (e.g. an invocation id). */
   readonly runId?: string;
+  /** What started the run (`timer`, `http`, `cli`), kept in its status record. */
+  readonly trigger?: string;
+  /** Put every transfer on the queue, whatever the plan's size (the CLI's `--enqueue`). */
+  readonly enqueue?: boolean;
+  /** Called with the run's status id once its record is open (runs.ts; only with AzureWebJobsStorage, not for dry runs). */
+  readonly onRunOpened?: (statusId: string) => void;
 }
+
+/** A run's report, and the id of its status record when one is kept. */
+export type SyncReport = RunReport & {
+  readonly runId?: string;
+  /** Transfers not enqueued because an earlier fanned-out run to the same target is still running (see the target's notes). */
+  readonly withheld?: number;
+};
 
 export interface SyncServiceOptions {
   readonly keyResolverOptions?: KeyResolverOptions;
@@ -47,7 +62,7 @@ export interface VerifyRequest {
 /** Long-lived per process (a Functions instance keeps one): keys and credentials are cached across runs. */
 export interface SyncService {
   /** Validates settings (throws `ConfigError`), reads keys (throws `SecretsError`), then runs the mirror. */
-  sync(request: SyncRequest): Promise<RunReport>;
+  sync(request: SyncRequest): Promise<SyncReport>;
   /** As `sync` for settings and keys, then compares source and targets (`verifyMirror`); changes nothing, takes no lock. */
   verify(request: VerifyRequest): Promise<VerifyReport>;
 }
@@ -55,17 +70,18 @@ export interface SyncService {
 export function createSyncService(settings: Settings, options: SyncServiceOptions = {}): SyncService {
   let keyResolver: KeyResolver | undefined;
   let azureCredential = options.azureCredential;
-  /** Settings checked, keys read, the Azure identity created where one is needed. */
-  const prepare = async (provider: ProviderChoice, signal: AbortSignal | undefined): Promise<{ config: MirrorConfig; keys: StoreKeys }> => {
-    const config = loadConfig(settings, provider);
+  let runs: RunService | undefined;
+  /** Keys read, the Azure identity created where one is needed. */
+  const readKeys = async (config: MirrorConfig, signal: AbortSignal | undefined): Promise<StoreKeys> => {
     keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
     const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, signal);
     if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) azureCredential ??= await defaultAzureCredential(settings);
-    return { config, keys };
+    return keys;
   };
   return {
     async verify(request: VerifyRequest): Promise<VerifyReport> {
-      const { config, keys } = await prepare(request.provider, request.signal);
+      const config = loadConfig(settings, request.provider);
+      const keys = await readKeys(config, request.signal);
       return verifyMirror(sourceStore(config, keys), await targetStores(config, keys, azureCredential), {
         provider: config.provider,
         checksum: request.checksum ?? false,
@@ -75,10 +91,16 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       });
     },
 
-    async sync(request: SyncRequest): Promise<RunReport> {
-      const { config, keys } = await prepare(request.provider, request.signal);
-      const source = sourceStore(config, keys);
+    async sync(request: SyncRequest): Promise<SyncReport> {
+      const config = loadConfig(settings, request.provider);
       const dryRun = request.dryRun ?? false;
+      // With the host storage, a run has a status record and large plans fan out onto the queue.
+      const tracked = !dryRun && loadEventConfig(settings).hostStorage !== undefined;
+      if (request.enqueue === true && !tracked) throw new ConfigError([dryRun ? '--enqueue and --dry-run do not go together: a dry run enqueues nothing' : 'AzureWebJobsStorage is required to enqueue a run: the queue and the run records live in that storage account']);
+      // Loaded only then: the Blob SDK alone adds about 0.3 s to a start.
+      if (tracked) runs ??= (await import('./runs.ts')).createRunService(settings);
+      const keys = await readKeys(config, request.signal);
+      const source = sourceStore(config, keys);
       // A dry run changes nothing, so it needs no lock and never waits for one. Otherwise the lock is
       // taken while the listings run (and the Blob SDK it needs loads meanwhile): the run waits for it
       // before its first change, and stops its listings at once when another run holds it.
@@ -92,9 +114,13 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       const noLockNote = dryRun || config.lock !== undefined ? [] : ['no lock was taken: no Azure storage is configured to hold it (set AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING)'];
       const startedMs = Date.now();
       const signals = [request.signal, lockLost.signal].filter((signal): signal is AbortSignal => signal !== undefined);
+      const statusId = runs === undefined || !tracked ? undefined : await runs.open(config.provider, request.trigger ?? 'cli');
+      if (statusId !== undefined) request.onRunOpened?.(statusId);
+      let fanOut: FanOut<TargetName> | undefined;
       try {
         const targets = (await targetStores(config, keys, azureCredential)).map((target) => ({ ...target, notes: noLockNote }));
-        return await runMirror(source, targets, {
+        if (statusId !== undefined) fanOut = runs?.fanOut(statusId, request.enqueue ?? false, targets.map((target) => target.store.label));
+        const report = await runMirror(source, targets, {
           provider: config.provider,
           dryRun,
           concurrency: config.sync.concurrency,
@@ -109,7 +135,15 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
           cleanupInterruptedBefore: config.lock === undefined ? startedMs - 3_600_000 : startedMs,
           signal: AbortSignal.any(signals),
           ...(request.onEvent === undefined ? {} : { onEvent: request.onEvent }),
+          ...(fanOut === undefined ? {} : { fanOut }),
         });
+        if (statusId === undefined) return report;
+        await runs?.closePlanning(statusId, fanOut, { report });
+        const withheld = fanOut?.withheld ?? 0;
+        return { ...report, runId: statusId, ...(withheld === 0 ? {} : { withheld }) };
+      } catch (error) {
+        if (statusId !== undefined) await runs?.closePlanning(statusId, fanOut, { error: describeError(error) }).catch(() => undefined);
+        throw error;
       } finally {
         const lock = await lockTaken?.catch(() => undefined);
         await lock?.release();

@@ -126,13 +126,13 @@ function triggerOf(loaded: Loaded, name: string): Binding {
 }
 
 describe('what the compiled main files register with the host', () => {
-  it('package.json main matches the compiled function files, and loading them registers exactly sync, syncTimer, verify, events and objectQueue', async () => {
+  it('package.json main matches the compiled function files, and loading them registers exactly sync, syncTimer, verify, events, runStatus, status and objectQueue', async () => {
     const loaded = await loadApp();
 
     expect(loaded.loadError).toBeUndefined();
     expect(loaded.files).toContain('dist/src/functions/register.js');
     expect(loaded.files.every((file) => /^dist\/src\/functions\/[\w-]+\.js$/.test(file))).toBe(true);
-    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'sync', 'syncTimer', 'verify']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'runStatus', 'status', 'sync', 'syncTimer', 'verify']);
   });
 
   it('verify is an HTTP trigger on route verify/{provider}, needing a function key, for GET', async () => {
@@ -152,7 +152,7 @@ describe('what the compiled main files register with the host', () => {
     const loaded = await loadApp({ SYNC_QUEUE_NAME: 'Bad_Name' });
 
     expect(loaded.loadError).toContain('SYNC_QUEUE_NAME "Bad_Name" is not a valid queue name');
-    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'sync', 'syncTimer', 'verify']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'runStatus', 'status', 'sync', 'syncTimer', 'verify']);
   });
 
   it('sync is an HTTP trigger on route sync/{provider}, needing a function key, for GET and POST, answering through its return value', async () => {
@@ -161,6 +161,13 @@ describe('what the compiled main files register with the host', () => {
 
     expect(triggerOf(loaded, 'sync')).toMatchObject({ type: 'httpTrigger', direction: 'in', route: 'sync/{provider}', authLevel: 'function', methods: ['GET', 'POST'] });
     expect(sync?.bindings['$return']).toMatchObject({ type: 'http', direction: 'out' });
+  });
+
+  it('runStatus (GET runs/{id}) and status (GET status) are HTTP triggers needing a function key', async () => {
+    const loaded = await loadApp();
+
+    expect(triggerOf(loaded, 'runStatus')).toMatchObject({ type: 'httpTrigger', route: 'runs/{id}', authLevel: 'function', methods: ['GET'] });
+    expect(triggerOf(loaded, 'status')).toMatchObject({ type: 'httpTrigger', route: 'status', authLevel: 'function', methods: ['GET'] });
   });
 
   it('without SYNC_SCHEDULE syncTimer runs hourly, on the hour', async () => {
@@ -180,7 +187,7 @@ describe('what the compiled main files register with the host', () => {
     const loaded = await loadApp({ SYNC_SCHEDULE: '0 * * * *' });
 
     expect(loaded.loadError).toContain('SYNC_SCHEDULE "0 * * * *" is not an NCRONTAB schedule (5 fields instead of 6)');
-    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'sync', 'verify']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['events', 'objectQueue', 'runStatus', 'status', 'sync', 'verify']);
   });
 
   it('the registered sync callback is the real handler: an unknown provider answers 400 with the invocation id', async () => {

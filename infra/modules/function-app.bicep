@@ -43,6 +43,16 @@ type appSettingOverrides = {
   SYNC_TIMER_DEADLINE_SECONDS: string?
   @description('Rolling window over which event deletions per target are counted (at most SYNC_MAX_DELETE_COUNT), 60-604800 s; default 3600.')
   SYNC_EVENT_DELETE_WINDOW_SECONDS: string?
+  @description('A run fans its transfers out onto the queue from this many transfers (all targets), 1-1000000000; default 2000.')
+  SYNC_FAN_OUT_MIN_TRANSFERS: string?
+  @description('A run fans its transfers out onto the queue from this many MiB to transfer, 1-1000000000; default 10240.')
+  SYNC_FAN_OUT_MIN_MB: string?
+  @description('Most keys in one fan-out message, 1-2000; default 100.')
+  SYNC_FAN_OUT_KEYS_PER_MESSAGE: string?
+  @description('Most object MiB in one fan-out message, 1-1000000; default 2048.')
+  SYNC_FAN_OUT_MB_PER_MESSAGE: string?
+  @description('POST /api/sync answers 200 with the report when the run ends within this many ms, else 202 with the status URL, 0-10000; default 800.')
+  SYNC_HTTP_REPLY_WITHIN_MS: string?
   @description('The host\'s function timeout, hh:mm:ss; default 00:10:00 (host.json).')
   AzureFunctionsJobHost__functionTimeout: string?
 }

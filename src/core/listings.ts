@@ -1,5 +1,14 @@
 import { MirrorPlanner, type DeleteLimits } from './plan.ts';
-import type { ObjectInfo, Plan, ReplaceReason } from './types.ts';
+import type { ObjectInfo, Plan, ReplaceReason, TransferAction } from './types.ts';
+
+/**
+ * Takes a target's transfers as soon as the listings make them certain, so the planner does not hold
+ * them (core/fan-out.ts enqueues them or keeps a bounded number for an inline run). Awaited: a slow
+ * sink slows the listings down, which keeps memory bounded.
+ */
+export interface TransferSink<Name extends string> {
+  take(target: Name, actions: readonly TransferAction[]): Promise<void>;
+}
 
 /** A store's listing as it arrives: pages of objects, in the store's key order. */
 export interface Listing {
@@ -51,6 +60,8 @@ export async function planWhileListing<Name extends string>(
     /** Called once, when the first page of any listing is in: every listing is then under way. */
     readonly onFirstPage?: () => void;
     readonly now?: () => number;
+    /** Given, every transfer goes to it as soon as it is certain; the plans then hold none. */
+    readonly transferSink?: TransferSink<Name>;
   } = {},
 ): Promise<ListedPlans<Name>> {
   const now = options.now ?? Date.now;
@@ -66,6 +77,15 @@ export async function planWhileListing<Name extends string>(
   let sourceBytes = 0;
   let peakUnmatched = 0;
   let anyPageIn = false;
+  const handOverSettled = async (end: boolean): Promise<void> => {
+    const sink = options.transferSink;
+    if (sink === undefined) return;
+    for (const [name, planner] of planners) {
+      const targetReader = readers.find((reader) => reader.target === name)!;
+      const settled = planner.takeSettled(targetReader.lastKey, end || targetReader.finished);
+      if (settled.length > 0) await sink.take(name, settled);
+    }
+  };
 
   try {
     for (let reader = nextToRead(readers); reader !== undefined; reader = nextToRead(readers)) {
@@ -98,7 +118,9 @@ export async function planWhileListing<Name extends string>(
       let unmatched = 0;
       for (const planner of planners.values()) unmatched += planner.unmatched;
       peakUnmatched = Math.max(peakUnmatched, unmatched);
+      await handOverSettled(false);
     }
+    await handOverSettled(true);
   } finally {
     options.signal?.removeEventListener('abort', stopListing);
     stop.abort();

@@ -1,4 +1,5 @@
 import type { ObjectHead } from '../stores/store.ts';
+import { compareUtf8 } from './listings.ts';
 import type { Action, DeleteAction, DeleteVerdict, KeyRefusal, ObjectInfo, Plan, ReplaceReason, TransferAction } from './types.ts';
 
 /** Limits on what one run may delete; see `deleteGuard`. */
@@ -140,6 +141,25 @@ export class MirrorPlanner {
   /** Objects listed on one side and not (yet) on the other: what this planner holds besides its replacements. */
   get unmatched(): number {
     return this.#unmatchedSource.size + this.#unmatchedTarget.size;
+  }
+
+  /**
+   * Takes out the transfers that are certain before the listings end, so a caller can start (or
+   * enqueue) them and the planner does not hold them: every replacement, and every source object the
+   * target's listing has passed in both key orders (`targetListedUpTo`, its last key so far) or that
+   * it can no longer list (`targetFinished`). A target listed out of order might still list a key
+   * taken here: it then plans that key's deletion, which `Plan.confirmDeletions` checks at the source.
+   */
+  takeSettled(targetListedUpTo: string | undefined, targetFinished: boolean): TransferAction[] {
+    const settled = this.#replacements.splice(0);
+    if (!targetFinished && targetListedUpTo === undefined) return settled;
+    for (const [key, object] of this.#unmatchedSource) {
+      if (targetFinished || (key < targetListedUpTo! && compareUtf8(key, targetListedUpTo!) < 0)) {
+        this.#unmatchedSource.delete(key);
+        settled.push({ kind: 'copy', key, source: object });
+      }
+    }
+    return settled;
   }
 
   /** The plan, once both listings are complete: what is still unmatched is copied or deleted. */

@@ -357,3 +357,15 @@ function actionsOf(states: readonly KeyState[], runs: readonly TargetRun[], keep
   }
   return pending;
 }
+
+/**
+ * The failures a retry may cure: all but the one keyless "held" entry a target gets when the deletion
+ * window refused its deletions, and keys a target cannot hold verbatim.
+ */
+export function retryableFailureList(report: ReconcileReport): Failure[] {
+  const heldTargets = new Set<string>(report.held.map((held) => held.target));
+  const refused = new Set(report.refused.map((entry) => `${entry.target}\n${entry.key}`));
+  const held = (failure: Failure): boolean => heldTargets.has(failure.target) && failure.operation === 'delete' && failure.key === undefined;
+  const cannotHold = (failure: Failure): boolean => failure.key !== undefined && refused.has(`${failure.target}\n${failure.key}`);
+  return [...report.failures, ...report.targets.flatMap((target) => target.failures.filter((failure) => !held(failure) && !cannotHold(failure)))];
+}

@@ -2,6 +2,7 @@ import type { SourceStore, TargetStore } from '../stores/store.ts';
 import { ByteBudget, forEachBounded } from './concurrency.ts';
 import { RecordedTarget, type CopyRecordStore } from './copy-record.ts';
 import { StoreError, describeError } from './errors.ts';
+import type { FanOut } from './fan-out.ts';
 import { planWhileListing, type ListedPlans } from './listings.ts';
 import type { DeleteLimits } from './plan.ts';
 import { plannedAction, type RunReport, type TargetReport } from './report.ts';
@@ -51,6 +52,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: RunEvent) => void;
   readonly now?: () => number;
+  /** Takes the transfers as the listings find them; a large run's go on the queue (core/fan-out.ts), the rest run here. */
+  readonly fanOut?: FanOut<TargetName>;
 }
 
 /**
@@ -206,8 +209,10 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
           now,
           onFirstPage: () => void openGate(),
           onListed: (label, objects, durationMs) => emit({ event: 'listed', store: label, objects, durationMs }),
+          ...(options.fanOut === undefined || dryRun ? {} : { transferSink: options.fanOut }),
         },
       );
+      if (!dryRun) await options.fanOut?.finish();
     } catch (error) {
       if (gateFailed.signal.aborted) throw gateFailed.signal.reason;
       if (cancel.signal.aborted) return deadlineDuringListings();
@@ -229,16 +234,24 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     for (const target of targets) {
       const listedPlan = listed.plans.get(target.name);
       const record = records.get(target);
-      if (listedPlan === undefined) {
+      const fanOut = dryRun ? undefined : options.fanOut;
+      const kept = listedPlan === undefined || fanOut === undefined ? listedPlan : { ...listedPlan, transfers: fanOut.inline(target.name) };
+      if (kept === undefined) {
         const message = describeError(listed.failedTargets.get(target.name));
         listingFailures.push({ target, message, counted: true });
         emit({ event: 'failure', target: target.name, operation: 'list', message });
         continue;
       }
-      const plan = record === undefined ? listedPlan : await record.resolve(listedPlan, target.store, signal, { stopAt: options.deadline?.stopStartingAt, now });
+      const plan = record === undefined ? kept : await record.resolve(kept, target.store, signal, { stopAt: options.deadline?.stopStartingAt, now });
       const run = new TargetRun(target, plan, firstTransferMode(target.store, options), record);
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
       for (const refusal of plan.refused) recordFailure(run, { target: run.name, operation: 'copy', key: refusal.key, message: `not mirrored: ${refusal.reason}` }, emit);
+      const handedOff = fanOut?.handedOff(target.name);
+      if (handedOff !== undefined) {
+        // Left to the queue workers: this run's report is not the target's last word.
+        run.deferred += handedOff.keys;
+        run.notes.push(handedOff.note);
+      }
       runs.push(run);
       emitPlan(run, emit);
     }
@@ -257,7 +270,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         emit({ event: 'note', target: run.name, message });
       }
     }
-    const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > 0);
+    const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > (options.fanOut?.handedOff(run.name)?.keys ?? 0));
     return finish({
       sourceObjects: listed.sourceObjects,
       sourceBytes: listed.sourceBytes,

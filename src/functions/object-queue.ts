@@ -8,10 +8,12 @@
 import type { InvocationContext, StorageQueueHandler } from '@azure/functions';
 import { SettingsReader, type Settings } from '../config.ts';
 import { describeError } from '../core/errors.ts';
-import type { ReconcileReport } from '../core/reconcile.ts';
+import { retryableFailureList, type ReconcileEvent, type ReconcileReport } from '../core/reconcile.ts';
+import { readRunPiece } from '../core/fan-out.ts';
 import { readEventMessage } from '../core/s3-events.ts';
+import type { RunService } from '../runs.ts';
 import type { EventService } from '../events.ts';
-import { EVENT_LEVELS, logLine } from './run-sync.ts';
+import { EVENT_LEVELS, logLine, type LogLevel } from './run-sync.ts';
 
 /** host.json `extensions.queues.maxDequeueCount`; the app setting below overrides it, as it overrides host.json. */
 export const MAX_DEQUEUE_COUNT = 5;
@@ -20,10 +22,17 @@ export function objectQueueHandler(service: EventService, settings: Settings = p
   const read = new SettingsReader(settings);
   const maxDequeueCount = read.integer('AzureFunctionsJobHost__extensions__queues__maxDequeueCount', { default: MAX_DEQUEUE_COUNT, min: 1, max: 1000 });
   read.throwIfProblems();
+  let runs: RunService | undefined;
   return async (entry, context) => {
     const dequeueCount = Number(context.triggerMetadata?.['dequeueCount'] ?? 1);
     try {
-      await reconcileMessage(service, entry, context);
+      // A piece of a fanned-out full run (src/runs.ts), or one S3 event's key.
+      const piece = readRunPiece(entry);
+      if (piece === undefined) await reconcileMessage(service, entry, context);
+      else {
+        runs ??= (await import('../runs.ts')).createRunService(settings);
+        await runs.workPiece(service, piece, dequeueCount >= maxDequeueCount, (line) => logLine(context, levelOf(line), { ...line, run: piece.run, piece: piece.piece }));
+      }
     } catch (error) {
       // The host moves the message to the poison queue after this attempt: one line to count and alert on.
       if (dequeueCount >= maxDequeueCount) logLine(context, 'error', { event: 'message-poisoned', dequeueCount, error: describeError(error) });
@@ -37,7 +46,7 @@ async function reconcileMessage(service: EventService, entry: unknown, context: 
   const report = await service.reconcile({
     provider: 'all',
     keys: [{ key: event.key, eventTimeMs: event.eventTimeMs }],
-    onEvent: (line) => logLine(context, line.event === 'key-mirrored' ? 'info' : EVENT_LEVELS[line.event] ?? 'info', { ...line, ...(event.eventId === undefined ? {} : { eventId: event.eventId }) }),
+    onEvent: (line) => logLine(context, levelOf(line), { ...line, ...(event.eventId === undefined ? {} : { eventId: event.eventId }) }),
   });
   for (const held of report.held) logLine(context, 'warn', { event: 'event-deletion-held', target: held.target, key: held.key });
   const failures = retryableFailures(report);
@@ -46,12 +55,11 @@ async function reconcileMessage(service: EventService, entry: unknown, context: 
   }
 }
 
-/**
- * Failures a retry may cure: all but the one "held" entry a target gets when the deletion window refused
- * its deletions, and a key a target cannot hold verbatim.
- */
+/** Failures a retry may cure (`retryableFailureList`). */
 export function retryableFailures(report: ReconcileReport): number {
-  const heldTargets = new Set(report.held.map((held) => held.target));
-  const all = report.failures.length + report.targets.reduce((sum, target) => sum + target.failures.length - (heldTargets.has(target.target) ? 1 : 0), 0);
-  return all - report.refused.length;
+  return retryableFailureList(report).length;
+}
+
+function levelOf(line: ReconcileEvent): LogLevel {
+  return line.event === 'key-mirrored' ? 'info' : EVENT_LEVELS[line.event] ?? 'info';
 }

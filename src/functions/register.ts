@@ -3,11 +3,12 @@
  * service per instance, so Key Vault keys and credentials are cached across invocations.
  */
 import azureFunctions from '@azure/functions';
-import { loadEventConfig } from '../config.ts';
+import { loadEventConfig, loadFanOutConfig } from '../config.ts';
 import { createEventService } from '../events.ts';
 import { eventsHttpHandler } from './events-http.ts';
 import { objectQueueHandler } from './object-queue.ts';
 import { createSyncService } from '../sync.ts';
+import { runStatusHttpHandler, statusHttpHandler } from './runs-http.ts';
 import { createSyncRunner } from './run-sync.ts';
 import { syncSchedule } from './schedule.ts';
 import { syncHttpHandler } from './sync-http.ts';
@@ -15,6 +16,13 @@ import { syncTimerHandler } from './sync-timer.ts';
 import { verifyHttpHandler } from './verify-http.ts';
 
 const { app } = azureFunctions;
+
+/** With AzureWebJobsStorage, POST /api/sync answers 202 when the run takes longer than SYNC_HTTP_REPLY_WITHIN_MS; without, it waits for the report. */
+function httpReplyWithinMs(): number {
+  if (loadEventConfig(process.env).hostStorage === undefined) return Number.POSITIVE_INFINITY;
+  return loadFanOutConfig(process.env).httpReplyWithinMs;
+}
+
 const service = createSyncService(process.env);
 const runner = createSyncRunner({ service });
 const events = createEventService(process.env);
@@ -23,7 +31,7 @@ app.http('sync', {
   route: 'sync/{provider}',
   methods: ['GET', 'POST'],
   authLevel: 'function',
-  handler: syncHttpHandler(runner),
+  handler: syncHttpHandler(runner, httpReplyWithinMs),
 });
 
 app.http('verify', {
@@ -38,6 +46,20 @@ app.http('events', {
   methods: ['POST'],
   authLevel: 'function',
   handler: eventsHttpHandler(events),
+});
+
+app.http('runStatus', {
+  route: 'runs/{id}',
+  methods: ['GET'],
+  authLevel: 'function',
+  handler: runStatusHttpHandler(),
+});
+
+app.http('status', {
+  route: 'status',
+  methods: ['GET'],
+  authLevel: 'function',
+  handler: statusHttpHandler(),
 });
 
 // Last, each on its own: a malformed SYNC_SCHEDULE or SYNC_QUEUE_NAME throws here (naming the setting),

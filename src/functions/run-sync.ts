@@ -18,6 +18,8 @@ export interface RunRequest {
   readonly trigger: Trigger;
   readonly provider: ProviderChoice;
   readonly dryRun: boolean;
+  /** Called with the run's status id once its record is open (with AzureWebJobsStorage; not for dry runs). */
+  readonly onRunOpened?: (statusId: string) => void;
 }
 
 /**
@@ -67,7 +69,9 @@ export function createSyncRunner(options: SyncRunnerOptions = {}): SyncRunner {
         const deadline = runDeadline(settings, request.trigger, startedMs);
         logLine(context, 'info', {
           event: 'invocation-start',
-          ...request,
+          trigger: request.trigger,
+          provider: request.provider,
+          dryRun: request.dryRun,
           stopStartingAt: new Date(deadline.stopStartingAt).toISOString(),
           abortAt: new Date(deadline.abortAt).toISOString(),
         });
@@ -77,6 +81,8 @@ export function createSyncRunner(options: SyncRunnerOptions = {}): SyncRunner {
           deadline,
           // A run that finds the lock held is told this invocation holds it.
           runId: context.invocationId,
+          trigger: request.trigger,
+          ...(request.onRunOpened === undefined ? {} : { onRunOpened: request.onRunOpened }),
           onEvent: (event) => logLine(context, EVENT_LEVELS[event.event] ?? 'info', event),
         });
         outcome = { status: failureCount(report) > 0 ? 500 : 200, report };
@@ -139,7 +145,7 @@ function functionTimeoutSeconds(read: SettingsReader): number {
   return ((part(1) * 24 + part(2)) * 60 + part(3)) * 60 + part(4);
 }
 
-type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 /** A log line's fields: `event` names what happened; counts and durations are numbers. */
 export interface LogFields {

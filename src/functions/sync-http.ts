@@ -1,22 +1,50 @@
 /**
  * `GET|POST /api/sync/{all|azure|oci}[?dryRun=true|false]`: the HTTP adapter. It checks the request,
  * runs the mirror through the shared runner, and answers with the report (or an error) as JSON.
+ * With AzureWebJobsStorage (where runs are kept) it answers within `replyWithinMs`: the report when
+ * the run has ended by then, else 202 with `Location: /api/runs/{id}` while the run goes on (the
+ * async request-reply pattern). Dry runs keep no record and are always answered with their report.
  */
 import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 import { describeError } from '../core/errors.ts';
 import type { ProviderChoice } from '../core/types.ts';
 import { parseProvider } from '../config.ts';
-import { logLine, redactedJson, type RunRequest, type SyncRunner } from './run-sync.ts';
+import { logLine, redactedJson, type RunOutcome, type RunRequest, type SyncRunner } from './run-sync.ts';
 
-export function syncHttpHandler(runner: SyncRunner): HttpHandler {
+/** `replyWithin`: how long a request waits for the run's report before a 202 (read per request: a bad setting is a 503 naming it). */
+export function syncHttpHandler(runner: SyncRunner, replyWithin: () => number = () => Number.POSITIVE_INFINITY): HttpHandler {
   return async (request, context) => {
     const parsed = await parseRequest(request);
     if (typeof parsed === 'string') {
       logLine(context, 'warn', { event: 'invocation-end', trigger: 'http', status: 400, error: parsed });
       return respond(context, 400, { error: parsed });
     }
-    const outcome = await runner.run(context, parsed);
-    return respond(context, outcome.status, 'report' in outcome ? outcome.report : { error: outcome.error });
+    let replyWithinMs: number;
+    try {
+      replyWithinMs = replyWithin();
+    } catch (error) {
+      logLine(context, 'error', { event: 'invocation-end', trigger: 'http', status: 503, error: describeError(error) });
+      return respond(context, 503, { error: describeError(error) });
+    }
+    let statusId: string | undefined;
+    let opened: () => void = () => undefined;
+    const openedOnce = new Promise<void>((resolve) => (opened = resolve));
+    const running = runner.run(context, { ...parsed, onRunOpened: (id) => { statusId = id; opened(); } });
+    const answer = (outcome: RunOutcome): HttpResponseInit => respond(context, outcome.status, 'report' in outcome ? { ...(statusId === undefined ? {} : { runId: statusId }), ...outcome.report } : { error: outcome.error });
+    if (!Number.isFinite(replyWithinMs) || parsed.dryRun) return answer(await running);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const replyBy = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), replyWithinMs)));
+    // Late and with a record: answer 202; the run goes on in this instance and its record says how it ends.
+    const first = await Promise.race([running, replyBy.then(async () => {
+      await Promise.race([openedOnce, running]);
+      return 'late' as const;
+    })]);
+    clearTimeout(timer);
+    if (first !== 'late') return answer(first);
+    if (statusId === undefined) return answer(await running);
+    const location = new URL(`/api/runs/${statusId}`, request.url).pathname;
+    logLine(context, 'info', { event: 'run-accepted', runId: statusId, location });
+    return { ...respond(context, 202, { runId: statusId, state: 'running', statusUrl: location }), headers: { ...JSON_HEADERS, location, 'retry-after': '10', 'x-invocation-id': context.invocationId } };
   };
 }
 
@@ -58,11 +86,13 @@ export function booleanQueryParameter(request: HttpRequest, name: string): boole
   return values[0] === 'true';
 }
 
+const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
+
 /** A JSON answer carrying the invocation id, every string masked. */
 export function respond(context: InvocationContext, status: number, payload: object): HttpResponseInit {
   return {
     status,
-    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-invocation-id': context.invocationId },
+    headers: { ...JSON_HEADERS, 'x-invocation-id': context.invocationId },
     body: redactedJson({ invocationId: context.invocationId, ...payload }),
   };
 }

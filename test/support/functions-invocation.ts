@@ -8,7 +8,9 @@ import azureFunctions from '@azure/functions';
 import type { HttpResponseInit, LogLevel, Timer } from '@azure/functions';
 import type { EventService } from '../../src/events.ts';
 import { eventsHttpHandler } from '../../src/functions/events-http.ts';
+import { runStatusHttpHandler, statusHttpHandler } from '../../src/functions/runs-http.ts';
 import { syncHttpHandler } from '../../src/functions/sync-http.ts';
+import type { Settings } from '../../src/config.ts';
 import { syncTimerHandler } from '../../src/functions/sync-timer.ts';
 import type { SyncRunner } from '../../src/functions/run-sync.ts';
 
@@ -27,7 +29,7 @@ export interface Invocation {
 }
 
 /** `onLine` sees each line as it is logged, while the invocation is still running. */
-export function newInvocation(functionName: 'sync' | 'syncTimer' | 'verify' | 'events', onLine?: (line: LoggedLine) => void): Invocation {
+export function newInvocation(functionName: 'sync' | 'syncTimer' | 'verify' | 'events' | 'runStatus' | 'status', onLine?: (line: LoggedLine) => void): Invocation {
   const invocationId = randomUUID();
   const lines: LoggedLine[] = [];
   const context = new InvocationContext({
@@ -59,7 +61,7 @@ export interface HttpCall {
 export async function callHttp(
   runner: SyncRunner,
   path: string,
-  init: { method?: string; body?: string; onLine?: (line: LoggedLine) => void } = {},
+  init: { method?: string; body?: string; onLine?: (line: LoggedLine) => void; /** The handler's SYNC_HTTP_REPLY_WITHIN_MS (default: wait for the report). */ replyWithinMs?: number } = {},
 ): Promise<HttpCall> {
   const url = new URL(path, 'https://artifacts-sync.azurewebsites.net');
   const provider = /^\/api\/sync\/([^/]*)$/.exec(url.pathname)?.[1];
@@ -71,7 +73,8 @@ export async function callHttp(
     ...(init.body === undefined ? {} : { body: { string: init.body } }),
   });
   const invocation = newInvocation('sync', init.onLine);
-  return httpCallOf(invocation, await syncHttpHandler(runner)(request, invocation.context));
+  const replyWithinMs = init.replyWithinMs ?? Number.POSITIVE_INFINITY;
+  return httpCallOf(invocation, await syncHttpHandler(runner, () => replyWithinMs)(request, invocation.context));
 }
 
 /** `POST /api/events/s3` with `body`, as the host would hand it to the events handler. */
@@ -79,6 +82,15 @@ export async function callEvents(service: EventService, body: string, headers: R
   const request = new HttpRequest({ method: 'POST', url: 'https://artifacts-sync.azurewebsites.net/api/events/s3', headers: { 'content-type': 'application/json', ...headers }, body: { string: body } });
   const invocation = newInvocation('events');
   return httpCallOf(invocation, await eventsHttpHandler(service)(request, invocation.context));
+}
+
+/** `GET /api/runs/{id}` (`id` given) or `GET /api/status`, as the host would hand it to the handler. */
+export async function callRuns(settings: Settings, id?: string): Promise<HttpCall> {
+  const path = id === undefined ? '/api/status' : `/api/runs/${encodeURIComponent(id)}`;
+  const request = new HttpRequest({ method: 'GET', url: `https://artifacts-sync.azurewebsites.net${path}`, params: id === undefined ? {} : { id } });
+  const invocation = newInvocation(id === undefined ? 'status' : 'runStatus');
+  const handler = id === undefined ? statusHttpHandler(settings) : runStatusHttpHandler(settings);
+  return httpCallOf(invocation, await handler(request, invocation.context));
 }
 
 /** What a test reads of one HTTP invocation: the JSON answer and the lines logged. */

@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import azureFunctions from '@azure/functions';
 import type { StorageQueueHandler } from '@azure/functions';
 import type { QueueClient } from '@azure/storage-queue';
+import { queueEntry } from '../../src/queue-worker.ts';
 import type { LoggedLine } from './functions-invocation.ts';
 
 const { InvocationContext } = azureFunctions;
@@ -47,13 +48,7 @@ export async function drainQueue(queue: QueueClient, poison: QueueClient, handle
     const { receivedMessageItems: batch } = await queue.receiveMessages({ numberOfMessages: HOST_BATCH_SIZE, visibilityTimeout: 60 });
     if (batch.length === 0) break;
     await Promise.all(batch.map(async (message) => {
-      const text = Buffer.from(message.messageText, 'base64').toString('utf8');
-      let entry: unknown = text;
-      try {
-        entry = JSON.parse(text);
-      } catch {
-        // Not JSON: the host hands the text as it is.
-      }
+      const entry = queueEntry(message.messageText);
       const context = new InvocationContext({
         invocationId: randomUUID(),
         functionName: 'objectQueue',
