@@ -54,7 +54,7 @@ describe('command-line usage', () => {
   it('refuses an unknown option and lists the allowed ones', async () => {
     const result = await runCli(['all', '--force'], unreachable);
     expect(result.exitCode).toBe(2);
-    expect(result.stderr).toContain('unknown option "--force": allowed are --dry-run, --json, --key <key>, --events <file|->, --enqueue, --help');
+    expect(result.stderr).toContain('unknown option "--force": allowed are --dry-run, --json, --enqueue, --key <key>, --events <file|->, --help');
   });
 
   it('refuses two providers at once', async () => {
