@@ -1,13 +1,14 @@
 /**
  * The CLI's queue commands: `artifacts-sync work [--until-empty]` (a queue worker running the queue
  * function's own handler) and `artifacts-sync status [<run-id>] [--json]` (what the status endpoints
- * answer). Exit codes of `status <run-id>`: 0 complete, 1 ended incomplete, 4 still running.
+ * answer). Exit codes of `status <run-id>`: 0 complete, 1 ended incomplete or stalled, 4 still running.
  */
 import { SettingsReader, type Settings } from './config.ts';
 import { ConfigError, describeError } from './core/errors.ts';
 import type { RunRecord } from './core/run-record.ts';
 import { createEventService } from './events.ts';
 import { MAX_DEQUEUE_COUNT, objectQueueHandler } from './functions/object-queue.ts';
+import { createSyncRunner } from './functions/run-sync.ts';
 import type { RunService, StatusOverview } from './runs.ts';
 import type { SyncServiceOptions } from './sync.ts';
 
@@ -19,10 +20,12 @@ export const EXIT_RUNNING = 4;
 export const QUEUE_USAGE = `       artifacts-sync work [--until-empty]
        artifacts-sync status [<run-id>] [--json]
 
-  work             work on the object queue (events and fanned-out runs), as the queue function
-                   does; several may run at once; --until-empty returns once the queue is empty
+  work             work on the object queue (events, queued runs and fanned-out pieces), as the
+                   queue function does; several may run at once; --until-empty returns once the
+                   queue is empty
   status           the last complete run per target and the queue's pending and poisoned
-                   messages; with a run id, that run: exit 0 complete, 1 incomplete, 4 running`;
+                   messages; with a run id, that run: exit 0 complete, 1 incomplete or stalled,
+                   4 running`;
 
 interface Io {
   readonly out: (text: string) => void;
@@ -33,7 +36,7 @@ interface Io {
 export async function runQueueCommand(args: readonly string[], settings: Settings, io: Io, options: SyncServiceOptions = {}): Promise<number> {
   const [command, ...rest] = args;
   try {
-    const { createRunService, runView } = await import('./runs.ts');
+    const { createRunService, runView, viewedState } = await import('./runs.ts');
     if (command === 'work') {
       const unknown = rest.filter((arg) => arg !== '--until-empty');
       if (unknown.length > 0) throw new ConfigError([`unknown argument ${unknown.map((arg) => JSON.stringify(arg)).join(', ')} for work: allowed is --until-empty`]);
@@ -55,8 +58,9 @@ export async function runQueueCommand(args: readonly string[], settings: Setting
       io.err(`artifacts-sync: no run ${JSON.stringify(id)} in the host storage (run ids look like 20261203T074500Z-3f9c2a1b; artifacts-sync status lists the last ones)`);
       return 2;
     }
-    io.out(json ? JSON.stringify(runView(record), null, 2) : renderRun(record));
-    return record.state === 'complete' ? 0 : record.state === 'incomplete' ? 1 : EXIT_RUNNING;
+    const state = viewedState(record, Date.now());
+    io.out(json ? JSON.stringify(runView(record), null, 2) : renderRun(record, state));
+    return state === 'complete' ? 0 : state === 'running' ? EXIT_RUNNING : 1;
   } catch (error) {
     io.err(`artifacts-sync: ${describeError(error)}`);
     return error instanceof ConfigError ? 2 : 1;
@@ -74,7 +78,7 @@ async function work(runs: RunService, settings: Settings, io: Io, untilEmpty: bo
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const result = await workQueue(clients.queues.getQueueClient(runs.queueName), clients.queues.getQueueClient(`${runs.queueName}-poison`), objectQueueHandler(createEventService(settings, options), settings), {
+    const result = await workQueue(clients.queues.getQueueClient(runs.queueName), clients.queues.getQueueClient(`${runs.queueName}-poison`), objectQueueHandler(createEventService(settings, options), settings, createSyncRunner({ settings, serviceOptions: options })), {
       untilEmpty,
       visibilitySeconds: runs.config.workVisibilitySeconds,
       retrySeconds: runs.config.workRetrySeconds,
@@ -98,8 +102,8 @@ function renderOverview(overview: StatusOverview): string {
   return lines.join('\n');
 }
 
-function renderRun(record: RunRecord): string {
-  const lines = [`run ${record.id} (${record.provider}, ${record.trigger}): ${record.state}${record.finishedAt === undefined ? '' : ` at ${record.finishedAt}`}`];
+function renderRun(record: RunRecord, state: string): string {
+  const lines = [`run ${record.id} (${record.provider}, ${record.trigger}): ${state}${record.finishedAt === undefined ? '' : ` at ${record.finishedAt}`}`];
   lines.push(`  planning: ${record.planning.done ? 'done' : 'in progress'}${record.planning.error === undefined ? '' : ` (${record.planning.error})`}; pieces: ${record.pieces.finished.length} of ${record.pieces.enqueued} finished, ${record.pieces.poisoned.length} poisoned`);
   for (const [target, counts] of Object.entries(record.targets)) {
     lines.push(`  ${target}: enqueued ${counts.enqueued}, copied ${counts.copied}, replaced ${counts.replaced}, deleted ${counts.deleted}, unchanged ${counts.unchanged}, failed ${counts.failed}, deferred ${counts.deferred}`);

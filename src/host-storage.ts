@@ -9,7 +9,7 @@ import { QueueServiceClient, type QueueClient } from '@azure/storage-queue';
 import { forEachBounded } from './core/concurrency.ts';
 import { admitDeletions, type DeletionWindow, type WindowCounts, type WindowLimits } from './core/delete-window.ts';
 import { registerSecret } from './core/errors.ts';
-import type { RunPieceMessage } from './core/fan-out.ts';
+import type { RunPieceMessage, RunStartMessage } from './core/fan-out.ts';
 import { encodeEventMessage, type EventMessage } from './core/s3-events.ts';
 import type { TargetName } from './core/types.ts';
 import type { HostStorageConfig } from './config.ts';
@@ -40,7 +40,7 @@ export async function hostStorageClients(config: HostStorageConfig): Promise<Hos
 export interface EventQueue {
   readonly name: string;
   /** Puts one message per entry on the queue (created on first use); resolves once every one is stored. */
-  send(messages: readonly (EventMessage | RunPieceMessage)[], signal?: AbortSignal): Promise<void>;
+  send(messages: readonly (EventMessage | RunPieceMessage | RunStartMessage)[], signal?: AbortSignal): Promise<void>;
 }
 
 export function eventQueue(clients: HostStorageClients, name: string): EventQueue {

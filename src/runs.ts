@@ -9,10 +9,10 @@ import { randomBytes } from 'node:crypto';
 import { RestError, type BlockBlobClient, type ContainerClient } from '@azure/storage-blob';
 import { loadEventConfig, loadFanOutConfig, type FanOutConfig, type Settings } from './config.ts';
 import { ConfigError, describeError } from './core/errors.ts';
-import { FanOut, type RunPieceMessage } from './core/fan-out.ts';
+import { FanOut, type RunPieceMessage, type RunStartMessage } from './core/fan-out.ts';
 import { retryableFailureList, type ReconcileEvent } from './core/reconcile.ts';
 import type { RunReport } from './core/report.ts';
-import { newRunId, newRunRecord, piecesPending, recordPiece, recordPlanning, type RunRecord, type RunState } from './core/run-record.ts';
+import { claimRun, newRunId, newRunRecord, piecesPending, recordPiece, recordPlanning, releaseRun, type RunClaim, type RunDelivery, type RunRecord, type RunState } from './core/run-record.ts';
 import type { ProviderChoice, TargetName } from './core/types.ts';
 import type { EventService } from './events.ts';
 import { eventQueue, hostStorageClients, text, type EventQueue, type HostStorageClients } from './host-storage.ts';
@@ -21,8 +21,11 @@ import { eventQueue, hostStorageClients, text, type EventQueue, type HostStorage
 export const RUN_STATUS_CONTAINER = 'artifacts-sync-runs';
 /** Conditional writes of a record tried before an update gives up (each loses only to another writer's update). */
 const RECORD_WRITE_ATTEMPTS = 50;
-/** A fanned-out run whose record has not changed for this long is taken as stalled (its messages lost): later runs enqueue its keys again. */
-const STALLED_RUN_MS = 60 * 60_000;
+/**
+ * A running run whose record has not changed for this long is stalled (its invocation or its messages
+ * were lost): `GET /api/runs/{id}` and `status` say `stalled`, and later runs enqueue its keys again.
+ */
+export const STALLED_RUN_MS = 60 * 60_000;
 
 /** What `GET /api/status` and `artifacts-sync status` show. */
 export interface StatusOverview {
@@ -46,6 +49,17 @@ export interface RunService {
   readonly queueName: string;
   /** Opens a record for a run about to start; resolves with its id. */
   open(provider: ProviderChoice, trigger: string): Promise<string>;
+  /** Opens a record and puts the run on the queue (a `RunStartMessage`) for a queue worker to run; resolves with its id. */
+  enqueueRun(provider: ProviderChoice, trigger: string): Promise<string>;
+  /** A delivery of a queued run's message claims the run under the record's ETag: only `start` runs it. */
+  claimRun(id: string, delivery: Omit<RunDelivery, 'startedAt' | 'error'>): Promise<RunClaim>;
+  /**
+   * The delivery's attempt failed with `error` before a report existed: the run stays open for the next
+   * delivery (ended as incomplete on the last attempt). Resolves true while it is open for a retry.
+   */
+  failAttempt(id: string, delivery: Omit<RunDelivery, 'startedAt' | 'error'>, error: string): Promise<boolean>;
+  /** Ends a queued run that is still open as incomplete with `error` (its message's last attempt failed, or an attempt was abandoned); no change once it ended. */
+  endRun(id: string, error: string): Promise<void>;
   /**
    * The fan-out of the run `id` to the stores labelled `targets` (`oci://bucket`): its transfers go on
    * the queue once the run is large (`always`: whatever its size), unless an earlier fanned-out run to
@@ -82,7 +96,7 @@ export function createRunService(settings: Settings, now: () => number = Date.no
       throw error;
     }));
   let queue: EventQueue | undefined;
-  const sendPieces = async (messages: readonly RunPieceMessage[]): Promise<void> => {
+  const sendPieces = async (messages: readonly (RunPieceMessage | RunStartMessage)[]): Promise<void> => {
     queue ??= eventQueue(await hostClients(), eventConfig.queueName);
     await queue.send(messages);
   };
@@ -111,6 +125,16 @@ export function createRunService(settings: Settings, now: () => number = Date.no
     }
   };
 
+  const openRun = async (provider: ProviderChoice, trigger: string): Promise<string> => {
+    const id = newRunId(now(), randomBytes(4).toString('hex'));
+    await writeJson(await recordBlob(id), newRunRecord(id, provider, trigger, now()), { ifNoneMatch: '*' });
+    return id;
+  };
+
+  const endRun = async (id: string, error: string): Promise<void> => {
+    await update(id, (record) => (record.state !== 'running' || record.planning.done ? record : recordPlanning(record, { error, pieces: record.pieces.enqueued, enqueued: new Map() }, now())));
+  };
+
   const pointAt = async (record: RunRecord): Promise<void> => {
     const folder = await container();
     const pointer: RunPointer = { id: record.id, state: record.state, ...(record.finishedAt === undefined ? {} : { finishedAt: record.finishedAt }) };
@@ -125,10 +149,38 @@ export function createRunService(settings: Settings, now: () => number = Date.no
     clients: hostClients,
     queueName: eventConfig.queueName,
 
-    async open(provider, trigger) {
-      const id = newRunId(now(), randomBytes(4).toString('hex'));
-      await writeJson(await recordBlob(id), newRunRecord(id, provider, trigger, now()), { ifNoneMatch: '*' });
+    open: openRun,
+
+    async enqueueRun(provider, trigger) {
+      const id = await openRun(provider, trigger);
+      try {
+        await sendPieces([{ v: 1, start: id, provider }]);
+      } catch (error) {
+        await endRun(id, `the run could not be put on the queue ${eventConfig.queueName}: ${describeError(error)}`).catch(() => undefined);
+        throw error;
+      }
       return id;
+    },
+
+    async claimRun(id, delivery) {
+      let claim: RunClaim = 'held';
+      await update(id, (record) => {
+        const claimed = claimRun(record, delivery, now());
+        claim = claimed.claim;
+        return claimed.record;
+      });
+      return claim;
+    },
+
+    endRun,
+
+    async failAttempt(id, delivery, error) {
+      const record = await update(id, (current) => {
+        const mine = current.state === 'running' && !current.planning.done && current.delivery?.message === delivery.message && current.delivery.dequeueCount === delivery.dequeueCount;
+        if (!mine || current.delivery?.error !== undefined) return current;
+        return delivery.lastAttempt ? recordPlanning(current, { error, pieces: current.pieces.enqueued, enqueued: new Map() }, now()) : releaseRun(current, error, now());
+      });
+      return record.state === 'running' && !record.planning.done;
     },
 
     fanOut(id, always, targets) {
@@ -138,7 +190,7 @@ export function createRunService(settings: Settings, now: () => number = Date.no
           const pointer = await readJson<{ id: string }>(folder.getBlockBlobClient(`fanned-out/${encodeURIComponent(target)}.json`));
           const earlier = pointer === undefined ? undefined : (await readJson<RunRecord>(await recordBlob(pointer.value.id)))?.value;
           // An earlier run that made no progress for this long has lost its messages: it no longer holds the keys.
-          if (earlier !== undefined && earlier.state === 'running' && now() - Date.parse(earlier.updatedAt) < STALLED_RUN_MS) {
+          if (earlier !== undefined && earlier.id !== id && earlier.state === 'running' && now() - Date.parse(earlier.updatedAt) < STALLED_RUN_MS) {
             return { refused: `run ${earlier.id} is still working through ${piecesPending(earlier)} queued piece(s) for ${target}; they are enqueued again once it has ended (or made no progress for ${STALLED_RUN_MS / 60_000} min)` };
           }
         }
@@ -149,7 +201,11 @@ export function createRunService(settings: Settings, now: () => number = Date.no
     },
 
     closePlanning(id, fanOut, ended) {
-      return update(id, (record) => recordPlanning(record, { ...ended, pieces: fanOut?.pieces ?? 0, enqueued: fanOut?.enqueued ?? new Map() }, now()));
+      return update(id, (record) => {
+        // A queued run that failed before it enqueued anything is run again by its message's next delivery.
+        if (ended.report === undefined && record.delivery !== undefined && !record.delivery.lastAttempt && (fanOut?.pieces ?? 0) === 0) return releaseRun(record, ended.error ?? 'the attempt failed', now());
+        return recordPlanning(record, { ...ended, pieces: fanOut?.pieces ?? 0, enqueued: fanOut?.enqueued ?? new Map() }, now());
+      });
     },
 
     async workPiece(events, piece, lastAttempt, onEvent) {
@@ -220,9 +276,20 @@ class RunIdError extends Error {
   }
 }
 
+/** A run's state as readers see it: `stalled` when it is still `running` but its record has not changed for STALLED_RUN_MS. */
+export function viewedState(record: RunRecord, nowMs: number): RunState | 'stalled' {
+  return record.state === 'running' && nowMs - Date.parse(record.updatedAt) >= STALLED_RUN_MS ? 'stalled' : record.state;
+}
+
 /** The JSON shape of a run for `GET /api/runs/{id}` and `artifacts-sync status <id>`. */
-export function runView(record: RunRecord): object {
-  return { ...record, pieces: { enqueued: record.pieces.enqueued, finished: record.pieces.finished.length, poisoned: record.pieces.poisoned, pending: piecesPending(record) } };
+export function runView(record: RunRecord, nowMs: number = Date.now()): object {
+  const state = viewedState(record, nowMs);
+  return {
+    ...record,
+    state,
+    ...(state === 'stalled' ? { stalled: `no progress since ${record.updatedAt} (over ${STALLED_RUN_MS / 60_000} min): the invocation running it or its queued messages were lost; the next run mirrors what it left` } : {}),
+    pieces: { enqueued: record.pieces.enqueued, finished: record.pieces.finished.length, poisoned: record.pieces.poisoned, pending: piecesPending(record) },
+  };
 }
 
 async function readJson<T>(blob: BlockBlobClient): Promise<{ value: T; etag: string } | undefined> {

@@ -35,6 +35,8 @@ export interface SyncRequest {
   readonly enqueue?: boolean;
   /** Called with the run's status id once its record is open (runs.ts; only with AzureWebJobsStorage, not for dry runs). */
   readonly onRunOpened?: (statusId: string) => void;
+  /** The record this run updates, opened already (a queued run: the HTTP trigger opened it); default: a new one. */
+  readonly statusId?: string;
 }
 
 /** A run's report, and the id of its status record when one is kept. */
@@ -114,7 +116,7 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       const noLockNote = dryRun || config.lock !== undefined ? [] : ['no lock was taken: no Azure storage is configured to hold it (set AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING)'];
       const startedMs = Date.now();
       const signals = [request.signal, lockLost.signal].filter((signal): signal is AbortSignal => signal !== undefined);
-      const statusId = runs === undefined || !tracked ? undefined : await runs.open(config.provider, request.trigger ?? 'cli');
+      const statusId = runs === undefined || !tracked ? undefined : request.statusId ?? await runs.open(config.provider, request.trigger ?? 'cli');
       if (statusId !== undefined) request.onRunOpened?.(statusId);
       let fanOut: FanOut<TargetName> | undefined;
       try {

@@ -7,7 +7,7 @@
  * Deletions never go on the queue: they stay in the planning run, behind its delete guard.
  */
 import type { TransferSink } from './listings.ts';
-import type { TargetName, TransferAction } from './types.ts';
+import type { ProviderChoice, TargetName, TransferAction } from './types.ts';
 
 /** Settings of the fan-out (SYNC_FAN_OUT_*); see config.ts for the defaults and docs/fan-out.md for their meaning. */
 export interface FanOutSettings {
@@ -220,8 +220,43 @@ export class FanOut<Name extends TargetName> implements TransferSink<Name> {
   }
 }
 
-/** The run piece a queue entry holds, or `undefined` when it is another kind of message (an S3 event). */
+/**
+ * A queued full run (`POST /api/sync` with the host storage): a queue worker runs the mirror of
+ * `provider` as run `start`, whose record the HTTP trigger opened. A third kind of message on the
+ * object queue, beside S3 event keys and run pieces.
+ */
+export interface RunStartMessage {
+  readonly v: 1;
+  /** The run's id; its record is open and waits for a worker. */
+  readonly start: string;
+  readonly provider: ProviderChoice;
+}
+
+/** The run piece a queue entry holds, or `undefined` when it is another kind of message (an S3 event, a queued run). */
 export function readRunPiece(entry: unknown): RunPieceMessage | undefined {
+  const value = queueObject(entry);
+  if (value === undefined || !('run' in value)) return undefined;
+  const keys = value['keys'];
+  const target = value['target'];
+  if (value['v'] !== 1 || typeof value['run'] !== 'string' || !Number.isSafeInteger(value['piece']) || (target !== 'azure' && target !== 'oci') || !Array.isArray(keys) || keys.length === 0 || !keys.every((key) => typeof key === 'string' && key !== '')) {
+    throw new Error(`the queue message is not a run piece: expected {"v":1,"run":"<id>","piece":<n>,"target":"azure"|"oci","keys":["..."]}, got ${JSON.stringify(value).slice(0, 200)}`);
+  }
+  return { v: 1, run: value['run'], piece: value['piece'] as number, target, keys: keys as string[] };
+}
+
+/** The queued run a queue entry holds, or `undefined` when it is another kind of message. */
+export function readRunStart(entry: unknown): RunStartMessage | undefined {
+  const value = queueObject(entry);
+  if (value === undefined || !('start' in value)) return undefined;
+  const provider = value['provider'];
+  if (value['v'] !== 1 || typeof value['start'] !== 'string' || (provider !== 'all' && provider !== 'azure' && provider !== 'oci')) {
+    throw new Error(`the queue message is not a queued run: expected {"v":1,"start":"<run id>","provider":"all"|"azure"|"oci"}, got ${JSON.stringify(value).slice(0, 200)}`);
+  }
+  return { v: 1, start: value['start'], provider };
+}
+
+/** A queue entry as a JSON object (the host hands JSON parsed, other text as a string), or `undefined`. */
+function queueObject(entry: unknown): Record<string, unknown> | undefined {
   let value = entry;
   if (typeof entry === 'string') {
     try {
@@ -230,12 +265,5 @@ export function readRunPiece(entry: unknown): RunPieceMessage | undefined {
       return undefined;
     }
   }
-  if (typeof value !== 'object' || value === null || !('run' in value)) return undefined;
-  const record = value as Record<string, unknown>;
-  const keys = record['keys'];
-  const target = record['target'];
-  if (record['v'] !== 1 || typeof record['run'] !== 'string' || !Number.isSafeInteger(record['piece']) || (target !== 'azure' && target !== 'oci') || !Array.isArray(keys) || keys.length === 0 || !keys.every((key) => typeof key === 'string' && key !== '')) {
-    throw new Error(`the queue message is not a run piece: expected {"v":1,"run":"<id>","piece":<n>,"target":"azure"|"oci","keys":["..."]}, got ${JSON.stringify(value).slice(0, 200)}`);
-  }
-  return { v: 1, run: record['run'], piece: record['piece'] as number, target, keys: keys as string[] };
+  return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
 }

@@ -57,7 +57,31 @@ export interface RunRecord {
   readonly failures: readonly Failure[];
   /** The planning run's report (of the whole run when nothing was enqueued). */
   readonly report?: RunReport;
+  /** A queued run (`POST /api/sync` with the host storage): the delivery of its queue message that runs it. */
+  readonly delivery?: RunDelivery;
 }
+
+/** One delivery of a queued run's message, as the queue trigger sees it. */
+export interface RunDelivery {
+  /** The queue message's id (a copy of the message has another). */
+  readonly message: string;
+  readonly dequeueCount: number;
+  /** The host moves the message to the poison queue if this attempt fails: the run then ends with its error. */
+  readonly lastAttempt: boolean;
+  readonly startedAt: string;
+  /** Why this attempt failed before the run enqueued anything; the next delivery runs it again. */
+  readonly error?: string;
+}
+
+/**
+ * What a delivery of a queued run's message does:
+ * - `start`: run it (the record now names this delivery);
+ * - `ended`: the run has ended already (a copy of the message, or a late redelivery): nothing to do;
+ * - `held`: another delivery is running it;
+ * - `abandoned`: an earlier attempt of this same message started it and stopped without ending it
+ *   (its instance was stopped): it may have enqueued pieces, so it is not run again but ended as incomplete.
+ */
+export type RunClaim = 'start' | 'ended' | 'held' | 'abandoned';
 
 /** What a worker did with one piece. */
 export interface PieceOutcome {
@@ -127,6 +151,23 @@ export function recordPiece(record: RunRecord, outcome: PieceOutcome, nowMs: num
     targets: { ...record.targets, [outcome.target]: add(record.targets[outcome.target], { ...outcome.counts, enqueued: 0, messages: 0 }) },
     failures: [...record.failures, ...outcome.failures].slice(0, MAX_RECORDED_FAILURES),
   }, nowMs);
+}
+
+/** A delivery of the run's queue message claims the run (applied under the record's ETag: one delivery wins). */
+export function claimRun(record: RunRecord, delivery: Omit<RunDelivery, 'startedAt' | 'error'>, nowMs: number): { readonly record: RunRecord; readonly claim: RunClaim } {
+  if (record.state !== 'running' || record.planning.done) return { record, claim: 'ended' };
+  const earlier = record.delivery;
+  if (earlier === undefined || earlier.error !== undefined) {
+    const at = new Date(nowMs).toISOString();
+    return { record: { ...record, updatedAt: at, delivery: { ...delivery, startedAt: at } }, claim: 'start' };
+  }
+  return { record, claim: earlier.message === delivery.message && delivery.dequeueCount > earlier.dequeueCount ? 'abandoned' : 'held' };
+}
+
+/** The delivery's attempt failed before the run enqueued anything: the run stays open for the next delivery. */
+export function releaseRun(record: RunRecord, error: string, nowMs: number): RunRecord {
+  if (record.delivery === undefined) return record;
+  return { ...record, updatedAt: new Date(nowMs).toISOString(), delivery: { ...record.delivery, error } };
 }
 
 /** Pieces not yet finished or poisoned. */

@@ -11,7 +11,7 @@
  * also makes an ambiguous key safe to look at twice: where AWS does not document whether a key is
  * encoded (EventBridge), both readings are reconciled when they differ. Pure: no I/O.
  */
-import type { RunPieceMessage } from './fan-out.ts';
+import type { RunPieceMessage, RunStartMessage } from './fan-out.ts';
 
 /** What happened to the key, as the event said (a hint for logs; the worker asks the source). */
 export type S3EventKind = 'created' | 'deleted';
@@ -165,7 +165,7 @@ export function eventMessage(event: S3EventKey): EventMessage {
  * The message as the queue carries it: base64 of its UTF-8 JSON, because the Functions host decodes
  * queue messages from base64 by default (host.json `extensions.queues.messageEncoding`).
  */
-export function encodeEventMessage(message: EventMessage | RunPieceMessage): string {
+export function encodeEventMessage(message: EventMessage | RunPieceMessage | RunStartMessage): string {
   const bytes = new TextEncoder().encode(JSON.stringify(message));
   let binary = '';
   for (const byte of bytes) binary += String.fromCharCode(byte);

@@ -3,7 +3,7 @@
  * service per instance, so Key Vault keys and credentials are cached across invocations.
  */
 import azureFunctions from '@azure/functions';
-import { loadEventConfig, loadFanOutConfig } from '../config.ts';
+import { loadEventConfig } from '../config.ts';
 import { createEventService } from '../events.ts';
 import { eventsHttpHandler } from './events-http.ts';
 import { objectQueueHandler } from './object-queue.ts';
@@ -17,12 +17,6 @@ import { verifyHttpHandler } from './verify-http.ts';
 
 const { app } = azureFunctions;
 
-/** With AzureWebJobsStorage, POST /api/sync answers 202 when the run takes longer than SYNC_HTTP_REPLY_WITHIN_MS; without, it waits for the report. */
-function httpReplyWithinMs(): number {
-  if (loadEventConfig(process.env).hostStorage === undefined) return Number.POSITIVE_INFINITY;
-  return loadFanOutConfig(process.env).httpReplyWithinMs;
-}
-
 const service = createSyncService(process.env);
 const runner = createSyncRunner({ service });
 const events = createEventService(process.env);
@@ -31,7 +25,8 @@ app.http('sync', {
   route: 'sync/{provider}',
   methods: ['GET', 'POST'],
   authLevel: 'function',
-  handler: syncHttpHandler(runner, httpReplyWithinMs),
+  // With AzureWebJobsStorage, POST /api/sync puts the run on the queue and answers 200 or 202 within SYNC_HTTP_REPLY_WITHIN_MS; without, it runs and waits for the report.
+  handler: syncHttpHandler(runner, process.env),
 });
 
 app.http('verify', {
@@ -66,7 +61,7 @@ app.http('status', {
 // the host logs it as "unable to load entry point", and every other function stays available.
 const settingProblems = [
   () => app.timer('syncTimer', { schedule: syncSchedule(process.env), handler: syncTimerHandler(runner) }),
-  () => app.storageQueue('objectQueue', { queueName: loadEventConfig(process.env).queueName, connection: 'AzureWebJobsStorage', handler: objectQueueHandler(events) }),
+  () => app.storageQueue('objectQueue', { queueName: loadEventConfig(process.env).queueName, connection: 'AzureWebJobsStorage', handler: objectQueueHandler(events, process.env, runner) }),
 ].flatMap((register) => {
   try {
     register();

@@ -12,7 +12,8 @@ import { SettingsReader, type Settings } from '../config.ts';
 import { SecretsError } from '../secrets.ts';
 import { createSyncService, type SyncService, type SyncServiceOptions } from '../sync.ts';
 
-export type Trigger = 'http' | 'timer';
+/** `queue`: a queued run's message (functions/object-queue.ts), under the timer's deadline rules: a queue invocation is bounded by the function timeout. */
+export type Trigger = 'http' | 'timer' | 'queue';
 
 export interface RunRequest {
   readonly trigger: Trigger;
@@ -20,6 +21,8 @@ export interface RunRequest {
   readonly dryRun: boolean;
   /** Called with the run's status id once its record is open (with AzureWebJobsStorage; not for dry runs). */
   readonly onRunOpened?: (statusId: string) => void;
+  /** The open record a queued run updates (see SyncRequest). */
+  readonly statusId?: string;
 }
 
 /**
@@ -83,6 +86,7 @@ export function createSyncRunner(options: SyncRunnerOptions = {}): SyncRunner {
           runId: context.invocationId,
           trigger: request.trigger,
           ...(request.onRunOpened === undefined ? {} : { onRunOpened: request.onRunOpened }),
+          ...(request.statusId === undefined ? {} : { statusId: request.statusId }),
           onEvent: (event) => logLine(context, EVENT_LEVELS[event.event] ?? 'info', event),
         });
         outcome = { status: failureCount(report) > 0 ? 500 : 200, report };

@@ -61,7 +61,7 @@ export interface HttpCall {
 export async function callHttp(
   runner: SyncRunner,
   path: string,
-  init: { method?: string; body?: string; onLine?: (line: LoggedLine) => void; /** The handler's SYNC_HTTP_REPLY_WITHIN_MS (default: wait for the report). */ replyWithinMs?: number } = {},
+  init: { method?: string; body?: string; onLine?: (line: LoggedLine) => void; /** Where the handler reads AzureWebJobsStorage and SYNC_HTTP_REPLY_WITHIN_MS, as the Functions app does (default: none, so it runs and waits for the report). */ settings?: Settings } = {},
 ): Promise<HttpCall> {
   const url = new URL(path, 'https://artifacts-sync.azurewebsites.net');
   const provider = /^\/api\/sync\/([^/]*)$/.exec(url.pathname)?.[1];
@@ -73,8 +73,7 @@ export async function callHttp(
     ...(init.body === undefined ? {} : { body: { string: init.body } }),
   });
   const invocation = newInvocation('sync', init.onLine);
-  const replyWithinMs = init.replyWithinMs ?? Number.POSITIVE_INFINITY;
-  return httpCallOf(invocation, await syncHttpHandler(runner, () => replyWithinMs)(request, invocation.context));
+  return httpCallOf(invocation, await syncHttpHandler(runner, init.settings)(request, invocation.context));
 }
 
 /** `POST /api/events/s3` with `body`, as the host would hand it to the events handler. */
