@@ -13,6 +13,7 @@ import { createEventService } from '../src/events.ts';
 import { objectQueueHandler } from '../src/functions/object-queue.ts';
 import { createSyncRunner } from '../src/functions/run-sync.ts';
 import { acquireRunLock } from '../src/lock.ts';
+import { createRunService } from '../src/runs.ts';
 import { serviceClient } from '../src/stores/azure-blob.ts';
 import { runCli } from './support/cli-run.ts';
 import { uniqueName } from './support/emulators.ts';
@@ -167,6 +168,19 @@ describe('async HTTP runs', () => {
     expect(run.body).toMatchObject({ state: 'incomplete', planning: { done: true, error: expect.stringContaining('host test pid 1 run other') } });
     expect((await readAll(s)).azure.size).toBe(0);
     expect((await callRuns(s.settings)).body).toMatchObject({ queue: { pending: 0, poisoned: 1 } });
+  });
+
+  it('a run left running with no progress for over an hour is reported stalled, not running', async () => {
+    const s = await queueScenario();
+    // A record opened 61 minutes ago whose run never reported (its invocation was lost).
+    const id = await createRunService(s.settings, () => Date.now() - 61 * 60_000).open('azure', 'http');
+
+    const run = await callRuns(s.settings, id);
+    expect(run.body).toMatchObject({ state: 'stalled', stalled: expect.stringContaining('no progress since') });
+    expect((await runCli(['status', id], s.settings)).exitCode).toBe(1);
+    const fresh = await createRunService(s.settings).open('azure', 'http');
+    expect((await callRuns(s.settings, fresh)).body).toMatchObject({ state: 'running' });
+    expect((await runCli(['status', fresh], s.settings)).exitCode).toBe(4);
   });
 
   it('GET /api/runs/{id} answers 404 for an unknown or malformed id', async () => {
