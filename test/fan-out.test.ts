@@ -14,7 +14,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { FanOut, MAX_MESSAGE_JSON_BYTES, readRunPiece, type RunPieceMessage } from '../src/core/fan-out.ts';
 import { planWhileListing, type Listing } from '../src/core/listings.ts';
 import { DEFAULT_DELETE_LIMITS } from '../src/core/plan.ts';
-import { newRunRecord, recordPiece, recordPlanning, type PieceOutcome } from '../src/core/run-record.ts';
+import { claimRun, newRunRecord, recordPiece, recordPlanning, releaseRun, type PieceOutcome } from '../src/core/run-record.ts';
 import type { ObjectInfo, TargetName, TransferAction } from '../src/core/types.ts';
 import { runCli, runJson, targetOf } from './support/cli-run.ts';
 import { uniqueName } from './support/emulators.ts';
@@ -156,6 +156,18 @@ describe('the run record', () => {
 
     expect(record.state).toBe('incomplete');
     expect(record.failures).toEqual([{ target: 'oci', operation: 'head', key: 'bad key', message: 'refused' }]);
+  });
+
+  it('of a queued run is claimed by one delivery: a copy of its message finds it held, a retry after a failed attempt runs it, a redelivery after a lost attempt abandons it', () => {
+    const first = { message: 'm1', dequeueCount: 1, lastAttempt: false };
+    const claimed = claimRun(newRunRecord('r', 'oci', 'http', 0), first, 0);
+    expect(claimed.claim).toBe('start');
+    expect(claimRun(claimed.record, { ...first, message: 'm2' }, 0).claim).toBe('held');
+    // The attempt failed before enqueuing anything: the next delivery of the same message runs it again.
+    expect(claimRun(releaseRun(claimed.record, 'lock held', 0), { ...first, dequeueCount: 2 }, 0).claim).toBe('start');
+    // The attempt's instance stopped without a word: the redelivery does not run it a second time.
+    expect(claimRun(claimed.record, { ...first, dequeueCount: 2 }, 0).claim).toBe('abandoned');
+    expect(claimRun(planned(claimed.record), { ...first, message: 'm2' }, 0).claim).toBe('ended');
   });
 });
 
