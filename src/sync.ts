@@ -117,6 +117,8 @@ function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore {
     ...(keys.aws === undefined ? {} : { credentials: keys.aws }),
     maxAttempts: config.sync.retryAttempts,
     requestTimeoutMs: config.sync.requestTimeoutMs,
+    retryBudgetMs: config.sync.retryBudgetMs,
+    listRestoreStatus: true,
   });
 }
 
@@ -135,6 +137,7 @@ async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredenti
         maxTries: config.sync.retryAttempts,
         tryTimeoutMs: config.sync.requestTimeoutMs,
         singleCopyMaxSize: config.sync.serverSideSingleMaxSize,
+        retryBudgetMs: config.sync.retryBudgetMs,
       }),
     });
   }
@@ -151,6 +154,7 @@ async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredenti
         compatibilityMode: true,
         maxAttempts: config.sync.retryAttempts,
         requestTimeoutMs: config.sync.requestTimeoutMs,
+        retryBudgetMs: config.sync.retryBudgetMs,
       }),
     });
   }

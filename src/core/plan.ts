@@ -53,6 +53,8 @@ export class MirrorPlanner {
   /** Target objects the source has not listed yet: deletions, unless the source lists them later. */
   readonly #unmatchedTarget = new Map<string, ObjectInfo>();
   readonly #replacements: TransferAction[] = [];
+  /** Keys archived at the source that the target lacks or holds in another version. */
+  readonly #archived: string[] = [];
   #unchanged = 0;
   #sourceObjects = 0;
   #targetObjects = 0;
@@ -89,13 +91,18 @@ export class MirrorPlanner {
   /** The plan, once both listings are complete: what is still unmatched is copied or deleted. */
   finish(): Plan {
     const transfers: TransferAction[] = [...this.#replacements];
-    for (const object of this.#unmatchedSource.values()) transfers.push({ kind: 'copy', key: object.key, source: object });
+    const archived = [...this.#archived];
+    for (const object of this.#unmatchedSource.values()) {
+      if (object.archived) archived.push(object.key);
+      else transfers.push({ kind: 'copy', key: object.key, source: object });
+    }
     const deletions: DeleteAction[] = [];
     for (const object of this.#unmatchedTarget.values()) deletions.push({ kind: 'delete', key: object.key, target: object });
     const counts = { sourceObjects: this.#sourceObjects, targetObjects: this.#targetObjects };
     return {
       transfers,
       deletions,
+      archived,
       unchanged: this.#unchanged,
       ...counts,
       deleteVerdict: deleteGuard({ deletions: deletions.length, ...counts }, this.#limits),
@@ -105,6 +112,8 @@ export class MirrorPlanner {
   #compare(source: ObjectInfo, target: ObjectInfo): void {
     const reason = replaceReason(source, target);
     if (reason === undefined) this.#unchanged += 1;
+    // The source cannot serve the new bytes: the target keeps what it has.
+    else if (source.archived) this.#archived.push(source.key);
     else this.#replacements.push({ kind: 'replace', key: source.key, source, target, reason });
   }
 }

@@ -17,6 +17,8 @@ export interface ObjectInfo {
    * metadata at no extra request (Azure does; S3 listings do not).
    */
   readonly recordedSource?: RecordedSource;
+  /** The source cannot serve the bytes until the object is restored (S3 GLACIER, DEEP_ARCHIVE): it is reported, never transferred. */
+  readonly archived?: true;
 }
 
 /** Source facts stored with every copy, in the target object's metadata. */
@@ -53,6 +55,8 @@ export type DeleteVerdict =
 export interface Plan {
   readonly transfers: readonly TransferAction[];
   readonly deletions: readonly DeleteAction[];
+  /** Keys archived at the source (not readable until restored) that this target lacks or holds stale: reported, not transferred, never deleted. */
+  readonly archived: readonly string[];
   readonly unchanged: number;
   readonly sourceObjects: number;
   readonly targetObjects: number;

@@ -161,5 +161,6 @@ export function logLine(context: InvocationContext, level: LogLevel, fields: Log
 
 /** JSON with every string value passed through `redactSecrets`: what leaves the process in a log line or a response. */
 export function redactedJson(value: unknown): string {
-  return JSON.stringify(value, (_key, field: unknown) => (typeof field === 'string' ? redactSecrets(field) : field));
+  // An object key is a name, never a secret: masking could only change it.
+  return JSON.stringify(value, (name, field: unknown) => (typeof field === 'string' && name !== 'key' ? redactSecrets(field) : field));
 }
