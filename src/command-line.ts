@@ -1,5 +1,5 @@
 /** The CLI adapter: arguments and environment in, a report and an exit code out. */
-import { ConfigError, LockHeldError, describeError } from './core/errors.ts';
+import { ConfigError, InterruptedError, LockHeldError, describeError } from './core/errors.ts';
 import { failureCount, formatBytes, renderText, type RunReport } from './core/report.ts';
 import type { RunEvent } from './core/run.ts';
 import { PROVIDER_CHOICES, type ProviderChoice } from './core/types.ts';
@@ -16,6 +16,10 @@ export const EXIT = {
   usage: 2,
   /** Another run holds the lock of a target: nothing was changed. */
   locked: 3,
+  /** Stopped by SIGINT (Ctrl-C): transfers in flight cancelled, nothing partial visible, the lock released. */
+  interrupted: 130,
+  /** Stopped by SIGTERM, as SIGINT. */
+  terminated: 143,
 } as const;
 
 export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json]
@@ -28,8 +32,9 @@ AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
   -h, --help  show this help
 
 Exit codes: 0 mirror complete, 1 some object failed, deletions were (or, in a dry
-run, would be) held back by a delete guard, or the run stopped early,
-2 usage or configuration error, 3 another run holds the lock.
+run, would be) held back by a delete guard, the run lock was lost, or the run
+stopped early, 2 usage or configuration error, 3 another run holds the lock,
+130/143 stopped by SIGINT/SIGTERM (nothing partial left, the lock released).
 Settings are read from the environment; see README.md.`;
 
 export interface CommandLineIo {
@@ -55,7 +60,12 @@ export function parseArguments(args: readonly string[]): ParsedArguments | 'help
   return { provider: parseProvider(positional[0]), dryRun: args.includes('--dry-run'), json: args.includes('--json') };
 }
 
-export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}): Promise<number> {
+/**
+ * Runs the command. `signal` stops the run (the CLI aborts it on SIGINT/SIGTERM with an `InterruptedError`):
+ * no new work starts, transfers in flight are cancelled with nothing partial left visible, the lock is
+ * released, and the exit code is 130 (SIGINT) or 143 (SIGTERM).
+ */
+export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}, signal?: AbortSignal): Promise<number> {
   let parsed: ParsedArguments | 'help';
   try {
     parsed = parseArguments(args);
@@ -70,17 +80,27 @@ export async function runCommandLine(args: readonly string[], settings: Settings
   const { provider, dryRun, json } = parsed;
   let report: RunReport;
   try {
-    report = await createSyncService(settings, options).sync({ provider, dryRun, onEvent: (event) => progressLine(event, io) });
+    report = await createSyncService(settings, options).sync({ provider, dryRun, onEvent: (event) => progressLine(event, io), ...(signal === undefined ? {} : { signal }) });
   } catch (error) {
     io.err(`artifacts-sync: ${describeError(error)}`);
+    const interrupted = interruptedExit(signal);
+    if (interrupted !== undefined) return interrupted;
     if (error instanceof LockHeldError) return EXIT.locked;
     if (error instanceof ConfigError || error instanceof SecretsError) return EXIT.usage;
     return EXIT.failed;
   }
   io.out(json ? JSON.stringify(report, null, 2) : renderText(report));
+  const interrupted = interruptedExit(signal);
+  if (interrupted !== undefined) return interrupted;
   // A dry run fails where the real run would: a delete guard holding deletions back.
   const clean = failureCount(report) === 0 && (dryRun ? report.targets.every((target) => target.deleteVerdict.allowed) : report.complete);
   return clean ? EXIT.complete : EXIT.failed;
+}
+
+function interruptedExit(signal: AbortSignal | undefined): number | undefined {
+  const reason: unknown = signal?.reason;
+  if (!(reason instanceof InterruptedError)) return undefined;
+  return reason.signalName === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted;
 }
 
 /** Progress for a person watching: one line per listing, plan and progress tick, on stderr. */

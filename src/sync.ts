@@ -7,10 +7,12 @@ import { hostname } from 'node:os';
 import process from 'node:process';
 import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
 import type { LockName, RunLock } from './lock.ts';
-import { registerSecret } from './core/errors.ts';
+import { DeadlineError, registerSecret } from './core/errors.ts';
+import type { ProgressLedger } from './core/ledger.ts';
+import type { BlobServiceClient } from '@azure/storage-blob';
 import type { RunReport } from './core/report.ts';
 import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
-import type { ProviderChoice } from './core/types.ts';
+import type { ProviderChoice, TargetName } from './core/types.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
 import { s3Store } from './stores/s3.ts';
 import type { SourceStore } from './stores/store.ts';
@@ -44,8 +46,18 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
   return {
     async sync(request: SyncRequest): Promise<RunReport> {
       const config = loadConfig(settings, request.provider);
+      const deadline = request.deadline ?? deadlineFromSettings(config);
+      // The deadline covers every step, not only the mirror: reading keys, taking and releasing the lock.
+      const deadlineReached = deadline === undefined ? undefined : signalAt(deadline.abortAt, () => new DeadlineError('the run deadline was reached'));
+      const stepSignal = anySignal([request.signal, deadlineReached?.signal]);
       keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
-      const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, request.signal);
+      let keys: StoreKeys;
+      try {
+        keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, stepSignal);
+      } catch (error) {
+        deadlineReached?.clear();
+        throw error;
+      }
       if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
         // Loaded only when needed: @azure/identity alone adds about 300 ms to a start.
         const { DefaultAzureCredential } = await import('@azure/identity');
@@ -58,14 +70,14 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       // before its first change, and stops its listings at once when another run holds it.
       const lockLost = new AbortController();
       let lockTaken: Promise<RunLock | undefined> | undefined;
+      const lockNames = lockBlobNames(config);
       const takeLockOnce = (): Promise<RunLock | undefined> =>
-        (lockTaken ??= takeLock(config, azureCredential, request.runId).then((lock) => {
+        (lockTaken ??= takeLock(config, azureCredential, request.runId, lockNames, stepSignal).then((lock) => {
           lock?.lost.addEventListener('abort', () => lockLost.abort(lock.lost.reason), { once: true });
           return lock;
         }));
       const noLockNote = dryRun || config.lock !== undefined ? [] : ['no lock was taken: no Azure storage is configured to hold it (set AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING)'];
       const startedMs = Date.now();
-      const signals = [request.signal, lockLost.signal].filter((signal): signal is AbortSignal => signal !== undefined);
       try {
         const targets = (await targetStores(config, keys, azureCredential)).map((target) => ({ ...target, notes: noLockNote }));
         return await runMirror(source, targets, {
@@ -77,31 +89,87 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
           transferMode: config.sync.transferMode,
           deleteLimits: config.sync.deleteLimits,
           presignTtlSeconds: config.sync.presignTtlSeconds,
-          deadline: request.deadline ?? deadlineFromSettings(config),
-          ...(config.lock === undefined ? {} : { beforeFirstChange: takeLockOnce }),
+          deadline,
+          maxDeferredRuns: config.sync.maxDeferredRuns,
+          failOnArchived: config.sync.failOnArchived,
+          downAfterMs: config.sync.retryBudgetMs,
+          ...(config.lock === undefined ? {} : { beforeFirstChange: takeLockOnce, ledgers: ledgersBesideLocks(config, azureCredential, lockNames) }),
           // Holding the lock, no other run of ours is uploading: every unfinished upload started before this run is a leftover.
           cleanupInterruptedBefore: config.lock === undefined ? startedMs - 3_600_000 : startedMs,
-          signal: AbortSignal.any(signals),
+          signal: anySignal([request.signal, lockLost.signal])!,
           ...(request.onEvent === undefined ? {} : { onEvent: request.onEvent }),
         });
       } finally {
+        deadlineReached?.clear();
         const lock = await lockTaken?.catch(() => undefined);
-        await lock?.release();
+        // Released at once, also after a deadline or Ctrl-C, so the next run need not wait out the lease; bounded all the same.
+        await lock?.release(AbortSignal.timeout(RELEASE_TIMEOUT_MS));
       }
     },
   };
 }
 
-async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined): Promise<RunLock | undefined> {
+/** Releasing the lock waits at most this long: a lease not released expires on its own. */
+const RELEASE_TIMEOUT_MS = 5000;
+
+async function lockService(config: MirrorConfig, credential: TokenCredential | undefined): Promise<BlobServiceClient | undefined> {
   const lock = config.lock;
   if (lock === undefined) return undefined;
-  const [{ acquireRunLock }, { serviceClient }] = await Promise.all([import('./lock.ts'), import('./stores/azure-blob.ts')]);
-  const service = serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential });
+  const { serviceClient } = await import('./stores/azure-blob.ts');
+  return serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential });
+}
+
+/** The lock blob of each target: `azure/<account>/<container>.lock`, `oci/<endpoint host>/<bucket>.lock`. */
+function lockBlobNames(config: MirrorConfig): (accountName: string) => LockName[] {
+  return (accountName) => {
+    const names: LockName[] = [];
+    if (config.azure !== undefined) names.push({ target: 'azure', blobName: `azure/${accountName}/${config.azure.container}.lock` });
+    if (config.oci !== undefined) names.push({ target: 'oci', blobName: `oci/${new URL(config.oci.endpoint).host}/${config.oci.bucket}.lock` });
+    return names;
+  };
+}
+
+async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined, names: (accountName: string) => LockName[], signal: AbortSignal | undefined): Promise<RunLock | undefined> {
+  const service = await lockService(config, credential);
+  if (service === undefined || config.lock === undefined) return undefined;
+  const { acquireRunLock } = await import('./lock.ts');
   const holder = `host ${hostname()} pid ${process.pid}${runId === undefined ? '' : ` run ${runId}`}`;
-  const names: LockName[] = [];
-  if (config.azure !== undefined) names.push({ target: 'azure', blobName: `azure/${service.accountName}/${config.azure.container}.lock` });
-  if (config.oci !== undefined) names.push({ target: 'oci', blobName: `oci/${new URL(config.oci.endpoint).host}/${config.oci.bucket}.lock` });
-  return acquireRunLock(names, { service, container: lock.container, leaseSeconds: lock.leaseSeconds, holder, attemptTimeoutMs: config.sync.requestTimeoutMs });
+  return acquireRunLock(names(service.accountName), { service, container: config.lock.container, leaseSeconds: config.lock.leaseSeconds, holder, attemptTimeoutMs: config.sync.requestTimeoutMs, ...(signal === undefined ? {} : { signal }) });
+}
+
+/** Each target's progress ledger, a blob beside its lock blob; reached only once the lock is held. */
+function ledgersBesideLocks(config: MirrorConfig, credential: TokenCredential | undefined, names: (accountName: string) => LockName[]): Partial<Record<TargetName, ProgressLedger>> {
+  const ledgers: Partial<Record<TargetName, ProgressLedger>> = {};
+  let opened: Promise<Map<TargetName, ProgressLedger>> | undefined;
+  const open = (): Promise<Map<TargetName, ProgressLedger>> =>
+    (opened ??= (async () => {
+      const service = (await lockService(config, credential))!;
+      const { azureProgressLedger, ledgerBlobName } = await import('./progress-ledger.ts');
+      const container = service.getContainerClient(config.lock!.container);
+      return new Map(names(service.accountName).map((name) => [name.target, azureProgressLedger(container, ledgerBlobName(name.blobName))]));
+    })());
+  for (const target of config.targets) {
+    ledgers[target] = {
+      label: `${config.lock!.container}/${target} progress`,
+      load: async (signal) => (await open()).get(target)!.load(signal),
+      save: async (entries, signal) => (await open()).get(target)!.save(entries, signal),
+    };
+  }
+  return ledgers;
+}
+
+/** A signal that aborts at `epochMs` with `reason()`; `clear` stops its timer. */
+function signalAt(epochMs: number, reason: () => Error): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const delay = epochMs - Date.now();
+  // setTimeout fires at once for delays above 2^31-1 ms.
+  const timer = delay < 2 ** 31 - 1 ? setTimeout(() => controller.abort(reason()), Math.max(0, delay)) : undefined;
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
+
+function anySignal(signals: readonly (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const present = signals.filter((signal): signal is AbortSignal => signal !== undefined);
+  return present.length === 0 ? undefined : AbortSignal.any(present);
 }
 
 function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; abortAt: number } | undefined {

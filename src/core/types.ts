@@ -79,6 +79,18 @@ export interface Failure {
   readonly message: string;
 }
 
+/**
+ * Why a planned action was not attempted (or was cut off, nothing partial left visible):
+ * - `deadline`: the run's deadline came;
+ * - `delete-guard`: a delete guard held the deletions back;
+ * - `lock-lost`: the run lock could not be renewed, so the run stopped;
+ * - `target-down`: the target kept failing, so it was no longer used;
+ * - `interrupted`: the operator stopped the run (SIGINT, SIGTERM);
+ * - `cancelled`: the caller cancelled the run.
+ */
+export const DEFER_REASONS = ['deadline', 'delete-guard', 'lock-lost', 'target-down', 'interrupted', 'cancelled'] as const;
+export type DeferReason = (typeof DEFER_REASONS)[number];
+
 export type TransferMode = 'server-side' | 'streaming';
 
 /** How a target that can pull from a URL gets its bytes: `auto` pulls and falls back to streaming when the service refuses. */
