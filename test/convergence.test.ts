@@ -191,7 +191,10 @@ describe('a lost lock', () => {
   it.each(['GetObject', 'ListObjectsV2'] as const)('while the run waits on the source (%s) fails the run, naming the lost lock', (operation) =>
     withStandIns({ prefix: `lost-${operation.toLowerCase()}`, settings: { SYNC_LOCK_LEASE_SECONDS: '15', SYNC_TRANSFER_MODE: 'streaming' } }, async (s) => {
       await putSource(s, 'a.bin', pseudoRandomBytes(1000, 1));
-      const held = s.sourceStandIn.holdNext(operation);
+      await putSource(s, 'b.bin', pseudoRandomBytes(1000, 2));
+      // A listing of one key per page, held at its second page: the lock is taken once a first page is in.
+      s.sourceStandIn.setListing({ pageSize: 1 });
+      const held = s.sourceStandIn.holdNext(operation, (_path, query) => operation !== 'ListObjectsV2' || query['continuation-token'] !== undefined);
       const run = runJson('oci', s.settings);
       const request = await held;
       // Another party breaks the lease (as an operator would, or as if it expired while the process stalled): renewals fail.

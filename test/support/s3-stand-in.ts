@@ -111,8 +111,8 @@ export interface S3StandIn {
   setCorruptReads(keys: readonly string[]): void;
   /** List each key with the given storage class and answer its GetObject 403 InvalidObjectState (empty: none). */
   setArchived(storageClassByKey: Readonly<Record<string, string>>): void;
-  /** Resolves when the next request of `operation` (whose path satisfies `matches`) arrives; it waits until released. */
-  holdNext(operation: S3Operation, matches?: (path: string) => boolean): Promise<HeldRequest>;
+  /** Resolves when the next request of `operation` (whose path and query satisfy `matches`) arrives; it waits until released. */
+  holdNext(operation: S3Operation, matches?: (path: string, query: Readonly<Record<string, string>>) => boolean): Promise<HeldRequest>;
   /** Resolves once no exchange with s3rver is in flight. */
   idle(): Promise<void>;
   close(): Promise<void>;
@@ -123,7 +123,7 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
   const agent = upstreamAgent();
   const log: StandInRequest[] = [];
   const uploads = new Map<string, TrackedUpload>();
-  const holds: { operation: S3Operation; matches: (path: string) => boolean; arrived: (held: HeldRequest) => void }[] = [];
+  const holds: { operation: S3Operation; matches: (path: string, query: Readonly<Record<string, string>>) => boolean; arrived: (held: HeldRequest) => void }[] = [];
   let listing: ListingRewrite | null = null;
   let corruptKeys = new Set<string>();
   let archivedKeys = new Map<string, string>();
@@ -163,7 +163,7 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
     const bucket = decodeURIComponent(path.split('/')[1] ?? '');
     const key = decodeURIComponent(path.split('/').slice(2).join('/'));
 
-    const hold = holds.findIndex((candidate) => candidate.operation === operation && candidate.matches(path));
+    const hold = holds.findIndex((candidate) => candidate.operation === operation && candidate.matches(path, query));
     if (hold !== -1) {
       const [{ arrived }] = holds.splice(hold, 1) as [(typeof holds)[number]];
       await new Promise<void>((resolve) => {
