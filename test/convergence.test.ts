@@ -122,7 +122,7 @@ describe('the pull probe', () => {
 
 describe('an object too large for one run', () => {
   it('converges over a few runs of 3 s, moving its bytes about once; deletions of other keys are not held back', () =>
-    withStandIns({ prefix: 'resume', settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_DEADLINE_SECONDS: '3', SYNC_MAX_DEFERRED_RUNS: '60' } }, async (s) => {
+    withStandIns({ prefix: 'resume', settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_DEADLINE_SECONDS: '3', SYNC_MAX_DEFERRED_RUNS: '60', SYNC_MAX_DELETE_PERCENT: '100' } }, async (s) => {
       const size = 200 * MIB;
       await putSource(s, 'images/big.img', pseudoRandomBytes(size, 7));
       await putSource(s, 'small.txt', 'small');

@@ -197,20 +197,28 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         if (loaded.error !== undefined) run.notes.push(loaded.error);
       }
       await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
+      // Deletions come last. Under a deadline they start once every transfer has started (or the deadline
+      // stops new ones), beside the transfers still running: a transfer too long for the run never holds
+      // them back (they touch other keys).
+      let deleting: Promise<unknown> | undefined;
+      const deleteAll = (): Promise<unknown> => (deleting ??= Promise.all(runs.map((run) => deleteExtras(run, source, signal, emit))));
+      const deleteAtStop = (): void => void deleteAll();
+      stopStarting.signal.addEventListener('abort', deleteAtStop, { once: true });
       await transferAll(runs, {
         source,
         tuning: options.tuning,
         budget: new ByteBudget(options.memoryBudget),
         transferMode: options.transferMode ?? 'auto',
         signal,
-        stopStarting: stopStarting.signal,
+        ...(options.deadline === undefined ? {} : { stopStarting: stopStarting.signal }),
         downAfterMs: options.downAfterMs ?? 60_000,
         presignMaxSeconds: options.presignTtlSeconds ?? 3600,
         abortAt: options.deadline?.abortAt,
         now,
         emit,
-      }, options.concurrency ?? 16, emit);
-      for (const run of runs) await deleteExtras(run, source, signal, emit);
+      }, options.concurrency ?? 16, emit, options.deadline === undefined ? undefined : deleteAtStop);
+      stopStarting.signal.removeEventListener('abort', deleteAtStop);
+      await deleteAll();
       for (const run of runs) run.failLongDeferred(options.maxDeferredRuns ?? 10, emit);
       await saveLedgers(runs, options.ledgers);
     }
@@ -391,7 +399,8 @@ function workItems(runs: readonly TargetRun[]): WorkItem[] {
   return items;
 }
 
-async function transferAll(runs: readonly TargetRun[], context: TransferContext, concurrency: number, emit: (event: RunEvent) => void): Promise<void> {
+/** Transfers every planned object; `onAllStarted` is called once the last one has started. */
+async function transferAll(runs: readonly TargetRun[], context: TransferContext, concurrency: number, emit: (event: RunEvent) => void, onAllStarted?: () => void): Promise<void> {
   const { signal, now } = context;
   const progressEveryMs = 2000;
   let lastProgress = now();
@@ -404,7 +413,11 @@ async function transferAll(runs: readonly TargetRun[], context: TransferContext,
     }
   };
 
-  await forEachBounded(workItems(runs), concurrency, async (item) => {
+  function* queue(): Generator<WorkItem> {
+    yield* workItems(runs);
+    onAllStarted?.();
+  }
+  await forEachBounded(queue(), concurrency, async (item) => {
     const pending = [...item.actions.entries()].filter(([run]) => run.down === undefined);
     for (const [run, action] of item.actions) if (run.down !== undefined) run.deferTransfer(action, 'target-down', emit);
     if (pending.length === 0) return;

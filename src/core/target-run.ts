@@ -215,6 +215,11 @@ export async function deleteExtras(run: TargetRun, source: SourceStore, signal: 
   try {
     const failures = await run.store.deleteMany(deletions.map((action) => action.key), signal);
     run.deleted += deletions.length - failures.length;
+    if (signal.aborted && failures.length > 0) {
+      // Cut off, not refused: the next run deletes them.
+      run.defer(deferReasonOf(signal), failures.length);
+      failures.length = 0;
+    }
     for (const failure of failures) {
       run.failed += 1;
       run.recordFailure({ operation: 'delete', key: failure.key, message: failure.message }, emit);

@@ -7,7 +7,7 @@
 import type { SourceStore } from '../stores/store.ts';
 import type { ByteBudget } from './concurrency.ts';
 import { StoreError } from './errors.ts';
-import type { TargetEvent, TargetRun } from './target-run.ts';
+import { deferReasonOf, type TargetEvent, type TargetRun } from './target-run.ts';
 import { describeWrite, streamObject, type ResumePoint, type StreamDestination, type TransferTuning } from './transfer.ts';
 import type { TargetName, TransferAction, TransferModeSetting } from './types.ts';
 
@@ -133,12 +133,15 @@ async function streamToTargets(key: string, streaming: readonly [TargetRun, Tran
     if (earlier?.upload !== undefined && earlier.etag === action.source.etag) resume.set(run.name, { etag: earlier.etag, ...earlier.upload });
   }
   try {
-    const outcomes = await streamObject({ source, key, destinations, tuning, budget, signal, resume, ...(context.stopStarting === undefined ? {} : { stopStarting: context.stopStarting }) });
+    // Under a deadline a large object is read a part at a time: a run that stops leaves no bytes in flight.
+    const size = streaming[0]![1].source.size;
+    const stopping = context.stopStarting === undefined ? {} : { stopStarting: context.stopStarting, ...(size > tuning.partSize ? { readWindow: tuning.partSize } : {}) };
+    const outcomes = await streamObject({ source, key, destinations, tuning, budget, signal, resume, ...stopping });
     for (const [name, outcome] of outcomes) {
       const { run, action } = byName.get(name)!;
       if (resume.has(name) && !('error' in outcome)) run.resumed += 1;
       if (outcome.ok) run.succeed(action, outcome.bytes, 'streaming', context.emit);
-      else if ('stopped' in outcome) run.deferTransfer(action, 'deadline', context.emit, { bytes: outcome.stopped.bytes, partSize: outcome.stopped.partSize, token: outcome.stopped.resumeToken });
+      else if ('stopped' in outcome) run.deferTransfer(action, signal.aborted ? deferReasonOf(signal) : 'deadline', context.emit, { bytes: outcome.stopped.bytes, partSize: outcome.stopped.partSize, token: outcome.stopped.resumeToken });
       else failTransfer(run, action, outcome.error, context);
     }
   } catch (error) {

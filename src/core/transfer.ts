@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { md5Base64 } from './checksums.ts';
-import type { ObjectRead, PartLimits, PartUpload, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
+import type { ObjectRead, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
 import { ByteBudget, type PartBuffer } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
 
@@ -86,8 +86,14 @@ export async function streamObject<Name extends string>(request: {
   readonly stopStarting?: AbortSignal;
   /** Where earlier runs left each destination's upload. */
   readonly resume?: ReadonlyMap<Name, ResumePoint>;
+  /**
+   * Read the source in ranges of this many bytes, each asked for once the one before is consumed, instead
+   * of in one open-ended GET: a run that stops (`stopStarting`) then leaves no bytes in flight. Only for an
+   * object larger than this (a range read of an empty object is refused).
+   */
+  readonly readWindow?: number;
 }): Promise<Map<Name, StreamOutcome>> {
-  const { source, key, destinations, tuning, budget, signal } = request;
+  const { source, key, destinations, tuning, budget, signal, readWindow } = request;
   const outcomes = new Map<Name, StreamOutcome>();
   const failAll = (error: unknown): Map<Name, StreamOutcome> => {
     for (const destination of destinations) if (!outcomes.has(destination.name)) outcomes.set(destination.name, { ok: false, error });
@@ -95,7 +101,7 @@ export async function streamObject<Name extends string>(request: {
   };
   const resuming = request.resume !== undefined && request.resume.size > 0;
   // Resuming, the object is described first (HEAD): where to start reading depends on what the destinations hold.
-  const first: ObjectRead | undefined = resuming ? undefined : await source.read(key, { signal });
+  const first: ObjectRead | undefined = resuming ? undefined : await source.read(key, { signal, ...(readWindow === undefined ? {} : { end: readWindow - 1 }) });
   const head = first ?? (await source.head(key, signal));
   const description = describeWrite(key, head);
   const singlePutLimit = Math.min(...destinations.map((destination) => destination.store.maxSinglePutSize));
@@ -103,7 +109,7 @@ export async function streamObject<Name extends string>(request: {
   const multiPart = head.size > Math.min(partSize, singlePutLimit);
 
   if (!multiPart) {
-    const reader = new ResumingReader(source, key, first ?? (await source.read(key, { signal, ifMatch: head.etag })), 0, tuning.readAttempts, signal);
+    const reader = new ResumingReader(source, key, first ?? (await source.read(key, { signal, ifMatch: head.etag })), 0, tuning.readAttempts, signal, readWindow);
     try {
       await putWhole(reader);
       return outcomes;
@@ -136,7 +142,7 @@ export async function streamObject<Name extends string>(request: {
   if (first !== undefined) {
     // Started while the first part is read: the object's bytes keep flowing during the round trip.
     started = startUploads();
-    reader = new ResumingReader(source, key, first, 0, tuning.readAttempts, signal);
+    reader = new ResumingReader(source, key, first, 0, tuning.readAttempts, signal, readWindow);
   } else {
     await startUploads();
     started = Promise.resolve();
@@ -149,7 +155,8 @@ export async function streamObject<Name extends string>(request: {
     if (uploads.size === 0) return failAll(new Error('no destination could start the upload'));
     const from = Math.min(firstIndex * partSize, Math.max(0, head.size - 1));
     try {
-      reader = new ResumingReader(source, key, await source.read(key, { start: from, ifMatch: head.etag, signal }), from, tuning.readAttempts, signal);
+      const end = readWindow === undefined ? undefined : Math.min(head.size, from + readWindow) - 1;
+      reader = new ResumingReader(source, key, await source.read(key, { start: from, ...(end === undefined ? {} : { end }), ifMatch: head.etag, signal }), from, tuning.readAttempts, signal, readWindow);
     } catch (error) {
       failAll(error);
       await Promise.all([...uploads.keys()].map(async (name) => uploads.get(name)?.abort().catch(() => undefined)));
@@ -233,6 +240,8 @@ export async function streamObject<Name extends string>(request: {
             await uploads.get(name)!.uploadPart(part, signal);
             written.set(name, (written.get(name) ?? 0) + bytes.byteLength);
           } catch (error) {
+            // Cancelled (deadline, Ctrl-C, lost lock): the parts already there are kept for a later run.
+            if (signal?.aborted === true) return;
             if (!outcomes.has(name)) outcomes.set(name, { ok: false, error });
             await abortUpload(name);
           }
@@ -241,6 +250,7 @@ export async function streamObject<Name extends string>(request: {
         void upload.finally(() => inFlight.delete(upload));
       }
       await Promise.all(inFlight);
+      signal?.throwIfAborted();
       if (stopped) {
         for (const name of live()) outcomes.set(name, { ok: false, stopped: { bytes: written.get(name) ?? 0, resumeToken: uploads.get(name)!.resumeToken, partSize } });
         return;
@@ -258,6 +268,10 @@ export async function streamObject<Name extends string>(request: {
       }));
     } catch (error) {
       await Promise.allSettled(inFlight);
+      if (signal?.aborted === true) {
+        // Nothing was committed, so nothing partial is visible; the parts written are kept for a later run.
+        for (const name of live()) outcomes.set(name, { ok: false, stopped: { bytes: written.get(name) ?? 0, resumeToken: uploads.get(name)!.resumeToken, partSize } });
+      }
       failAll(error);
     } finally {
       // An upload still being started when reading failed is aborted too, once it exists; a stopped one is kept.
@@ -312,8 +326,12 @@ class ResumingReader {
   #pending: Uint8Array | undefined;
   #offset = 0;
 
-  /** `first` serves the object from byte `offset` on. */
-  constructor(source: SourceStore, key: string, first: ObjectRead, offset: number, attempts: number, signal: AbortSignal | undefined) {
+  /** Bytes per ranged read, when the object is read in ranges (`first` then serves the first range). */
+  readonly #window: number | undefined;
+
+  /** `first` serves the object from byte `offset` on (up to `offset + window` when `window` is given). */
+  constructor(source: SourceStore, key: string, first: ObjectRead, offset: number, attempts: number, signal: AbortSignal | undefined, window?: number) {
+    this.#window = window;
     this.#source = source;
     this.#key = key;
     this.#etag = first.etag;
@@ -365,14 +383,22 @@ class ResumingReader {
     for (;;) {
       try {
         const next = await this.#iterator.next();
-        return next.done ? undefined : next.value;
+        if (!next.done) return next.value;
+        // A range consumed: the next one is asked for only now.
+        if (this.#window === undefined || this.#offset >= this.#size) return undefined;
+        this.#iterator = (await this.#source.read(this.#key, this.#rangeFromOffset())).body[Symbol.asyncIterator]();
       } catch (error) {
         if (this.#signal?.aborted || this.#attemptsLeft <= 0 || this.#offset >= this.#size) throw error;
         this.#attemptsLeft -= 1;
-        const resumed = await this.#source.read(this.#key, { start: this.#offset, ifMatch: this.#etag, signal: this.#signal });
-        this.#iterator = resumed.body[Symbol.asyncIterator]();
+        this.#iterator = (await this.#source.read(this.#key, this.#rangeFromOffset())).body[Symbol.asyncIterator]();
       }
     }
+  }
+
+  /** The rest of the object from where reading stands, or the next range of it. */
+  #rangeFromOffset(): ReadOptions {
+    const windowEnd = this.#window === undefined ? undefined : Math.min(this.#size, (Math.floor(this.#offset / this.#window) + 1) * this.#window) - 1;
+    return { start: this.#offset, ifMatch: this.#etag, ...(this.#signal === undefined ? {} : { signal: this.#signal }), ...(windowEnd === undefined ? {} : { end: windowEnd }) };
   }
 
   #error(detail: string): StoreError {
