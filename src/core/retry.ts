@@ -22,6 +22,8 @@ export interface ThrottlePolicy {
 /** First backoff when the service names no wait; doubled each time, up to `MAX_BACKOFF_MS`. */
 const FIRST_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 16_000;
+/** A `Retry-After: 0` still waits this long. */
+const MIN_WAIT_MS = 100;
 
 export async function rideOutThrottling<T>(call: () => Promise<T>, policy: ThrottlePolicy, signal?: AbortSignal): Promise<T> {
   let waited = 0;
@@ -32,7 +34,8 @@ export async function rideOutThrottling<T>(call: () => Promise<T>, policy: Throt
     } catch (error) {
       const answer = signal?.aborted === true ? undefined : policy.throttled(error);
       if (answer === undefined) throw error;
-      const wait = Math.max(answer.retryAfterMs ?? 0, backoff);
+      // What the service asks for, when it says; a growing backoff when it does not.
+      const wait = answer.retryAfterMs !== undefined ? Math.max(answer.retryAfterMs, MIN_WAIT_MS) : backoff;
       if (waited + wait > policy.budgetMs) throw error;
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       waited += wait;
