@@ -14,7 +14,8 @@
  */
 import { describe, expect, inject, it } from 'vitest';
 import { createSyncService } from '../src/sync.ts';
-import type { RunEvent } from '../src/core/run.ts';
+import { deadlineAfter, type RunEvent } from '../src/core/run.ts';
+import { DeadlineError } from '../src/core/errors.ts';
 import { runCli, runJson, targetOf } from './support/cli-run.ts';
 import { blobServiceClientFor } from './support/emulators.ts';
 import type { ProxiedRequest } from './support/http-proxy.ts';
@@ -213,4 +214,25 @@ describe('a lost lock', () => {
       expect(targetOf(report, 'oci').failures).toContainEqual(expect.objectContaining({ operation: 'lock', message: expect.stringContaining('lost the run lock') }));
       expect(report.failures.filter((failure) => failure.operation === 'list')).toEqual([]);
     }), 60_000);
+});
+
+describe('the deadline covers every step', () => {
+  it('a lock request that never answers ends the run at its deadline, naming the deadline', async () => {
+    const s = await createProxiedScenario(emulators, { prefix: 'lock-stall' });
+    try {
+      await putSource(s, 'a.txt', 'a');
+      // Every lease request is held (far longer than this test may take): only the deadline can end the run.
+      s.azureProxy.setFaults({ rate: 1, kinds: ['stall'], stallMs: 600_000, onlyOperations: ['Lease'] });
+      const outcome = await createSyncService(s.settings)
+        .sync({ provider: 'azure', deadline: deadlineAfter(Date.now(), 3000) })
+        .then(() => 'finished', (error: unknown) => error);
+
+      expect(outcome).toBeInstanceOf(DeadlineError);
+      expect(s.azureProxy.requests().filter((request) => request.operation === 'Lease').length).toBeGreaterThan(0);
+      expect((await readAll(s)).azure.size).toBe(0);
+    } finally {
+      s.azureProxy.setFaults(null);
+      await s.close();
+    }
+  }, 30_000);
 });
