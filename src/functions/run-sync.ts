@@ -23,7 +23,7 @@ export interface RunRequest {
 /**
  * How a run ended:
  * - 200: the report of a complete run, or of one the deadline cut short with nothing partial left behind;
- * - 500 with a report: objects or listings failed;
+ * - 500 with a report: objects or listings failed, the run lock was lost, or an object was deferred too many runs in a row;
  * - 409: another run holds a target's lock, 503: settings or Key Vault secrets are unusable (nothing
  *   was attempted in either); 500 with an error: anything else, thrown before a report existed.
  */
