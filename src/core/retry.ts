@@ -3,7 +3,7 @@
  * (and the Azure SDK ignores Retry-After), so a 30-second `ServerBusy` or `SlowDown` burst would end
  * a target. Every store call goes through `rideOutThrottling`: a call answered 429 or 503 waits what
  * the service asked for (Retry-After, x-ms-retry-after-ms, x-ms-retry-after) or a growing backoff, and
- * is tried again, for at most `budgetMs` of waiting in all.
+ * is tried again, as long as the call, its waits and the SDK's own retries take at most `budgetMs` in all.
  */
 
 /** What a store learns from a failed call: whether the service throttled it, and what it asked to wait. */
@@ -13,7 +13,7 @@ export interface ThrottleAnswer {
 }
 
 export interface ThrottlePolicy {
-  /** Total milliseconds one call may spend waiting on throttled answers (0: never wait). */
+  /** Milliseconds one call may take from its first attempt, waits included, before a throttled answer is final (0: never wait). */
   readonly budgetMs: number;
   /** `undefined` when the error is not a throttled answer (429/503). */
   readonly throttled: (error: unknown) => ThrottleAnswer | undefined;
@@ -26,7 +26,8 @@ const MAX_BACKOFF_MS = 16_000;
 const MIN_WAIT_MS = 100;
 
 export async function rideOutThrottling<T>(call: () => Promise<T>, policy: ThrottlePolicy, signal?: AbortSignal): Promise<T> {
-  let waited = 0;
+  // The budget counts from the first attempt: the SDK's own retries inside `call` spend it too.
+  const startedMs = Date.now();
   let backoff = FIRST_BACKOFF_MS;
   for (;;) {
     try {
@@ -36,9 +37,8 @@ export async function rideOutThrottling<T>(call: () => Promise<T>, policy: Throt
       if (answer === undefined) throw error;
       // What the service asks for, when it says; a growing backoff when it does not.
       const wait = answer.retryAfterMs !== undefined ? Math.max(answer.retryAfterMs, MIN_WAIT_MS) : backoff;
-      if (waited + wait > policy.budgetMs) throw error;
+      if (Date.now() - startedMs + wait > policy.budgetMs) throw error;
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
-      waited += wait;
       await sleep(wait, signal);
     }
   }

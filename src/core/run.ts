@@ -67,6 +67,9 @@ export function deadlineAfter(startedMs: number, durationMs: number): { stopStar
   return { stopStartingAt: abortAt - Math.min(30_000, durationMs / 4), abortAt };
 }
 
+/** Writing a ledger waits at most this long (its storage may be the target that went down). */
+const LEDGER_SAVE_TIMEOUT_MS = 5000;
+
 /** setTimeout fires at once for delays above 2^31-1 ms (about 24.8 days). */
 const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
@@ -191,7 +194,8 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     if (!dryRun) {
       await openGate();
       // Read once the lock is held: only the holder writes it.
-      for (const [name, loaded] of await loadLedgers(runs.map((run) => run.name), options.ledgers, signal)) {
+      // Only a target with transfers to make needs to know what earlier runs left (a no-op run makes no request for it).
+      for (const [name, loaded] of await loadLedgers(runs.filter((run) => run.plan.transfers.length > 0).map((run) => run.name), options.ledgers, signal)) {
         const run = runs.find((candidate) => candidate.name === name)!;
         run.earlier = loaded.entries;
         if (loaded.error !== undefined) run.notes.push(loaded.error);
@@ -341,8 +345,8 @@ async function saveLedgers(runs: readonly TargetRun[], ledgers: RunOptions['ledg
     const ledger = ledgers?.[run.name];
     if (ledger === undefined || (run.deferredNow.size === 0 && run.earlier.size === 0)) return;
     try {
-      // Not bound to the run's signal: a cancelled run still records where its uploads stand.
-      await ledger.save(run.deferredNow, AbortSignal.timeout(30_000));
+      // Not bound to the run's signal: a cancelled run still records where its uploads stand; briefly, as releasing the lock.
+      await ledger.save(run.deferredNow, AbortSignal.timeout(LEDGER_SAVE_TIMEOUT_MS));
     } catch (error) {
       run.notes.push(`could not record the deferred objects (${ledger.label}): ${describeError(error)}`);
     }

@@ -285,7 +285,7 @@ export function targetReport(run: TargetRun, dryRun: boolean, durationMs: number
     durationMs,
     deleteVerdict: plan.deleteVerdict,
     complete: dryRun ? plan.transfers.length === 0 && plan.deletions.length === 0 : nothingPending,
-    notes: run.notes,
+    notes: run.resumed > 0 ? [...run.notes, `continued ${run.resumed} upload(s) an earlier run left unfinished, without writing their parts again`] : run.notes,
     failures: run.failures,
     ...(dryRun ? { plan: [...plan.transfers, ...plan.deletions].map(plannedAction) } : {}),
   };

@@ -136,7 +136,8 @@ export async function streamObject<Name extends string>(request: {
     }
   }));
   const partCount = Math.max(1, Math.ceil(head.size / partSize));
-  let reader: ResumingReader;
+  /** Undefined when every part is already at every destination: nothing to read, only to commit. */
+  let reader: ResumingReader | undefined;
   let started: Promise<unknown>;
   let firstIndex = 0;
   if (first !== undefined) {
@@ -153,10 +154,10 @@ export async function streamObject<Name extends string>(request: {
     };
     firstIndex = Math.min(partCount, ...[...uploads.values()].map(missing));
     if (uploads.size === 0) return failAll(new Error('no destination could start the upload'));
-    const from = Math.min(firstIndex * partSize, Math.max(0, head.size - 1));
+    const from = firstIndex * partSize;
     try {
       const end = readWindow === undefined ? undefined : Math.min(head.size, from + readWindow) - 1;
-      reader = new ResumingReader(source, key, await source.read(key, { start: from, ...(end === undefined ? {} : { end }), ifMatch: head.etag, signal }), from, tuning.readAttempts, signal, readWindow);
+      if (firstIndex < partCount) reader = new ResumingReader(source, key, await source.read(key, { start: from, ...(end === undefined ? {} : { end }), ifMatch: head.etag, signal }), from, tuning.readAttempts, signal, readWindow);
     } catch (error) {
       failAll(error);
       await Promise.all([...uploads.keys()].map(async (name) => uploads.get(name)?.abort().catch(() => undefined)));
@@ -167,7 +168,7 @@ export async function streamObject<Name extends string>(request: {
     await writeParts(reader, started, firstIndex, partCount);
     return outcomes;
   } finally {
-    await reader.close();
+    await reader?.close();
   }
 
   async function putWhole(reader: ResumingReader): Promise<void> {
@@ -192,7 +193,7 @@ export async function streamObject<Name extends string>(request: {
     }
   }
 
-  async function writeParts(reader: ResumingReader, started: Promise<unknown>, firstIndex: number, partCount: number): Promise<void> {
+  async function writeParts(reader: ResumingReader | undefined, started: Promise<unknown>, firstIndex: number, partCount: number): Promise<void> {
     const abortUpload = async (name: Name): Promise<void> => {
       const upload = uploads.get(name);
       uploads.delete(name);
@@ -217,7 +218,7 @@ export async function streamObject<Name extends string>(request: {
         const release = buffer.release;
         let bytes: Uint8Array;
         try {
-          bytes = await reader.read(buffer.bytes);
+          bytes = await reader!.read(buffer.bytes);
           if (index === firstIndex) await started;
         } catch (error) {
           release();
@@ -255,7 +256,7 @@ export async function streamObject<Name extends string>(request: {
         for (const name of live()) outcomes.set(name, { ok: false, stopped: { bytes: written.get(name) ?? 0, resumeToken: uploads.get(name)!.resumeToken, partSize } });
         return;
       }
-      await reader.expectEnd();
+      await reader?.expectEnd();
       if (whole !== undefined) verifyWholeMd5(description, whole.digest('base64'), source.label);
       await Promise.all(live().map(async (name) => {
         try {

@@ -150,6 +150,9 @@ export interface LogFields {
 /** Events not at 'info': a line per copied object is debug (off in host.json's default level), failures are errors. */
 const EVENT_LEVELS: Partial<Record<RunEvent['event'], LogLevel>> = {
   transferred: 'debug',
+  // One line per object; their counts are in `target-end`.
+  deferred: 'debug',
+  archived: 'debug',
   fallback: 'warn',
   failure: 'error',
 };
