@@ -109,14 +109,19 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
   };
 }
 
+/** Tries per ledger request. */
+const LEDGER_TRIES = 2;
+
 /** Releasing the lock waits at most this long: a lease not released expires on its own. */
 const RELEASE_TIMEOUT_MS = 5000;
 
-async function lockService(config: MirrorConfig, credential: TokenCredential | undefined): Promise<BlobServiceClient | undefined> {
+/** The client of the account holding the locks; `maxTries` as the Azure store's retries (default 5). */
+async function lockService(config: MirrorConfig, credential: TokenCredential | undefined, maxTries?: number): Promise<BlobServiceClient | undefined> {
   const lock = config.lock;
   if (lock === undefined) return undefined;
   const { serviceClient } = await import('./stores/azure-blob.ts');
-  return serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential });
+  const tries = maxTries === undefined ? {} : { maxTries };
+  return serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString, ...tries } : { accountUrl: lock.accountUrl, credential, ...tries });
 }
 
 /** The lock blob of each target: `azure/<account>/<container>.lock`, `oci/<endpoint host>/<bucket>.lock`. */
@@ -143,7 +148,8 @@ function ledgersBesideLocks(config: MirrorConfig, credential: TokenCredential | 
   let opened: Promise<Map<TargetName, ProgressLedger>> | undefined;
   const open = (): Promise<Map<TargetName, ProgressLedger>> =>
     (opened ??= (async () => {
-      const service = (await lockService(config, credential))!;
+      // The ledger only saves work: it is given up on quickly (two tries) rather than holding a run up.
+      const service = (await lockService(config, credential, LEDGER_TRIES))!;
       const { azureProgressLedger, ledgerBlobName } = await import('./progress-ledger.ts');
       const container = service.getContainerClient(config.lock!.container);
       return new Map(names(service.accountName).map((name) => [name.target, azureProgressLedger(container, ledgerBlobName(name.blobName))]));

@@ -139,7 +139,13 @@ export class TargetRun {
    * the target down, and only when they go on: `FAILURES_IN_A_ROW_FOR_DOWN` in a row over `downAfterMs`,
    * or at once when the store as a whole refuses (credentials, a missing container).
    */
-  fail(action: TransferAction, error: unknown, context: { readonly signal: AbortSignal; readonly sourceLabel: string; readonly downAfterMs: number; readonly now: () => number; readonly emit: (event: TargetEvent) => void }): void {
+  fail(
+    action: TransferAction,
+    error: unknown,
+    context: { readonly signal: AbortSignal; readonly sourceLabel: string; readonly downAfterMs: number; readonly now: () => number; readonly emit: (event: TargetEvent) => void },
+    /** When the failed transfer began: a target has been failing since its first failed transfer began, not since it failed. */
+    startedMs: number,
+  ): void {
     const { signal, emit } = context;
     if (signal.aborted) {
       this.deferTransfer(action, deferReasonOf(signal), emit);
@@ -155,7 +161,7 @@ export class TargetRun {
     this.failures.push(failure);
     emit({ event: 'failure', ...failure });
     if (atSource) return;
-    if (this.consecutiveFailures === 0) this.failingSinceMs = context.now();
+    if (this.consecutiveFailures === 0 || startedMs < this.failingSinceMs) this.failingSinceMs = startedMs;
     this.consecutiveFailures += 1;
     const storeWide = error instanceof StoreError && error.scope === 'store' && error.store === this.store.label;
     const sustained = this.consecutiveFailures >= FAILURES_IN_A_ROW_FOR_DOWN && context.now() - this.failingSinceMs >= context.downAfterMs;

@@ -48,6 +48,7 @@ export function presignLifetimeSeconds(size: number, nowMs: number, abortAt: num
 
 /** Writes one object to the targets that need it: pulled server-side where the target can, streamed (read once) to the rest. */
 export async function transferOne(key: string, pending: readonly [TargetRun, TransferAction][], context: TransferContext): Promise<void> {
+  const startedMs = context.now();
   let endProbe: (() => void) | undefined;
   for (const [run] of pending) {
     if (run.mode !== 'server-side' || run.pullConfirmed) continue;
@@ -57,12 +58,12 @@ export async function transferOne(key: string, pending: readonly [TargetRun, Tra
   let streaming: [TargetRun, TransferAction][];
   try {
     const pulling = pending.filter(([run]) => run.mode === 'server-side');
-    const refused = pulling.length === 0 ? [] : await pullFromUrl(key, pulling, context, () => endProbe?.());
+    const refused = pulling.length === 0 ? [] : await pullFromUrl(key, pulling, context, startedMs, () => endProbe?.());
     streaming = [...pending.filter(([run]) => run.mode === 'streaming' && !pulling.some(([pulled]) => pulled === run)), ...refused];
   } finally {
     endProbe?.();
   }
-  if (streaming.length > 0) await streamToTargets(key, streaming, context);
+  if (streaming.length > 0) await streamToTargets(key, streaming, context, startedMs);
 }
 
 /**
@@ -71,7 +72,7 @@ export async function transferOne(key: string, pending: readonly [TargetRun, Tra
  * object itself (archived, SSE-C, a KMS key denied, gone), the object fails (or is reported archived),
  * and the target keeps pulling the others.
  */
-async function pullFromUrl(key: string, pulling: readonly [TargetRun, TransferAction][], context: TransferContext, accepted: () => void): Promise<[TargetRun, TransferAction][]> {
+async function pullFromUrl(key: string, pulling: readonly [TargetRun, TransferAction][], context: TransferContext, startedMs: number, accepted: () => void): Promise<[TargetRun, TransferAction][]> {
   const { source, signal } = context;
   const refused: [TargetRun, TransferAction][] = [];
   let head: Awaited<ReturnType<SourceStore['head']>>;
@@ -80,7 +81,7 @@ async function pullFromUrl(key: string, pulling: readonly [TargetRun, TransferAc
     head = await source.head(key, signal);
     url = await source.presignGet(key, presignLifetimeSeconds(head.size, context.now(), context.abortAt, context.presignMaxSeconds));
   } catch (error) {
-    for (const [run, action] of pulling) failTransfer(run, action, error, context);
+    for (const [run, action] of pulling) failTransfer(run, action, error, context, startedMs);
     return refused;
   }
   await Promise.all(pulling.map(async ([run, action]) => {
@@ -91,12 +92,12 @@ async function pullFromUrl(key: string, pulling: readonly [TargetRun, TransferAc
       run.succeed(action, head.size, 'server-side', context.emit);
     } catch (error) {
       if (!(error instanceof StoreError && error.scope === 'refused-pull' && context.transferMode === 'auto')) {
-        failTransfer(run, action, error, context);
+        failTransfer(run, action, error, context, startedMs);
         return;
       }
       const unreadable = await sourceCannotServe(source, key, head.etag, signal);
       if (unreadable !== undefined) {
-        failTransfer(run, action, unreadable, context);
+        failTransfer(run, action, unreadable, context, startedMs);
         return;
       }
       if (run.mode === 'server-side') {
@@ -123,7 +124,7 @@ async function sourceCannotServe(source: SourceStore, key: string, etag: string,
 }
 
 /** Streams the object through this process to every target in `streaming`, reading the source once. */
-async function streamToTargets(key: string, streaming: readonly [TargetRun, TransferAction][], context: TransferContext): Promise<void> {
+async function streamToTargets(key: string, streaming: readonly [TargetRun, TransferAction][], context: TransferContext, startedMs: number): Promise<void> {
   const { source, tuning, budget, signal } = context;
   const byName = new Map(streaming.map(([run, action]) => [run.name, { run, action }]));
   const destinations: StreamDestination<TargetName>[] = streaming.map(([run]) => ({ name: run.name, store: run.store }));
@@ -142,13 +143,13 @@ async function streamToTargets(key: string, streaming: readonly [TargetRun, Tran
       if (resume.has(name) && !('error' in outcome)) run.resumed += 1;
       if (outcome.ok) run.succeed(action, outcome.bytes, 'streaming', context.emit);
       else if ('stopped' in outcome) run.deferTransfer(action, signal.aborted ? deferReasonOf(signal) : 'deadline', context.emit, { bytes: outcome.stopped.bytes, partSize: outcome.stopped.partSize, token: outcome.stopped.resumeToken });
-      else failTransfer(run, action, outcome.error, context);
+      else failTransfer(run, action, outcome.error, context, startedMs);
     }
   } catch (error) {
-    for (const { run, action } of byName.values()) failTransfer(run, action, error, context);
+    for (const { run, action } of byName.values()) failTransfer(run, action, error, context, startedMs);
   }
 }
 
-function failTransfer(run: TargetRun, action: TransferAction, error: unknown, context: TransferContext): void {
-  run.fail(action, error, { signal: context.signal, sourceLabel: context.source.label, downAfterMs: context.downAfterMs, now: context.now, emit: context.emit });
+function failTransfer(run: TargetRun, action: TransferAction, error: unknown, context: TransferContext, startedMs: number): void {
+  run.fail(action, error, { signal: context.signal, sourceLabel: context.source.label, downAfterMs: context.downAfterMs, now: context.now, emit: context.emit }, startedMs);
 }
