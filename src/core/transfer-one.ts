@@ -136,7 +136,7 @@ async function streamToTargets(key: string, streaming: readonly [TargetRun, Tran
   try {
     // Under a deadline a large object is read a part at a time: a run that stops leaves no bytes in flight.
     const size = streaming[0]![1].source.size;
-    const stopping = context.stopStarting === undefined ? {} : { stopStarting: context.stopStarting, ...(size > tuning.partSize ? { readWindow: tuning.partSize } : {}) };
+    const stopping = context.stopStarting === undefined ? {} : { stopStarting: context.stopStarting, ...(size > tuning.partSize ? { readWindow: tuning.partSize } : {}), ...(context.abortAt === undefined ? {} : { finishBy: context.abortAt }) };
     const outcomes = await streamObject({ source, key, destinations, tuning, budget, signal, resume, ...stopping });
     for (const [name, outcome] of outcomes) {
       const { run, action } = byName.get(name)!;

@@ -92,6 +92,11 @@ export async function streamObject<Name extends string>(request: {
    * object larger than this (a range read of an empty object is refused).
    */
   readonly readWindow?: number;
+  /**
+   * When transfers will be cancelled (epoch ms): a part that would likely not be written by then (it
+   * takes longer than the slowest part so far) is not started; the upload stops as with `stopStarting`.
+   */
+  readonly finishBy?: number;
 }): Promise<Map<Name, StreamOutcome>> {
   const { source, key, destinations, tuning, budget, signal, readWindow } = request;
   const outcomes = new Map<Name, StreamOutcome>();
@@ -206,14 +211,18 @@ export async function streamObject<Name extends string>(request: {
     const whole = description.contentMd5Base64 === undefined || firstIndex > 0 ? undefined : createHash('md5');
     const inFlight = new Set<Promise<void>>();
     let stopped = false;
+    /** The longest a part took so far, from its read to its last write. */
+    let slowestPartMs = 0;
+    const noTimeForAnother = (): boolean => request.finishBy !== undefined && slowestPartMs > 0 && Date.now() + slowestPartMs * PART_TIME_MARGIN > request.finishBy;
     try {
       for (let index = firstIndex; index < partCount && (index === firstIndex || live().length > 0); index += 1) {
         while (inFlight.size >= tuning.partConcurrency) await Promise.race(inFlight);
-        if (index > firstIndex && request.stopStarting?.aborted === true) {
+        if (index > firstIndex && (request.stopStarting?.aborted === true || noTimeForAnother())) {
           stopped = true;
           break;
         }
         const length = Math.min(partSize, head.size - index * partSize);
+        const partStartedMs = Date.now();
         const buffer = await borrowPartBuffer(budget, length, signal);
         const release = buffer.release;
         let bytes: Uint8Array;
@@ -246,7 +255,9 @@ export async function streamObject<Name extends string>(request: {
             if (!outcomes.has(name)) outcomes.set(name, { ok: false, error });
             await abortUpload(name);
           }
-        })).then(() => undefined).finally(release);
+        })).then(() => {
+          slowestPartMs = Math.max(slowestPartMs, Date.now() - partStartedMs);
+        }).finally(release);
         inFlight.add(upload);
         void upload.finally(() => inFlight.delete(upload));
       }
@@ -281,6 +292,9 @@ export async function streamObject<Name extends string>(request: {
     }
   }
 }
+
+/** A part is started only when the slowest part so far, this many times over, would end before `finishBy`. */
+const PART_TIME_MARGIN = 1.5;
 
 /**
  * A buffer of `length` bytes cut from one of a few pooled sizes (at most 25% larger), so objects of different
