@@ -236,3 +236,26 @@ describe('the deadline covers every step', () => {
     }
   }, 30_000);
 });
+
+describe('an object that keeps being deferred', () => {
+  it('fails the run once it has been deferred SYNC_MAX_DEFERRED_RUNS runs in a row, naming it, the count and the reason', async () => {
+    const s = await createProxiedScenario(emulators, { prefix: 'deferred-n', settings: { SYNC_MAX_DEFERRED_RUNS: '3' } });
+    try {
+      await putSource(s, 'never/arrives.bin', pseudoRandomBytes(1000, 1));
+      const service = createSyncService(s.settings);
+      // Each run's deadline has passed for new transfers before the run starts: the object is deferred every time.
+      const late = () => ({ stopStartingAt: Date.now() - 1, abortAt: Date.now() + 30_000 });
+      const reports = [];
+      for (let run = 0; run < 3; run += 1) reports.push(await service.sync({ provider: 'oci', deadline: late() }));
+
+      for (const report of reports.slice(0, 2)) expect(targetOf(report, 'oci')).toMatchObject({ deferredBy: { deadline: 1 }, failures: [] });
+      expect(targetOf(reports[2]!, 'oci').failures).toEqual([
+        expect.objectContaining({ key: 'never/arrives.bin', message: expect.stringMatching(/^deferred in 3 runs in a row \(this time: deadline\).*SYNC_MAX_DEFERRED_RUNS is 3$/) }),
+      ]);
+      // Without the deadline it arrives.
+      expect((await service.sync({ provider: 'oci' })).complete).toBe(true);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+});
