@@ -200,8 +200,10 @@ describe('a lost lock', () => {
       const request = await held;
       // Another party breaks the lease (as an operator would, or as if it expired while the process stalled): renewals fail.
       const lock = blobServiceClientFor(emulators.azurite).getContainerClient('artifacts-sync-locks').getBlobClient(`oci/${new URL(s.settings['OCI_S3_ENDPOINT']!).host}/${s.ociBucket}.lock`);
+      // Taken: leased, and its holder written (the lock is not taken until then).
       for (let waited = 0; waited < 10_000; waited += 50) {
-        if ((await lock.getProperties().catch(() => undefined))?.leaseState === 'leased') break;
+        const properties = await lock.getProperties().catch(() => undefined);
+        if (properties?.leaseState === 'leased' && properties.metadata?.['holder'] !== undefined) break;
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       await lock.getBlobLeaseClient().breakLease(0);

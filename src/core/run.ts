@@ -114,6 +114,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
   const cancel = new AbortController();
   const stopStarting = new AbortController();
   const signal = options.signal === undefined ? cancel.signal : AbortSignal.any([options.signal, cancel.signal]);
+  const frame: RunFrame = { source, targets, options, startedMs, now, emit, dryRun, signal };
   const timers: ReturnType<typeof setTimeout>[] = [];
   if (options.deadline !== undefined) {
     const at = (epochMs: number, action: () => void): void => {
@@ -150,10 +151,10 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     } catch (error) {
       if (gateFailed.signal.aborted) throw gateFailed.signal.reason;
       // Stopped, not failed: say why (a lost lock is not a failed listing).
-      if (signal.aborted) return stoppedDuringListings(deferReasonOf(signal));
+      if (signal.aborted) return stoppedDuringListings(frame, deferReasonOf(signal));
       const failure: Failure = { target: 'source', operation: 'list', message: describeError(error) };
       emit({ event: 'failure', ...failure });
-      return finish({
+      return finishRun(frame, {
         sourceObjects: 0,
         sourceBytes: 0,
         runs: [],
@@ -163,7 +164,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         listingFailures: targets.map((target) => ({ target, message: 'not mirrored: the source listing failed', counted: false })),
       });
     }
-    if (signal.aborted) return stoppedDuringListings(deferReasonOf(signal));
+    if (signal.aborted) return stoppedDuringListings(frame, deferReasonOf(signal));
 
     const runs: TargetRun[] = [];
     const listingFailures: { target: MirrorTarget; message: string; counted: boolean }[] = [];
@@ -193,41 +194,10 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
 
     if (!dryRun) {
       await openGate();
-      // Read once the lock is held: only the holder writes it.
-      // Only a target with transfers to make needs to know what earlier runs left (a no-op run makes no request for it).
-      for (const [name, loaded] of await loadLedgers(runs.filter((run) => run.plan.transfers.length > 0).map((run) => run.name), options.ledgers, signal)) {
-        const run = runs.find((candidate) => candidate.name === name)!;
-        run.earlier = loaded.entries;
-        if (loaded.error !== undefined) run.notes.push(loaded.error);
-      }
-      await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
-      // Deletions come last. Under a deadline they start once every transfer has started (or the deadline
-      // stops new ones), beside the transfers still running: a transfer too long for the run never holds
-      // them back (they touch other keys).
-      let deleting: Promise<unknown> | undefined;
-      const deleteAll = (): Promise<unknown> => (deleting ??= Promise.all(runs.map((run) => deleteExtras(run, source, signal, emit))));
-      const deleteAtStop = (): void => void deleteAll();
-      stopStarting.signal.addEventListener('abort', deleteAtStop, { once: true });
-      await transferAll(runs, {
-        source,
-        tuning: options.tuning,
-        budget: new ByteBudget(options.memoryBudget),
-        transferMode: options.transferMode ?? 'auto',
-        signal,
-        ...(options.deadline === undefined ? {} : { stopStarting: stopStarting.signal }),
-        downAfterMs: options.downAfterMs ?? 60_000,
-        presignMaxSeconds: options.presignTtlSeconds ?? 3600,
-        abortAt: options.deadline?.abortAt,
-        now,
-        emit,
-      }, options.concurrency ?? 16, emit, options.deadline === undefined ? undefined : deleteAtStop);
-      stopStarting.signal.removeEventListener('abort', deleteAtStop);
-      await deleteAll();
-      for (const run of runs) run.failLongDeferred(options.maxDeferredRuns ?? 10, emit);
-      await saveLedgers(runs, options.ledgers);
+      await changeTargets(frame, runs, stopStarting.signal);
     }
     const stoppedBy = signal.aborted ? deferReasonOf(signal) : stopStarting.signal.aborted && runs.some((run) => run.deferredBy.has('deadline')) ? 'deadline' : undefined;
-    return finish({
+    return finishRun(frame, {
       sourceObjects: listed.sourceObjects,
       sourceBytes: listed.sourceBytes,
       runs,
@@ -239,85 +209,141 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
   } finally {
     for (const timer of timers) clearTimeout(timer);
   }
+}
 
-  /** The run stopped during the listings: nothing was written; the next run starts over. */
-  function stoppedDuringListings(reason: DeferReason): RunReport {
-    const before = reason === 'deadline' ? 'the run deadline was reached before the listings finished' : STOPPED_BECAUSE[reason].split(':')[0]!;
-    return finish({
-      sourceObjects: 0,
-      sourceBytes: 0,
-      runs: [],
-      failures: [],
-      stoppedBy: reason,
-      stoppedEarly: `${before}: nothing was changed`,
-      listingFailures: targets.map((target) => ({ target, message: `not mirrored: ${reason === 'deadline' ? 'the run deadline came first' : before}`, counted: false })),
+/** What a run's report is made from, besides each target's state. */
+interface RunFrame {
+  readonly source: SourceStore;
+  readonly targets: readonly MirrorTarget[];
+  readonly options: RunOptions;
+  readonly startedMs: number;
+  readonly now: () => number;
+  readonly emit: (event: RunEvent) => void;
+  readonly dryRun: boolean;
+  readonly signal: AbortSignal;
+}
+
+interface RunResult {
+  readonly sourceObjects: number;
+  readonly sourceBytes: number;
+  readonly runs: readonly TargetRun[];
+  readonly failures: Failure[];
+  readonly stoppedBy: RunReport['stoppedBy'];
+  readonly stoppedEarly: string | undefined;
+  /** Targets that were never planned; `counted` is false when the cause is already a failure elsewhere (the source). */
+  readonly listingFailures: readonly { target: MirrorTarget; message: string; counted: boolean }[];
+}
+
+/**
+ * Everything a run changes, once its lock is held: what earlier runs left is read, leftovers cleaned up,
+ * objects transferred, extras deleted, and what is still deferred recorded for the next run.
+ */
+async function changeTargets(frame: RunFrame, runs: readonly TargetRun[], stopStarting: AbortSignal): Promise<void> {
+  const { source, options, startedMs, now, emit, signal } = frame;
+  // Read once the lock is held: only the holder writes it.
+  // Only a target with transfers to make needs to know what earlier runs left (a no-op run makes no request for it).
+  for (const [name, loaded] of await loadLedgers(runs.filter((run) => run.plan.transfers.length > 0).map((run) => run.name), options.ledgers, signal)) {
+    const run = runs.find((candidate) => candidate.name === name)!;
+    run.earlier = loaded.entries;
+    if (loaded.error !== undefined) run.notes.push(loaded.error);
+  }
+  await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
+  // Deletions come last. Under a deadline they start once every transfer has started (or the deadline
+  // stops new ones), beside the transfers still running: a transfer too long for the run never holds
+  // them back (they touch other keys).
+  let deleting: Promise<unknown> | undefined;
+  const deleteAll = (): Promise<unknown> => (deleting ??= Promise.all(runs.map((run) => deleteExtras(run, source, signal, emit))));
+  const deleteAtStop = (): void => void deleteAll();
+  stopStarting.addEventListener('abort', deleteAtStop, { once: true });
+  await transferAll(runs, {
+    source,
+    tuning: options.tuning,
+    budget: new ByteBudget(options.memoryBudget),
+    transferMode: options.transferMode ?? 'auto',
+    signal,
+    ...(options.deadline === undefined ? {} : { stopStarting }),
+    downAfterMs: options.downAfterMs ?? 60_000,
+    presignMaxSeconds: options.presignTtlSeconds ?? 3600,
+    abortAt: options.deadline?.abortAt,
+    now,
+    emit,
+  }, options.concurrency ?? 16, emit, options.deadline === undefined ? undefined : deleteAtStop);
+  stopStarting.removeEventListener('abort', deleteAtStop);
+  await deleteAll();
+  for (const run of runs) run.failLongDeferred(options.maxDeferredRuns ?? 10, emit);
+  await saveLedgers(runs, options.ledgers);
+}
+
+/** The run stopped during the listings: nothing was written; the next run starts over. */
+function stoppedDuringListings(frame: RunFrame, reason: DeferReason): RunReport {
+  const before = reason === 'deadline' ? 'the run deadline was reached before the listings finished' : STOPPED_BECAUSE[reason].split(':')[0]!;
+  return finishRun(frame, {
+    sourceObjects: 0,
+    sourceBytes: 0,
+    runs: [],
+    failures: [],
+    stoppedBy: reason,
+    stoppedEarly: `${before}: nothing was changed`,
+    listingFailures: frame.targets.map((target) => ({ target, message: `not mirrored: ${reason === 'deadline' ? 'the run deadline came first' : before}`, counted: false })),
+  });
+}
+
+/** The run's report from what each target did; emits the closing events. */
+function finishRun(frame: RunFrame, result: RunResult): RunReport {
+  const { source, targets, options, startedMs, now, emit, dryRun, signal } = frame;
+  const finishedMs = now();
+  const failOnArchived = options.failOnArchived ?? false;
+  // A lost lock is a failed run, at every target it stopped: never a success.
+  const lockLost = result.stoppedBy === 'lock-lost' ? describeError(signal.reason) : undefined;
+  const reports: TargetReport[] = [];
+  for (const target of targets) {
+    const run = result.runs.find((candidate) => candidate.store === target.store);
+    let report: TargetReport;
+    if (run !== undefined) {
+      if (lockLost !== undefined) run.recordFailure({ operation: 'lock', message: lockLost }, emit);
+      if (failOnArchived && run.archived.length > 0) {
+        run.recordFailure({ operation: 'copy', message: `${run.archived.length} object(s) archived at the source were not mirrored; restore them at the source, or set SYNC_FAIL_ON_ARCHIVED=false to report them without failing` }, emit);
+      }
+      report = targetReport(run, dryRun, (run.finishedMs || finishedMs) - startedMs, failOnArchived);
+    } else {
+      const listingFailure = result.listingFailures.find((entry) => entry.target === target);
+      report = unlistedTargetReport(target, listingFailure?.message ?? 'not listed', listingFailure?.counted ?? true, finishedMs - startedMs);
+      if (lockLost !== undefined) report = { ...report, failures: [...report.failures, { target: target.name, operation: 'lock', message: lockLost }] };
+    }
+    reports.push(report);
+  }
+  for (const report of reports) {
+    emit({
+      event: 'target-end',
+      target: report.target,
+      copied: report.copied,
+      replaced: report.replaced,
+      deleted: report.deleted,
+      unchanged: report.unchanged,
+      failed: report.failed,
+      deferred: report.deferred,
+      deferredBy: report.deferredBy,
+      archived: report.archived.count,
+      bytes: report.bytesStreamed + report.bytesCopiedServerSide,
+      durationMs: report.durationMs,
+      complete: report.complete,
     });
   }
-
-  function finish(result: {
-    sourceObjects: number;
-    sourceBytes: number;
-    runs: TargetRun[];
-    failures: Failure[];
-    stoppedBy: RunReport['stoppedBy'];
-    stoppedEarly: string | undefined;
-    /** Targets that were never planned; `counted` is false when the cause is already a failure elsewhere (the source). */
-    listingFailures: { target: MirrorTarget; message: string; counted: boolean }[];
-  }): RunReport {
-    const finishedMs = now();
-    const failOnArchived = options.failOnArchived ?? false;
-    // A lost lock is a failed run, at every target it stopped: never a success.
-    const lockLost = result.stoppedBy === 'lock-lost' ? describeError(signal.reason) : undefined;
-    const reports: TargetReport[] = [];
-    for (const target of targets) {
-      const run = result.runs.find((candidate) => candidate.store === target.store);
-      let report: TargetReport;
-      if (run !== undefined) {
-        if (lockLost !== undefined) run.recordFailure({ operation: 'lock', message: lockLost }, emit);
-        if (failOnArchived && run.archived.length > 0) {
-          run.recordFailure({ operation: 'copy', message: `${run.archived.length} object(s) archived at the source were not mirrored; restore them at the source, or set SYNC_FAIL_ON_ARCHIVED=false to report them without failing` }, emit);
-        }
-        report = targetReport(run, dryRun, (run.finishedMs || finishedMs) - startedMs, failOnArchived);
-      } else {
-        const listingFailure = result.listingFailures.find((entry) => entry.target === target);
-        report = unlistedTargetReport(target, listingFailure?.message ?? 'not listed', listingFailure?.counted ?? true, finishedMs - startedMs);
-        if (lockLost !== undefined) report = { ...report, failures: [...report.failures, { target: target.name, operation: 'lock', message: lockLost }] };
-      }
-      reports.push(report);
-    }
-    for (const report of reports) {
-      emit({
-        event: 'target-end',
-        target: report.target,
-        copied: report.copied,
-        replaced: report.replaced,
-        deleted: report.deleted,
-        unchanged: report.unchanged,
-        failed: report.failed,
-        deferred: report.deferred,
-        deferredBy: report.deferredBy,
-        archived: report.archived.count,
-        bytes: report.bytesStreamed + report.bytesCopiedServerSide,
-        durationMs: report.durationMs,
-        complete: report.complete,
-      });
-    }
-    const complete = result.failures.length === 0 && reports.every((report) => report.complete);
-    const failures = result.failures.length + reports.reduce((sum, report) => sum + report.failures.length, 0);
-    emit({ event: 'run-end', complete, failures, ...(result.stoppedBy === undefined ? {} : { stoppedBy: result.stoppedBy }), durationMs: finishedMs - startedMs });
-    return {
-      provider: options.provider,
-      dryRun,
-      source: { store: source.label, objects: result.sourceObjects, bytes: result.sourceBytes },
-      startedAt: new Date(startedMs).toISOString(),
-      durationMs: finishedMs - startedMs,
-      complete,
-      ...(result.stoppedEarly === undefined ? {} : { stoppedEarly: result.stoppedEarly }),
-      ...(result.stoppedBy === undefined ? {} : { stoppedBy: result.stoppedBy }),
-      targets: reports,
-      failures: result.failures,
-    };
-  }
+  const complete = result.failures.length === 0 && reports.every((report) => report.complete);
+  const failures = result.failures.length + reports.reduce((sum, report) => sum + report.failures.length, 0);
+  emit({ event: 'run-end', complete, failures, ...(result.stoppedBy === undefined ? {} : { stoppedBy: result.stoppedBy }), durationMs: finishedMs - startedMs });
+  return {
+    provider: options.provider,
+    dryRun,
+    source: { store: source.label, objects: result.sourceObjects, bytes: result.sourceBytes },
+    startedAt: new Date(startedMs).toISOString(),
+    durationMs: finishedMs - startedMs,
+    complete,
+    ...(result.stoppedEarly === undefined ? {} : { stoppedEarly: result.stoppedEarly }),
+    ...(result.stoppedBy === undefined ? {} : { stoppedBy: result.stoppedBy }),
+    targets: reports,
+    failures: result.failures,
+  };
 }
 
 /** Each target's ledger, read after the lock is held; one that cannot be read costs only the resumes (said in a note). */
