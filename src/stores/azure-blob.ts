@@ -75,7 +75,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
           const blockSize = copyBlockSize(description.size, singleCopyMaxSize);
           const blockIds = blockIdsFor(description, blockSize, Math.ceil(description.size / blockSize));
           // Blocks an earlier run staged for this source version are not pulled again.
-          const staged = await uncommittedBlocks(target, signal);
+          const staged = await uncommittedBlocks(target, signal, bounded);
           await forEachBounded([...blockIds.entries()].filter(([, blockId]) => !staged.has(blockId)), copyBlockConcurrency, async ([index, blockId]) => {
             const offset = index * blockSize;
             await bounded(signal, (abortSignal) => target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal }), attemptTimeoutMs * 10);
@@ -145,7 +145,9 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       const { partSize } = uploadOptions;
       const partCount = Math.max(1, Math.ceil(description.size / partSize));
       const ids = blockIdsFor(description, partSize, partCount);
-      const staged = uploadOptions.resume === undefined ? new Set<string>() : await uncommittedBlocks(target, uploadOptions.signal);
+      const staged = uploadOptions.resume === undefined ? new Set<string>() : await uncommittedBlocks(target, uploadOptions.signal, bounded).catch((error: unknown) => {
+        throw fail('get block list', error, description.key);
+      });
       return {
         uploaded: new Set(ids.flatMap((id, index) => (staged.has(id) ? [index] : []))),
         resumeToken: undefined,
@@ -293,9 +295,13 @@ function blockIdsFor(description: WriteDescription, blockSize: number, count: nu
 }
 
 /** The ids of a blob's uncommitted blocks (none when the blob does not exist). */
-async function uncommittedBlocks(target: BlockBlobClient, signal: AbortSignal | undefined): Promise<Set<string>> {
+async function uncommittedBlocks(
+  target: BlockBlobClient,
+  signal: AbortSignal | undefined,
+  bounded: <T>(signal: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>) => Promise<T>,
+): Promise<Set<string>> {
   try {
-    const list = await target.getBlockList('uncommitted', { abortSignal: signal });
+    const list = await bounded(signal, (abortSignal) => target.getBlockList('uncommitted', { abortSignal }));
     return new Set((list.uncommittedBlocks ?? []).map((block) => block.name));
   } catch (error) {
     if (error instanceof RestError && error.statusCode === 404) return new Set();
