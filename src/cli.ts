@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** `artifacts-sync <all|azure|oci> [--dry-run] [--json]`; runs on Node and Deno. */
+/** `artifacts-sync <all|azure|oci> [--dry-run] [--json]` and `artifacts-sync verify <all|azure|oci> [--json] [--checksum]`; runs on Node and Deno. */
 import module from 'node:module';
 import process from 'node:process';
 

@@ -2,6 +2,7 @@
 import { ConfigError, InterruptedError, LockHeldError, describeError } from './core/errors.ts';
 import { failureCount, formatBytes, renderText, type RunReport } from './core/report.ts';
 import type { RunEvent } from './core/run.ts';
+import { renderVerifyText, type VerifyReport } from './core/verify.ts';
 import { PROVIDER_CHOICES, type ProviderChoice } from './core/types.ts';
 import { parseProvider, type Settings } from './config.ts';
 import { SecretsError } from './secrets.ts';
@@ -23,6 +24,7 @@ export const EXIT = {
 } as const;
 
 export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json]
+       artifacts-sync verify <${PROVIDER_CHOICES.join('|')}> [--json] [--checksum]
 
 Mirrors the S3 bucket AWS_S3_BUCKET (the source of truth) to the Azure container
 AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
@@ -35,7 +37,23 @@ Exit codes: 0 mirror complete, 1 some object failed, deletions were (or, in a dr
 run, would be) held back by a delete guard, the run lock was lost, or the run
 stopped early, 2 usage or configuration error, 3 another run holds the lock,
 130/143 stopped by SIGINT/SIGTERM (nothing partial left, the lock released).
-Settings are read from the environment; see README.md.`;
+Settings are read from the environment; see README.md.
+\`verify --help\` describes verify.`;
+
+export const VERIFY_USAGE = `Usage: artifacts-sync verify <${PROVIDER_CHOICES.join('|')}> [--json] [--checksum]
+
+Compares the S3 source with the target(s) and prints every difference with its key:
+missing, extra, refused keys, size, content (the source ETag the copy recorded),
+content headers and user metadata. Changes nothing, takes no lock.
+
+  --checksum  also read every object on both sides and compare the MD5 of the bytes
+  --json      print the report as JSON
+  -h, --help  show this help
+
+Cost: one listing of each side, one HEAD per object on the source and on each
+target; with --checksum one GET per object on each side as well.
+Exit codes: 0 the target is exact, 1 it is not (or not every object could be
+compared), 2 usage or configuration error.`;
 
 export interface CommandLineIo {
   readonly out: (text: string) => void;
@@ -48,16 +66,68 @@ interface ParsedArguments {
   readonly json: boolean;
 }
 
-/** Parses `<provider> [--dry-run] [--json]`; throws `ConfigError` with what is allowed. */
-export function parseArguments(args: readonly string[]): ParsedArguments | 'help' {
+/**
+ * Parses `<provider>` and the `options` allowed beside it (`command` names the subcommand in errors);
+ * throws `ConfigError` with what is allowed.
+ */
+function parseProviderAndOptions(args: readonly string[], options: readonly string[], command?: string): { provider: ProviderChoice; given: ReadonlySet<string> } | 'help' {
   if (args.includes('--help') || args.includes('-h')) return 'help';
-  const flags = new Set(['--dry-run', '--json']);
-  const unknown = args.filter((arg) => arg.startsWith('-') && !flags.has(arg));
-  if (unknown.length > 0) throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}: allowed are --dry-run, --json, --help`]);
+  const unknown = args.filter((arg) => arg.startsWith('-') && !options.includes(arg));
+  if (unknown.length > 0) {
+    throw new ConfigError([`unknown option ${unknown.map((arg) => JSON.stringify(arg)).join(', ')}${command === undefined ? '' : ` for ${command}`}: allowed are ${[...options, '--help'].join(', ')}`]);
+  }
   const positional = args.filter((arg) => !arg.startsWith('-'));
   if (positional.length === 0) throw new ConfigError([`missing provider: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
   if (positional.length > 1) throw new ConfigError([`one provider at a time, got ${positional.map((arg) => JSON.stringify(arg)).join(' ')}: choose one of ${PROVIDER_CHOICES.join(', ')}`]);
-  return { provider: parseProvider(positional[0]), dryRun: args.includes('--dry-run'), json: args.includes('--json') };
+  return { provider: parseProvider(positional[0]), given: new Set(args) };
+}
+
+/** Parses `<provider> [--dry-run] [--json]`; throws `ConfigError` with what is allowed. */
+export function parseArguments(args: readonly string[]): ParsedArguments | 'help' {
+  const parsed = parseProviderAndOptions(args, ['--dry-run', '--json']);
+  return parsed === 'help' ? parsed : { provider: parsed.provider, dryRun: parsed.given.has('--dry-run'), json: parsed.given.has('--json') };
+}
+
+interface VerifyArguments {
+  readonly provider: ProviderChoice;
+  readonly checksum: boolean;
+  readonly json: boolean;
+}
+
+/** Parses `verify <provider> [--json] [--checksum]` (without the word `verify`); throws `ConfigError` with what is allowed. */
+export function parseVerifyArguments(args: readonly string[]): VerifyArguments | 'help' {
+  const parsed = parseProviderAndOptions(args, ['--checksum', '--json'], 'verify');
+  return parsed === 'help' ? parsed : { provider: parsed.provider, checksum: parsed.given.has('--checksum'), json: parsed.given.has('--json') };
+}
+
+/** The parsed arguments; or, after printing the help (exit 0) or the error and the usage (exit 2), the exit code. */
+function argumentsOrExit<Parsed extends object>(parse: () => Parsed | 'help', usage: string, io: CommandLineIo): Parsed | { readonly exit: number } {
+  let parsed: Parsed | 'help';
+  try {
+    parsed = parse();
+  } catch (error) {
+    io.err(`artifacts-sync: ${describeError(error)}\n\n${usage}`);
+    return { exit: EXIT.usage };
+  }
+  if (parsed !== 'help') return parsed;
+  io.out(usage);
+  return { exit: EXIT.complete };
+}
+
+/** `artifacts-sync verify ...`: 0 exact, 1 not exact (or not verified), 2 bad input. */
+async function runVerify(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions): Promise<number> {
+  const parsed = argumentsOrExit(() => parseVerifyArguments(args), VERIFY_USAGE, io);
+  if ('exit' in parsed) return parsed.exit;
+  let report: VerifyReport;
+  try {
+    report = await createSyncService(settings, options).verify({ provider: parsed.provider, checksum: parsed.checksum });
+  } catch (error) {
+    io.err(`artifacts-sync: ${describeError(error)}`);
+    if (error instanceof ConfigError || error instanceof SecretsError) return EXIT.usage;
+    return EXIT.failed;
+  }
+  io.out(parsed.json ? JSON.stringify(report, null, 2) : renderVerifyText(report));
+  return report.exact ? EXIT.complete : EXIT.failed;
 }
 
 /**
@@ -66,17 +136,9 @@ export function parseArguments(args: readonly string[]): ParsedArguments | 'help
  * released, and the exit code is 130 (SIGINT) or 143 (SIGTERM).
  */
 export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}, signal?: AbortSignal): Promise<number> {
-  let parsed: ParsedArguments | 'help';
-  try {
-    parsed = parseArguments(args);
-  } catch (error) {
-    io.err(`artifacts-sync: ${describeError(error)}\n\n${USAGE}`);
-    return EXIT.usage;
-  }
-  if (parsed === 'help') {
-    io.out(USAGE);
-    return EXIT.complete;
-  }
+  if (args[0] === 'verify') return runVerify(args.slice(1), settings, io, options);
+  const parsed = argumentsOrExit(() => parseArguments(args), USAGE, io);
+  if ('exit' in parsed) return parsed.exit;
   const { provider, dryRun, json } = parsed;
   let report: RunReport;
   try {

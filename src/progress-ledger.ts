@@ -3,30 +3,25 @@
  * lock blob in SYNC_LOCK_CONTAINER: `azure/<account>/<container>.progress.json`,
  * `oci/<endpoint host>/<bucket>.progress.json`. Only the run holding the target's lock writes it.
  */
-import { RestError, type ContainerClient } from '@azure/storage-blob';
 import { parseLedger, serializeLedger, type LedgerEntry, type ProgressLedger } from './core/ledger.ts';
+import { stateBlobBesideLock, type StateBlobOptions } from './state-blob.ts';
 
-export function azureProgressLedger(container: ContainerClient, blobName: string): ProgressLedger {
-  const blob = container.getBlockBlobClient(blobName);
+/** The ledger only saves work: it is given up on quickly (two tries) rather than holding a run up. */
+const LEDGER_TRIES = 2;
+
+export function blobProgressLedger(options: Omit<StateBlobOptions, 'what'>): ProgressLedger {
+  const blob = stateBlobBesideLock({ ...options, what: 'progress ledger' });
   return {
-    label: `azure://${container.accountName}/${container.containerName}/${blobName}`,
+    get label() {
+      return blob.label;
+    },
     async load(signal?: AbortSignal): Promise<Map<string, LedgerEntry>> {
-      try {
-        const bytes = await blob.downloadToBuffer(0, undefined, { abortSignal: signal });
-        return parseLedger(bytes.toString('utf8'));
-      } catch (error) {
-        if (error instanceof RestError && error.statusCode === 404) return new Map();
-        throw error;
-      }
+      const content = await blob.load(LEDGER_TRIES, signal);
+      return content === undefined ? new Map() : parseLedger(new TextDecoder().decode(content.bytes));
     },
     async save(entries: ReadonlyMap<string, LedgerEntry>, signal?: AbortSignal): Promise<void> {
-      const text = serializeLedger(entries);
-      await blob.upload(text, Buffer.byteLength(text), { abortSignal: signal, blobHTTPHeaders: { blobContentType: 'application/json' } });
+      // Only the lock holder writes it: no condition needed.
+      await blob.save(new TextEncoder().encode(serializeLedger(entries)), 'any', LEDGER_TRIES, signal);
     },
   };
-}
-
-/** The ledger blob that sits beside a lock blob. */
-export function ledgerBlobName(lockBlobName: string): string {
-  return lockBlobName.replace(/\.lock$/, '.progress.json');
 }

@@ -6,14 +6,17 @@ import type { TokenCredential } from '@azure/identity';
 import { hostname } from 'node:os';
 import process from 'node:process';
 import { loadConfig, type MirrorConfig, type Settings } from './config.ts';
+import { blobCopyRecordStore } from './copy-record-blob.ts';
 import type { LockName, RunLock } from './lock.ts';
 import { DeadlineError, registerSecret } from './core/errors.ts';
 import type { ProgressLedger } from './core/ledger.ts';
-import type { BlobServiceClient } from '@azure/storage-blob';
+import { blobProgressLedger } from './progress-ledger.ts';
 import type { RunReport } from './core/report.ts';
 import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
 import type { ProviderChoice, TargetName } from './core/types.ts';
+import { verifyMirror, type VerifyReport } from './core/verify.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
+import { ociKeyProblem } from './stores/key-rules.ts';
 import { s3Store } from './stores/s3.ts';
 import type { SourceStore } from './stores/store.ts';
 
@@ -34,34 +37,62 @@ export interface SyncServiceOptions {
   readonly azureCredential?: TokenCredential;
 }
 
+export interface VerifyRequest {
+  readonly provider: ProviderChoice;
+  /** Read both sides' bytes and compare their MD5 (default false). */
+  readonly checksum?: boolean;
+  /** Epoch ms after which no further object is compared (the rest is reported unchecked). */
+  readonly stopAt?: number;
+  readonly signal?: AbortSignal;
+}
+
 /** Long-lived per process (a Functions instance keeps one): keys and credentials are cached across runs. */
 export interface SyncService {
   /** Validates settings (throws `ConfigError`), reads keys (throws `SecretsError`), then runs the mirror. */
   sync(request: SyncRequest): Promise<RunReport>;
+  /** As `sync` for settings and keys, then compares source and targets (`verifyMirror`); changes nothing, takes no lock. */
+  verify(request: VerifyRequest): Promise<VerifyReport>;
 }
 
 export function createSyncService(settings: Settings, options: SyncServiceOptions = {}): SyncService {
   let keyResolver: KeyResolver | undefined;
   let azureCredential = options.azureCredential;
+  /** Keys read and the Azure identity created where one is needed, for settings already checked (`loadConfig`). */
+  const prepare = async (config: MirrorConfig, signal: AbortSignal | undefined): Promise<StoreKeys> => {
+    keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
+    const keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, signal);
+    if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
+      // Loaded only when needed: @azure/identity alone adds about 300 ms to a start.
+      const { DefaultAzureCredential } = await import('@azure/identity');
+      azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
+    }
+    return keys;
+  };
   return {
+    async verify(request: VerifyRequest): Promise<VerifyReport> {
+      const config = loadConfig(settings, request.provider);
+      const keys = await prepare(config, request.signal);
+      return verifyMirror(sourceStore(config, keys), await targetStores(config, keys, azureCredential), {
+        provider: config.provider,
+        checksum: request.checksum ?? false,
+        concurrency: config.sync.concurrency,
+        ...(request.stopAt === undefined ? {} : { stopAt: request.stopAt }),
+        ...(request.signal === undefined ? {} : { signal: request.signal }),
+      });
+    },
+
     async sync(request: SyncRequest): Promise<RunReport> {
       const config = loadConfig(settings, request.provider);
       const deadline = request.deadline ?? deadlineFromSettings(config);
       // The deadline covers every step, not only the mirror: reading keys, taking and releasing the lock.
       const deadlineReached = deadline === undefined ? undefined : signalAt(deadline.abortAt, () => new DeadlineError('the run deadline was reached'));
       const stepSignal = anySignal([request.signal, deadlineReached?.signal]);
-      keyResolver ??= createKeyResolver(settings, options.keyResolverOptions);
       let keys: StoreKeys;
       try {
-        keys = await keyResolver.resolve({ aws: true, oci: config.targets.includes('oci') }, stepSignal);
+        keys = await prepare(config, stepSignal);
       } catch (error) {
         deadlineReached?.clear();
         throw error;
-      }
-      if (config.lock?.connectionString === undefined && config.lock?.accountUrl !== undefined) {
-        // Loaded only when needed: @azure/identity alone adds about 300 ms to a start.
-        const { DefaultAzureCredential } = await import('@azure/identity');
-        azureCredential ??= new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
       }
       const source = sourceStore(config, keys);
       const dryRun = request.dryRun ?? false;
@@ -109,57 +140,34 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
   };
 }
 
-/** Tries per ledger request. */
-const LEDGER_TRIES = 2;
-
 /** Releasing the lock waits at most this long: a lease not released expires on its own. */
 const RELEASE_TIMEOUT_MS = 5000;
-
-/** The client of the account holding the locks; `maxTries` as the Azure store's retries (default 5). */
-async function lockService(config: MirrorConfig, credential: TokenCredential | undefined, maxTries?: number): Promise<BlobServiceClient | undefined> {
-  const lock = config.lock;
-  if (lock === undefined) return undefined;
-  const { serviceClient } = await import('./stores/azure-blob.ts');
-  const tries = maxTries === undefined ? {} : { maxTries };
-  return serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString, ...tries } : { accountUrl: lock.accountUrl, credential, ...tries });
-}
 
 /** The lock blob of each target: `azure/<account>/<container>.lock`, `oci/<endpoint host>/<bucket>.lock`. */
 function lockBlobNames(config: MirrorConfig): (accountName: string) => LockName[] {
   return (accountName) => {
     const names: LockName[] = [];
     if (config.azure !== undefined) names.push({ target: 'azure', blobName: `azure/${accountName}/${config.azure.container}.lock` });
-    if (config.oci !== undefined) names.push({ target: 'oci', blobName: `oci/${new URL(config.oci.endpoint).host}/${config.oci.bucket}.lock` });
+    if (config.oci !== undefined) names.push({ target: 'oci', blobName: `${ociDestination(config.oci)}.lock` });
     return names;
   };
 }
 
 async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined, names: (accountName: string) => LockName[], signal: AbortSignal | undefined): Promise<RunLock | undefined> {
-  const service = await lockService(config, credential);
-  if (service === undefined || config.lock === undefined) return undefined;
-  const { acquireRunLock } = await import('./lock.ts');
+  const lock = config.lock;
+  if (lock === undefined) return undefined;
+  const [{ acquireRunLock }, { serviceClient }] = await Promise.all([import('./lock.ts'), import('./stores/azure-blob.ts')]);
+  const service = serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential });
   const holder = `host ${hostname()} pid ${process.pid}${runId === undefined ? '' : ` run ${runId}`}`;
-  return acquireRunLock(names(service.accountName), { service, container: config.lock.container, leaseSeconds: config.lock.leaseSeconds, holder, attemptTimeoutMs: config.sync.requestTimeoutMs, ...(signal === undefined ? {} : { signal }) });
+  return acquireRunLock(names(service.accountName), { service, container: lock.container, leaseSeconds: lock.leaseSeconds, holder, attemptTimeoutMs: config.sync.requestTimeoutMs, ...(signal === undefined ? {} : { signal }) });
 }
 
 /** Each target's progress ledger, a blob beside its lock blob; reached only once the lock is held. */
 function ledgersBesideLocks(config: MirrorConfig, credential: TokenCredential | undefined, names: (accountName: string) => LockName[]): Partial<Record<TargetName, ProgressLedger>> {
   const ledgers: Partial<Record<TargetName, ProgressLedger>> = {};
-  let opened: Promise<Map<TargetName, ProgressLedger>> | undefined;
-  const open = (): Promise<Map<TargetName, ProgressLedger>> =>
-    (opened ??= (async () => {
-      // The ledger only saves work: it is given up on quickly (two tries) rather than holding a run up.
-      const service = (await lockService(config, credential, LEDGER_TRIES))!;
-      const { azureProgressLedger, ledgerBlobName } = await import('./progress-ledger.ts');
-      const container = service.getContainerClient(config.lock!.container);
-      return new Map(names(service.accountName).map((name) => [name.target, azureProgressLedger(container, ledgerBlobName(name.blobName))]));
-    })());
   for (const target of config.targets) {
-    ledgers[target] = {
-      label: `${config.lock!.container}/${target} progress`,
-      load: async (signal) => (await open()).get(target)!.load(signal),
-      save: async (entries, signal) => (await open()).get(target)!.save(entries, signal),
-    };
+    const blobName = (accountName: string): string => names(accountName).find((name) => name.target === target)!.blobName.replace(/\.lock$/, '.progress.json');
+    ledgers[target] = blobProgressLedger({ lock: config.lock!, credential, blobName, attemptTimeoutMs: config.sync.requestTimeoutMs });
   }
   return ledgers;
 }
@@ -176,6 +184,11 @@ function signalAt(epochMs: number, reason: () => Error): { signal: AbortSignal; 
 function anySignal(signals: readonly (AbortSignal | undefined)[]): AbortSignal | undefined {
   const present = signals.filter((signal): signal is AbortSignal => signal !== undefined);
   return present.length === 0 ? undefined : AbortSignal.any(present);
+}
+
+/** Names the blobs of an OCI destination in the lock container: `oci/<endpoint host>/<bucket>` + `.lock`, `.copies`, `.progress.json`. */
+function ociDestination(oci: NonNullable<MirrorConfig['oci']>): string {
+  return `oci/${new URL(oci.endpoint).host}/${oci.bucket}`;
 }
 
 function deadlineFromSettings(config: MirrorConfig): { stopStartingAt: number; abortAt: number } | undefined {
@@ -226,10 +239,17 @@ async function targetStores(config: MirrorConfig, keys: StoreKeys, azureCredenti
         endpoint: config.oci.endpoint,
         credentials: keys.oci,
         compatibilityMode: true,
+        keyProblem: ociKeyProblem,
         maxAttempts: config.sync.retryAttempts,
         requestTimeoutMs: config.sync.requestTimeoutMs,
         retryBudgetMs: config.sync.retryBudgetMs,
       }),
+      // OCI listings carry no metadata: the record of what our runs wrote decides, kept beside the run lock.
+      copyRecord: {
+        store: config.lock === undefined
+          ? undefined
+          : blobCopyRecordStore({ lock: config.lock, credential: azureCredential, blobName: `${ociDestination(config.oci)}.copies`, attemptTimeoutMs: config.sync.requestTimeoutMs }),
+      },
     });
   }
   return targets;

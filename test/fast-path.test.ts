@@ -7,7 +7,7 @@
 import { describe, expect, inject, it } from 'vitest';
 import { DEFAULT_TRANSFER_TUNING } from '../src/core/transfer.ts';
 import { runJson } from './support/cli-run.ts';
-import { createProxiedScenario, type ProxiedScenario } from './support/proxied-scenario.ts';
+import { withProxiedScenario, type ProxiedScenario, type ProxiedScenarioOptions } from './support/proxied-scenario.ts';
 import { mirrorDifferences, pseudoRandomBytes, putSource, readAll } from './support/scenario.ts';
 
 const emulators = inject('emulators');
@@ -21,14 +21,7 @@ function bytesReadByProcess(s: ProxiedScenario): number {
     .reduce((sum, request) => sum + request.responseBytes, 0);
 }
 
-async function withScenario(options: Parameters<typeof createProxiedScenario>[1], test: (s: ProxiedScenario) => Promise<void>): Promise<void> {
-  const s = await createProxiedScenario(emulators, options);
-  try {
-    await test(s);
-  } finally {
-    await s.close();
-  }
-}
+const withScenario = (options: ProxiedScenarioOptions, test: (s: ProxiedScenario) => Promise<void>): Promise<void> => withProxiedScenario(emulators, options, test);
 
 describe('server-side copy to Azure', () => {
   it('lets Azure pull every object from a presigned S3 URL: no object byte passes through the process', () =>

@@ -126,13 +126,18 @@ function triggerOf(loaded: Loaded, name: string): Binding {
 }
 
 describe('what the compiled main files register with the host', () => {
-  it('package.json main matches the compiled function files, and loading them registers exactly sync and syncTimer', async () => {
+  it('package.json main matches the compiled function files, and loading them registers exactly sync, syncTimer and verify', async () => {
     const loaded = await loadApp();
 
     expect(loaded.loadError).toBeUndefined();
     expect(loaded.files).toContain('dist/src/functions/register.js');
     expect(loaded.files.every((file) => /^dist\/src\/functions\/[\w-]+\.js$/.test(file))).toBe(true);
-    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['sync', 'syncTimer']);
+    expect(loaded.functions.map((entry) => entry.name).sort()).toEqual(['sync', 'syncTimer', 'verify']);
+  });
+
+  it('verify is an HTTP trigger on route verify/{provider}, needing a function key, for GET', async () => {
+    const loaded = await loadApp();
+    expect(triggerOf(loaded, 'verify')).toMatchObject({ type: 'httpTrigger', direction: 'in', route: 'verify/{provider}', authLevel: 'function', methods: ['GET'] });
   });
 
   it('sync is an HTTP trigger on route sync/{provider}, needing a function key, for GET and POST, answering through its return value', async () => {
@@ -156,11 +161,11 @@ describe('what the compiled main files register with the host', () => {
     expect(triggerOf(loaded, 'syncTimer')).toMatchObject({ type: 'timerTrigger', schedule: '0 */15 * * * *' });
   });
 
-  it('a malformed SYNC_SCHEDULE fails loading with a message naming the setting, and sync is still registered', async () => {
+  it('a malformed SYNC_SCHEDULE fails loading with a message naming the setting, and sync and verify are still registered', async () => {
     const loaded = await loadApp({ SYNC_SCHEDULE: '0 * * * *' });
 
     expect(loaded.loadError).toContain('SYNC_SCHEDULE "0 * * * *" is not an NCRONTAB schedule (5 fields instead of 6)');
-    expect(loaded.functions.map((entry) => entry.name)).toEqual(['sync']);
+    expect(loaded.functions.map((entry) => entry.name)).toEqual(['sync', 'verify']);
   });
 
   it('the registered sync callback is the real handler: an unknown provider answers 400 with the invocation id', async () => {

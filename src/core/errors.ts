@@ -7,9 +7,11 @@
  * How a store failure affects the run:
  * - `object`: this one object failed; the others go on;
  * - `store`: the whole store is unusable (credentials refused, bucket missing, service down): stop using it, delete nothing;
- * - `refused-pull`: the service will not pull from a URL; fall back to streaming.
+ * - `refused-pull`: the service will not pull from a URL; fall back to streaming;
+ * - `unmirrorable`: this object can never be written as it is (its metadata cannot be mapped), whatever the
+ *   store's health: it fails every run until the source changes, and is no sign the store is down.
  */
-export type FailureScope = 'object' | 'store' | 'refused-pull';
+export type FailureScope = 'object' | 'store' | 'refused-pull' | 'unmirrorable';
 
 export class StoreError extends Error {
   override readonly name = 'StoreError';

@@ -1,5 +1,5 @@
 import { MirrorPlanner, type DeleteLimits } from './plan.ts';
-import type { ObjectInfo, Plan } from './types.ts';
+import type { ObjectInfo, Plan, ReplaceReason } from './types.ts';
 
 /** A store's listing as it arrives: pages of objects, in the store's key order. */
 export interface Listing {
@@ -11,6 +11,10 @@ export interface Listing {
 
 export interface TargetListing<Name extends string> extends Listing {
   readonly name: Name;
+  /** Why the target cannot hold a source key verbatim (`TargetStore.keyProblem`); such keys are refused, not planned. */
+  readonly keyProblem?: (key: string) => string | undefined;
+  /** Sees every key listed on both sides, with the planner's decision (`MirrorPlanner`). */
+  readonly onMatch?: (source: ObjectInfo, target: ObjectInfo, reason: ReplaceReason | undefined) => void;
 }
 
 /** What `planWhileListing` found. */
@@ -52,7 +56,7 @@ export async function planWhileListing<Name extends string>(
   const now = options.now ?? Date.now;
   const startedMs = now();
   const stop = new AbortController();
-  const planners = new Map(targets.map((target) => [target.name, new MirrorPlanner(limits)]));
+  const planners = new Map(targets.map((target) => [target.name, new MirrorPlanner(limits, target.keyProblem, target.onMatch)]));
   const failedTargets = new Map<Name, unknown>();
   const stopListing = (): void => stop.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', stopListing, { once: true });

@@ -1,4 +1,4 @@
-import type { Action, DeleteAction, DeleteVerdict, ObjectInfo, Plan, ReplaceReason, TransferAction } from './types.ts';
+import type { Action, DeleteAction, DeleteVerdict, KeyRefusal, ObjectInfo, Plan, ReplaceReason, TransferAction } from './types.ts';
 
 /** Limits on what one run may delete; see `deleteGuard`. */
 export interface DeleteLimits {
@@ -20,20 +20,33 @@ function wholeSeconds(ms: number): number {
 }
 
 /**
- * Why `target` no longer mirrors `source`, or `undefined` when it still does.
+ * Why `target` no longer mirrors `source`, or `undefined` when it still does: the one decision, shared
+ * by full runs and per-key work.
  *
  * - A different size always means replace.
- * - A target that recorded its source's ETag (Azure returns metadata in listings) is current exactly
- *   when that ETag still matches; timestamps are then ignored, so clock skew cannot cause re-copies.
- * - Otherwise (OCI listings carry no metadata; copies made by the old tool record nothing), the target
- *   is stale when the source was modified in a later second than the target was written.
+ * - A target that recorded its source's ETag (Azure listings return metadata; for OCI the copy record
+ *   or a HEAD supplies it) is current exactly when that ETag still matches; timestamps are then
+ *   ignored, so neither clock skew nor an overwrite in the same second can mislead it. Where it also
+ *   recorded the source's LastModified, a source modified in a later second with the same ETag had its
+ *   headers or metadata changed (a CopyObject onto itself): replaced.
+ * - A target whose source is not known yet (`provenance: 'unknown'`) is `unverified`: the runner looks
+ *   (HEAD) and asks again; a caller that does not look copies it, which is never wrong.
+ * - A target rewritten by someone else since our copy (`provenance: 'rewritten'`) is replaced.
+ * - Otherwise (a copy by the old tool, which recorded nothing), the target is stale when the source was
+ *   modified in a later second than the target was written.
  */
 export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceReason | undefined {
   if (source.size !== target.size) return { why: 'size', sourceSize: source.size, targetSize: target.size };
   const recorded = target.recordedSource;
   if (recorded !== undefined) {
-    return recorded.etag === source.etag ? undefined : { why: 'source-etag', sourceEtag: source.etag, recordedEtag: recorded.etag };
+    if (recorded.etag !== source.etag) return { why: 'source-etag', sourceEtag: source.etag, recordedEtag: recorded.etag };
+    if (recorded.lastModifiedMs !== undefined && wholeSeconds(source.lastModifiedMs) > wholeSeconds(recorded.lastModifiedMs)) {
+      return { why: 'source-metadata', sourceModifiedMs: source.lastModifiedMs, recordedModifiedMs: recorded.lastModifiedMs };
+    }
+    return undefined;
   }
+  if (target.provenance === 'unknown') return { why: 'unverified' };
+  if (target.provenance === 'rewritten') return { why: 'target-rewritten' };
   if (wholeSeconds(source.lastModifiedMs) > wholeSeconds(target.lastModifiedMs)) {
     return { why: 'source-newer', sourceModifiedMs: source.lastModifiedMs, targetModifiedMs: target.lastModifiedMs };
   }
@@ -48,6 +61,9 @@ export function replaceReason(source: ObjectInfo, target: ObjectInfo): ReplaceRe
  */
 export class MirrorPlanner {
   readonly #limits: DeleteLimits;
+  readonly #keyProblem: (key: string) => string | undefined;
+  readonly #onMatch: ((source: ObjectInfo, target: ObjectInfo, reason: ReplaceReason | undefined) => void) | undefined;
+  readonly #refused: KeyRefusal[] = [];
   /** Source objects the target has not listed yet: copies, unless the target lists them later. */
   readonly #unmatchedSource = new Map<string, ObjectInfo>();
   /** Target objects the source has not listed yet: deletions, unless the source lists them later. */
@@ -59,12 +75,27 @@ export class MirrorPlanner {
   #sourceObjects = 0;
   #targetObjects = 0;
 
-  constructor(limits: DeleteLimits = DEFAULT_DELETE_LIMITS) {
+  /**
+   * `keyProblem` says why the target cannot hold a key verbatim (`TargetStore.keyProblem`); such keys
+   * are refused. `onMatch` sees every key listed on both sides, with the decision (verify checks more).
+   */
+  constructor(
+    limits: DeleteLimits = DEFAULT_DELETE_LIMITS,
+    keyProblem: (key: string) => string | undefined = () => undefined,
+    onMatch?: (source: ObjectInfo, target: ObjectInfo, reason: ReplaceReason | undefined) => void,
+  ) {
     this.#limits = limits;
+    this.#keyProblem = keyProblem;
+    this.#onMatch = onMatch;
   }
 
   addSource(object: ObjectInfo): void {
     this.#sourceObjects += 1;
+    const problem = this.#keyProblem(object.key);
+    if (problem !== undefined) {
+      this.#refused.push({ key: object.key, reason: problem });
+      return;
+    }
     const existing = this.#unmatchedTarget.get(object.key);
     if (existing === undefined) this.#unmatchedSource.set(object.key, object);
     else {
@@ -75,6 +106,8 @@ export class MirrorPlanner {
 
   addTarget(object: ObjectInfo): void {
     this.#targetObjects += 1;
+    // Only an emulator lists such a name (Azurite keeps a trailing dot): it is neither a copy to trust nor an extra to delete.
+    if (this.#keyProblem(object.key) !== undefined) return;
     const source = this.#unmatchedSource.get(object.key);
     if (source === undefined) this.#unmatchedTarget.set(object.key, object);
     else {
@@ -101,6 +134,7 @@ export class MirrorPlanner {
     const counts = { sourceObjects: this.#sourceObjects, targetObjects: this.#targetObjects };
     return {
       transfers,
+      refused: this.#refused,
       deletions,
       archived,
       unchanged: this.#unchanged,
@@ -111,6 +145,7 @@ export class MirrorPlanner {
 
   #compare(source: ObjectInfo, target: ObjectInfo): void {
     const reason = replaceReason(source, target);
+    this.#onMatch?.(source, target, reason);
     if (reason === undefined) this.#unchanged += 1;
     // The source cannot serve the new bytes: the target keeps what it has.
     else if (source.archived) this.#archived.push(source.key);
@@ -119,8 +154,13 @@ export class MirrorPlanner {
 }
 
 /** The plan that makes `target` an exact mirror of `source`, from complete listings: pure, no I/O. */
-export function planMirror(source: Iterable<ObjectInfo>, target: Iterable<ObjectInfo>, limits: DeleteLimits = DEFAULT_DELETE_LIMITS): Plan {
-  const planner = new MirrorPlanner(limits);
+export function planMirror(
+  source: Iterable<ObjectInfo>,
+  target: Iterable<ObjectInfo>,
+  limits: DeleteLimits = DEFAULT_DELETE_LIMITS,
+  keyProblem?: (key: string) => string | undefined,
+): Plan {
+  const planner = new MirrorPlanner(limits, keyProblem);
   for (const object of target) planner.addTarget(object);
   for (const object of source) planner.addSource(object);
   return planner.finish();
@@ -177,5 +217,11 @@ function describeReplaceReason(reason: ReplaceReason): string {
       return 'source newer';
     case 'source-etag':
       return 'source etag changed';
+    case 'source-metadata':
+      return 'source metadata changed';
+    case 'unverified':
+      return 'unverified';
+    case 'target-rewritten':
+      return 'target rewritten elsewhere';
   }
 }

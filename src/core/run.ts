@@ -4,6 +4,7 @@
  */
 import type { SourceStore } from '../stores/store.ts';
 import { ByteBudget, forEachBounded } from './concurrency.ts';
+import { RecordedTarget } from './copy-record.ts';
 import { DeadlineError, StoreError, describeError } from './errors.ts';
 import type { LedgerEntry, ProgressLedger } from './ledger.ts';
 import { planWhileListing, type ListedPlans } from './listings.ts';
@@ -81,6 +82,8 @@ export type RunEvent =
   | { readonly event: 'plan'; readonly target: TargetName; readonly copy: number; readonly replace: number; readonly delete: number; readonly unchanged: number; readonly archived: number; readonly deletionsAllowed: boolean }
   | { readonly event: 'progress'; readonly target: TargetName; readonly done: number; readonly total: number; readonly bytes: number }
   | { readonly event: 'fallback'; readonly target: TargetName; readonly reason: string }
+  /** What a target's report notes about how its objects were decided (the copy record, the HEADs it cost). */
+  | { readonly event: 'note'; readonly target: TargetName; readonly message: string }
   | { readonly event: 'target-end'; readonly target: TargetName; readonly copied: number; readonly replaced: number; readonly deleted: number; readonly unchanged: number; readonly failed: number; readonly deferred: number; readonly deferredBy: Partial<Record<DeferReason, number>>; readonly archived: number; readonly bytes: number; readonly durationMs: number; readonly complete: boolean }
   | { readonly event: 'run-end'; readonly complete: boolean; readonly failures: number; readonly stoppedBy?: string; readonly durationMs: number };
 
@@ -134,12 +137,18 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     }
     return gate;
   };
+  const records = new Map(targets.flatMap((target) => (target.copyRecord === undefined ? [] : [[target, new RecordedTarget(target.store.label, target.copyRecord.store, signal)] as const])));
   try {
     let listed: ListedPlans<TargetName>;
     try {
       listed = await planWhileListing(
         { label: source.label, pages: (listSignal) => source.listPages(listSignal) },
-        targets.map((target) => ({ name: target.name, label: target.store.label, pages: (listSignal: AbortSignal) => target.store.listPages(listSignal) })),
+        targets.map((target) => ({
+          name: target.name,
+          label: target.store.label,
+          pages: (listSignal: AbortSignal) => records.get(target)?.annotate(target.store.listPages(listSignal)) ?? target.store.listPages(listSignal),
+          keyProblem: (key: string) => target.store.keyProblem(key),
+        })),
         options.deleteLimits,
         {
           signal: AbortSignal.any([signal, gateFailed.signal]),
@@ -169,16 +178,22 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     const runs: TargetRun[] = [];
     const listingFailures: { target: MirrorTarget; message: string; counted: boolean }[] = [];
     for (const target of targets) {
-      const plan = listed.plans.get(target.name);
-      if (plan === undefined) {
+      const listedPlan = listed.plans.get(target.name);
+      const record = records.get(target);
+      if (listedPlan === undefined) {
         const message = describeError(listed.failedTargets.get(target.name));
         listingFailures.push({ target, message, counted: true });
         emit({ event: 'failure', target: target.name, operation: 'list', message });
         continue;
       }
+      const plan = record === undefined ? listedPlan : await record.resolve(listedPlan, target.store, signal, { stopAt: options.deadline?.stopStartingAt, now });
       const pulls = target.store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming';
-      const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming');
+      const run = new TargetRun(target, plan, pulls ? 'server-side' : 'streaming', record);
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
+      for (const refusal of plan.refused) {
+        run.failed += 1;
+        run.recordFailure({ operation: 'copy', key: refusal.key, message: `not mirrored: ${refusal.reason}` }, emit);
+      }
       runs.push(run);
       emit({
         event: 'plan',
@@ -195,6 +210,12 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
     if (!dryRun) {
       await openGate();
       await changeTargets(frame, runs, stopStarting.signal);
+    }
+    for (const run of runs) {
+      for (const message of run.record?.notes ?? []) {
+        run.notes.push(message);
+        emit({ event: 'note', target: run.name, message });
+      }
     }
     const stoppedBy = signal.aborted ? deferReasonOf(signal) : stopStarting.signal.aborted && runs.some((run) => run.deferredBy.has('deadline')) ? 'deadline' : undefined;
     return finishRun(frame, {
@@ -271,7 +292,8 @@ async function changeTargets(frame: RunFrame, runs: readonly TargetRun[], stopSt
   stopStarting.removeEventListener('abort', deleteAtStop);
   await deleteAll();
   for (const run of runs) run.failLongDeferred(options.maxDeferredRuns ?? 10, emit);
-  await saveLedgers(runs, options.ledgers);
+  // Neither is cut by the deadline (see `RecordedTarget.save`); the caller's signal aborts when the lock is lost.
+  await Promise.all([saveLedgers(runs, options.ledgers), ...runs.map((run) => run.record?.save(options.signal))]);
 }
 
 /** The run stopped during the listings: nothing was written; the next run starts over. */

@@ -5,9 +5,11 @@
  */
 import type { SourceStore, TargetStore } from '../stores/store.ts';
 import { forEachBounded } from './concurrency.ts';
+import type { CopyRecordStore, RecordedTarget } from './copy-record.ts';
 import { DeadlineError, InterruptedError, LockLostError, StoreError, describeError } from './errors.ts';
 import type { LedgerEntry } from './ledger.ts';
 import { plannedAction, type TargetReport } from './report.ts';
+import type { WrittenCopy } from './transfer.ts';
 import type { DeferReason, DeleteAction, Failure, Plan, TargetName, TransferAction, TransferMode } from './types.ts';
 
 /** A target of one run. */
@@ -16,6 +18,11 @@ export interface MirrorTarget {
   readonly store: TargetStore;
   /** Notes the caller wants in this target's report (for example, that no lock was taken). */
   readonly notes?: readonly string[];
+  /**
+   * For a target whose listings carry no metadata (OCI): its objects are decided by the copy record kept
+   * in `store` (core/copy-record.ts), or, with no store, by a HEAD each where size cannot decide.
+   */
+  readonly copyRecord?: { readonly store: CopyRecordStore | undefined };
 }
 
 /** What `TargetRun` reports as it goes: the run's structured log events it produces. */
@@ -50,6 +57,8 @@ export class TargetRun {
   mode: TransferMode;
   readonly notes: string[];
   readonly failures: Failure[] = [];
+  /** What our runs wrote to this target (OCI), kept beside the lock; see core/copy-record.ts. */
+  readonly record: RecordedTarget | undefined;
   copied = 0;
   replaced = 0;
   deleted = 0;
@@ -77,7 +86,8 @@ export class TargetRun {
   /** Resumed uploads and the bytes an earlier run had already written for them. */
   resumed = 0;
 
-  constructor(target: MirrorTarget, plan: Plan, mode: TransferMode) {
+  constructor(target: MirrorTarget, plan: Plan, mode: TransferMode, record: RecordedTarget | undefined) {
+    this.record = record;
     this.name = target.name;
     this.store = target.store;
     this.plan = plan;
@@ -124,8 +134,9 @@ export class TargetRun {
     emit({ event: 'archived', target: this.name, key: action.key });
   }
 
-  succeed(action: TransferAction, bytes: number, mode: TransferMode, emit: (event: TargetEvent) => void): void {
+  succeed(action: TransferAction, bytes: number, mode: TransferMode, emit: (event: TargetEvent) => void, written: WrittenCopy): void {
     this.consecutiveFailures = 0;
+    this.record?.wrote(action.key, written);
     if (action.kind === 'copy') this.copied += 1;
     else this.replaced += 1;
     if (mode === 'server-side') this.bytesCopiedServerSide += bytes;
@@ -160,7 +171,8 @@ export class TargetRun {
     const failure: Failure = { target: this.name, operation: action.kind, key: action.key, message: describeError(error) };
     this.failures.push(failure);
     emit({ event: 'failure', ...failure });
-    if (atSource) return;
+    // Neither an object the source cannot serve nor one that can never be written as it is says anything about the target's health.
+    if (atSource || (error instanceof StoreError && error.scope === 'unmirrorable')) return;
     if (this.consecutiveFailures === 0 || startedMs < this.failingSinceMs) this.failingSinceMs = startedMs;
     this.consecutiveFailures += 1;
     const storeWide = error instanceof StoreError && error.scope === 'store' && error.store === this.store.label;
@@ -218,6 +230,8 @@ export async function deleteExtras(run: TargetRun, source: SourceStore, signal: 
   }
   if (run.plan.confirmDeletions !== undefined) deletions = await confirmedAtSource(run, deletions, source, signal, emit);
   if (deletions.length === 0) return;
+  // Forgotten whatever the outcome: a key the record does not know is looked at, never taken as current.
+  run.record?.deleted(deletions.map((action) => action.key));
   try {
     const failures = await run.store.deleteMany(deletions.map((action) => action.key), signal);
     run.deleted += deletions.length - failures.length;

@@ -86,10 +86,11 @@ async function pullFromUrl(key: string, pulling: readonly [TargetRun, TransferAc
   }
   await Promise.all(pulling.map(async ([run, action]) => {
     try {
-      await run.store.serverSideCopy!.copyFromUrl(url, describeWrite(key, head), signal);
+      const description = describeWrite(key, head);
+      const version = await run.store.serverSideCopy!.copyFromUrl(url, description, signal);
       run.pullConfirmed = true;
       accepted();
-      run.succeed(action, head.size, 'server-side', context.emit);
+      run.succeed(action, head.size, 'server-side', context.emit, { source: description.recordedSource, targetEtag: version.etag });
     } catch (error) {
       if (!(error instanceof StoreError && error.scope === 'refused-pull' && context.transferMode === 'auto')) {
         failTransfer(run, action, error, context, startedMs);
@@ -141,7 +142,7 @@ async function streamToTargets(key: string, streaming: readonly [TargetRun, Tran
     for (const [name, outcome] of outcomes) {
       const { run, action } = byName.get(name)!;
       if (resume.has(name) && !('error' in outcome)) run.resumed += 1;
-      if (outcome.ok) run.succeed(action, outcome.bytes, 'streaming', context.emit);
+      if (outcome.ok) run.succeed(action, outcome.bytes, 'streaming', context.emit, outcome.written);
       else if ('stopped' in outcome) run.deferTransfer(action, signal.aborted ? deferReasonOf(signal) : 'deadline', context.emit, { bytes: outcome.stopped.bytes, partSize: outcome.stopped.partSize, token: outcome.stopped.resumeToken });
       else failTransfer(run, action, outcome.error, context, startedMs);
     }

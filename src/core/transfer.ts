@@ -3,6 +3,7 @@ import { md5Base64 } from './checksums.ts';
 import type { ObjectRead, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
 import { ByteBudget, type PartBuffer } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
+import type { RecordedSource } from './types.ts';
 
 const MIB = 1024 * 1024;
 
@@ -24,13 +25,20 @@ export interface StreamDestination<Name extends string = string> {
   readonly store: TargetStore;
 }
 
+/** Which source version a write copied, and the target version it made: what the copy record keeps. */
+export interface WrittenCopy {
+  /** The source version copied: its ETag and LastModified (what a metadata-only change moves). */
+  readonly source: RecordedSource;
+  readonly targetEtag: string;
+}
+
 /**
- * What happened to one object at each destination: written (`bytes` sent in this run; less than the
+ * What happened to one object at each destination: written (the version written, `bytes` sent in this run; less than the
  * object when an earlier run's parts were kept), failed, or `stopped` when asked to (`stopStarting`)
  * with the parts written so far kept for a later run (`resumeToken`, `partSize`: see `PartUploadOptions`).
  */
 export type StreamOutcome =
-  | { readonly ok: true; readonly bytes: number }
+  | { readonly ok: true; readonly bytes: number; readonly written: WrittenCopy }
   | { readonly ok: false; readonly error: unknown }
   | { readonly ok: false; readonly stopped: { readonly bytes: number; readonly resumeToken: string | undefined; readonly partSize: number } };
 
@@ -58,7 +66,8 @@ export function describeWrite(key: string, read: Omit<ObjectRead, 'body'>): Writ
   return {
     key,
     size: read.size,
-    contentType: read.contentType,
+    headers: read.headers,
+    userMetadata: read.userMetadata,
     contentMd5Base64: read.md5Base64,
     recordedSource: { etag: read.etag, lastModifiedMs: read.lastModifiedMs },
   };
@@ -187,8 +196,8 @@ export async function streamObject<Name extends string>(request: {
       const whole: WriteDescription = { ...description, contentMd5Base64: md5 };
       await Promise.all(destinations.map(async (destination) => {
         try {
-          await destination.store.putObject(whole, bytes, signal);
-          outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength });
+          const version = await destination.store.putObject(whole, bytes, signal);
+          outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength, written: { source: description.recordedSource, targetEtag: version.etag } });
         } catch (error) {
           outcomes.set(destination.name, { ok: false, error });
         }
@@ -271,8 +280,8 @@ export async function streamObject<Name extends string>(request: {
       if (whole !== undefined) verifyWholeMd5(description, whole.digest('base64'), source.label);
       await Promise.all(live().map(async (name) => {
         try {
-          await uploads.get(name)!.commit(partCount, signal);
-          outcomes.set(name, { ok: true, bytes: written.get(name) ?? 0 });
+          const version = await uploads.get(name)!.commit(partCount, signal);
+          outcomes.set(name, { ok: true, bytes: written.get(name) ?? 0, written: { source: description.recordedSource, targetEtag: version.etag } });
         } catch (error) {
           outcomes.set(name, { ok: false, error });
           await abortUpload(name);

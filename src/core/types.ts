@@ -19,6 +19,14 @@ export interface ObjectInfo {
   readonly recordedSource?: RecordedSource;
   /** The source cannot serve the bytes until the object is restored (S3 GLACIER, DEEP_ARCHIVE): it is reported, never transferred. */
   readonly archived?: true;
+  /**
+   * Set on a target object whose listing cannot show what it recorded (S3-compatible listings carry no
+   * metadata) where the copy record does not either (see `core/copy-record.ts`):
+   * - `unknown`: nothing covers this version; it is looked at (HEAD) before it is taken as current.
+   * - `rewritten`: this version records no source, yet a run of ours wrote (or saw) another version
+   *   of the key: someone else wrote it since, so it is no copy of ours.
+   */
+  readonly provenance?: 'unknown' | 'rewritten';
 }
 
 /** Source facts stored with every copy, in the target object's metadata. */
@@ -36,7 +44,13 @@ export type ProviderChoice = (typeof PROVIDER_CHOICES)[number];
 export type ReplaceReason =
   | { readonly why: 'size'; readonly sourceSize: number; readonly targetSize: number }
   | { readonly why: 'source-newer'; readonly sourceModifiedMs: number; readonly targetModifiedMs: number }
-  | { readonly why: 'source-etag'; readonly sourceEtag: string; readonly recordedEtag: string };
+  | { readonly why: 'source-etag'; readonly sourceEtag: string; readonly recordedEtag: string }
+  /** Same ETag, but the source was modified in a later second than the copy recorded: its headers or metadata changed (S3 CopyObject onto itself). */
+  | { readonly why: 'source-metadata'; readonly sourceModifiedMs: number; readonly recordedModifiedMs: number }
+  /** Nothing says which source version the target holds: replaced unless a look (HEAD) shows it current. */
+  | { readonly why: 'unverified' }
+  /** Someone else wrote the target since our copy, without recording a source. */
+  | { readonly why: 'target-rewritten' };
 
 /** One step of a plan, with the reason a reader (or a dry run) needs. */
 export type Action =
@@ -52,8 +66,16 @@ export type DeleteVerdict =
   | { readonly allowed: true }
   | { readonly allowed: false; readonly reason: string; readonly setting?: string };
 
+/** A source key the target cannot hold byte-exact: never written, reported as a failure every run. */
+export interface KeyRefusal {
+  readonly key: string;
+  readonly reason: string;
+}
+
 export interface Plan {
   readonly transfers: readonly TransferAction[];
+  /** Source keys this target cannot hold verbatim (see `TargetStore.keyProblem`): not copied, not deleted, each a failure. */
+  readonly refused: readonly KeyRefusal[];
   readonly deletions: readonly DeleteAction[];
   /** Keys archived at the source (not readable until restored) that this target lacks or holds stale: reported, not transferred, never deleted. */
   readonly archived: readonly string[];

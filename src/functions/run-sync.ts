@@ -41,7 +41,7 @@ export interface SyncRunnerOptions {
   /** Passed to `createSyncService` (tests: a local Key Vault). */
   readonly serviceOptions?: SyncServiceOptions;
   /** The service runs go through (default: created here, once, so Key Vault keys stay cached across runs). */
-  readonly service?: SyncService;
+  readonly service?: Pick<SyncService, 'sync'>;
   /** The clock a run's deadline is measured from (default `Date.now`). */
   readonly now?: () => number;
 }

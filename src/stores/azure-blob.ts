@@ -1,5 +1,5 @@
 import { createHttpHeaders, createPipelineRequest } from '@azure/core-rest-pipeline';
-import { RestError, ContainerClient, type BlockBlobClient, BlobServiceClient, StorageRetryPolicyType, type StoragePipelineOptions } from '@azure/storage-blob';
+import { RestError, ContainerClient, type BlobHTTPHeaders, type BlockBlobClient, BlobServiceClient, StorageRetryPolicyType, type StoragePipelineOptions } from '@azure/storage-blob';
 import type { TokenCredential } from '@azure/identity';
 import { createHash } from 'node:crypto';
 import { md5Base64 } from '../core/checksums.ts';
@@ -9,8 +9,9 @@ import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottleAnswer,
 import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
-import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, recordedSourceMetadata, unquoteEtag } from './metadata.ts';
-import type { KeyFailure, Part, PartUpload, PartUploadOptions, ServerSideCopy, TargetStore, WriteDescription } from './store.ts';
+import { azureKeyProblem } from './key-rules.ts';
+import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
+import { definedHeaders, type KeyFailure, type ObjectHead, type Part, type PartUpload, type PartUploadOptions, type ServerSideCopy, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
@@ -57,18 +58,20 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   const bounded = <T>(signal: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>, timeoutMs = attemptTimeoutMs): Promise<T> =>
     rideOutThrottling(() => withAttemptTimeout(call, signal, timeoutMs, attempts), throttling, signal);
   const blob = (key: string): BlockBlobClient => container.getBlockBlobClient(key);
+  const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, azureMetadataName);
 
   const serverSideCopy: ServerSideCopy = {
-    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void> {
+    async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<WrittenVersion> {
       const target = blob(description.key);
       const sourceMd5 = description.contentMd5Base64 === undefined ? undefined : Buffer.from(description.contentMd5Base64, 'base64');
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
         if (description.size <= singleCopyMaxSize) {
           await bounded(signal, (abortSignal) => target.syncUploadFromURL(sourceUrl, {
             abortSignal,
             copySourceBlobProperties: false,
             blobHTTPHeaders: headersOf(description),
-            metadata: recordedSourceMetadata(description),
+            metadata,
             ...(sourceMd5 === undefined ? {} : { sourceContentMD5: sourceMd5 }),
           }), attemptTimeoutMs * 10);
         } else {
@@ -80,7 +83,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
             const offset = index * blockSize;
             await bounded(signal, (abortSignal) => target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal }), attemptTimeoutMs * 10);
           });
-          await bounded(signal, (abortSignal) => target.commitBlockList(blockIds, { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
+          await bounded(signal, (abortSignal) => target.commitBlockList(blockIds, { abortSignal, blobHTTPHeaders: headersOf(description), metadata }));
         }
       } catch (error) {
         throw fail('copy from URL', error, description.key);
@@ -92,6 +95,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       if (written.contentLength !== description.size) {
         throw new StoreError({ store: label, operation: 'check copy', key: description.key, scope: 'object', detail: `the copy has ${written.contentLength} bytes, the source ${description.size}` });
       }
+      return { etag: unquoteEtag(written.etag) };
     },
   };
 
@@ -101,6 +105,45 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
     maxSinglePutSize: 256 * MIB,
     partLimits: { minPartSize: 1, maxPartSize: 4000 * MIB, maxParts: 50_000 },
     serverSideCopy,
+    keyProblem: azureKeyProblem,
+    metadataFor,
+
+    async head(key: string, signal?: AbortSignal): Promise<ObjectHead> {
+      try {
+        const properties = await bounded(signal, (abortSignal) => blob(key).getProperties({ abortSignal }));
+        const metadata = properties.metadata ?? {};
+        const recordedSource = recordedSourceOf((name) => metadata[name]);
+        return {
+          ...(recordedSource === undefined ? {} : { recordedSource }),
+          headers: definedHeaders({
+            contentType: properties.contentType,
+            contentEncoding: properties.contentEncoding,
+            contentDisposition: properties.contentDisposition,
+            cacheControl: properties.cacheControl,
+            contentLanguage: properties.contentLanguage,
+          }),
+          userMetadata: metadata,
+          etag: unquoteEtag(properties.etag),
+          size: properties.contentLength ?? 0,
+          lastModifiedMs: properties.lastModified?.getTime() ?? 0,
+          md5Base64: properties.contentMD5 === undefined ? undefined : Buffer.from(properties.contentMD5).toString('base64'),
+        };
+      } catch (error) {
+        throw fail('head', error, key);
+      }
+    },
+
+    async readBody(key: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+      try {
+        // Not bounded per attempt: the body of a large blob may take longer than one attempt's timeout.
+        const response = await blob(key).download(0, undefined, { abortSignal: signal, maxRetryRequests: attempts });
+        const body = response.readableStreamBody;
+        if (body === undefined) throw new Error('the answer has no body');
+        return body as AsyncIterable<Uint8Array>;
+      } catch (error) {
+        throw fail('read', error, key);
+      }
+    },
 
     async *listPages(signal?: AbortSignal): AsyncIterable<readonly ObjectInfo[]> {
       try {
@@ -109,16 +152,13 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
           const page = await bounded(signal, (abortSignal) => container.listPage(marker, abortSignal));
           marker = page.nextMarker;
           yield page.blobs.map((item): ObjectInfo => {
-            const recordedEtag = item.metadata.get(SOURCE_ETAG_METADATA);
-            const recordedModified = item.metadata.get(SOURCE_MODIFIED_METADATA);
+            const recordedSource = recordedSourceOf((name) => item.metadata.get(name));
             return {
               key: item.name,
               size: item.contentLength,
               lastModifiedMs: item.lastModifiedMs,
               etag: unquoteEtag(item.etag),
-              ...(recordedEtag === undefined
-                ? {}
-                : { recordedSource: { etag: recordedEtag, ...(recordedModified === undefined ? {} : { lastModifiedMs: Date.parse(recordedModified) }) } }),
+              ...(recordedSource === undefined ? {} : { recordedSource }),
             };
           });
         } while (marker !== undefined);
@@ -127,14 +167,16 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       }
     },
 
-    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
-        await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
+        const written = await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
           abortSignal,
           blobHTTPHeaders: headersOf(description),
-          metadata: recordedSourceMetadata(description),
+          metadata,
           transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
         }));
+        return { etag: unquoteEtag(written.etag) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -148,6 +190,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       const staged = uploadOptions.resume === undefined ? new Set<string>() : await uncommittedBlocks(target, uploadOptions.signal, bounded).catch((error: unknown) => {
         throw fail('get block list', error, description.key);
       });
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       return {
         uploaded: new Set(ids.flatMap((id, index) => (staged.has(id) ? [index] : []))),
         resumeToken: undefined,
@@ -158,9 +201,10 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
             throw fail(`stage block ${part.index}`, error, description.key);
           }
         },
-        async commit(count: number, signal?: AbortSignal): Promise<void> {
+        async commit(count: number, signal?: AbortSignal): Promise<WrittenVersion> {
           try {
-            await bounded(signal, (abortSignal) => target.commitBlockList(ids.slice(0, count), { abortSignal, blobHTTPHeaders: headersOf(description), metadata: recordedSourceMetadata(description) }));
+            const written = await bounded(signal, (abortSignal) => target.commitBlockList(ids.slice(0, count), { abortSignal, blobHTTPHeaders: headersOf(description), metadata }));
+            return { etag: unquoteEtag(written.etag) };
           } catch (error) {
             throw fail('commit block list', error, description.key);
           }
@@ -277,9 +321,14 @@ class ListingContainerClient extends ContainerClient {
   }
 }
 
-function headersOf(description: WriteDescription): { blobContentType?: string; blobContentMD5?: Uint8Array } {
+function headersOf(description: WriteDescription): BlobHTTPHeaders {
+  const { headers } = description;
   return {
-    ...(description.contentType === undefined ? {} : { blobContentType: description.contentType }),
+    blobContentType: headers.contentType,
+    blobContentEncoding: headers.contentEncoding,
+    blobContentDisposition: headers.contentDisposition,
+    blobCacheControl: headers.cacheControl,
+    blobContentLanguage: headers.contentLanguage,
     ...(description.contentMd5Base64 === undefined ? {} : { blobContentMD5: Buffer.from(description.contentMd5Base64, 'base64') }),
   };
 }

@@ -17,10 +17,10 @@ import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
 import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottlePolicy } from '../core/retry.ts';
 import type { ObjectInfo } from '../core/types.ts';
-import { recordedSourceMetadata, unquoteEtag } from './metadata.ts';
+import { mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
 import { isArchived, parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
-import type { KeyFailure, ObjectRead, Part, PartUpload, PartUploadOptions, ReadOptions, SourceStore, TargetStore, WriteDescription } from './store.ts';
+import { definedHeaders, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartUpload, type PartUploadOptions, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -51,6 +51,8 @@ export interface S3StoreOptions {
   readonly retryBudgetMs?: number;
   /** Ask the listing for each object's restore status, so restored archived objects count as readable (the AWS source). */
   readonly listRestoreStatus?: boolean;
+  /** As a target: why it cannot hold a key byte-exact (default: every key is fine, as on AWS S3). OCI: `ociKeyProblem`. */
+  readonly keyProblem?: (key: string) => string | undefined;
 }
 
 /** An S3 bucket (AWS, OCI's S3-compatible API, emulators) as source or target. */
@@ -73,8 +75,10 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
   checkReadsByTheirMd5Etag(client);
 
   const fail = (operation: string, error: unknown, key?: string): StoreError => toStoreError(label, operation, error, key);
+  // S3 metadata names pass as they are; only the names this tool records its source under are taken.
+  const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, (name) => name);
 
-  return {
+  const store: SourceStore & TargetStore = {
     label,
     maxSinglePutSize: 5 * GIB,
     partLimits: { minPartSize: 5 * MIB, maxPartSize: 5 * GIB, maxParts: 10_000 },
@@ -115,7 +119,8 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         const etag = unquoteEtag(response.ETag);
         return {
           body: body as AsyncIterable<Uint8Array>,
-          contentType: response.ContentType,
+          headers: contentHeadersOf(response),
+          userMetadata: response.Metadata ?? {},
           etag,
           size: totalSize(response.ContentRange, response.ContentLength, start),
           lastModifiedMs: response.LastModified?.getTime() ?? 0,
@@ -126,12 +131,16 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       }
     },
 
-    async head(key: string, signal?: AbortSignal): Promise<Omit<ObjectRead, 'body'>> {
+    async head(key: string, signal?: AbortSignal): Promise<ObjectHead> {
       try {
         const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
         const etag = unquoteEtag(response.ETag);
+        // The SDK gives user metadata names in lower case, without their `x-amz-meta-` prefix.
+        const recordedSource = recordedSourceOf((name) => response.Metadata?.[name]);
         return {
-          contentType: response.ContentType,
+          ...(recordedSource === undefined ? {} : { recordedSource }),
+          headers: contentHeadersOf(response),
+          userMetadata: response.Metadata ?? {},
           etag,
           size: response.ContentLength ?? 0,
           lastModifiedMs: response.LastModified?.getTime() ?? 0,
@@ -142,26 +151,36 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       }
     },
 
+    async readBody(key: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+      return (await store.read(key, { signal })).body;
+    },
+
     async presignGet(key: string, expiresInSeconds: number): Promise<string> {
       // Loaded on first use: only a target that pulls from a URL needs it, and no-op runs start faster without it.
       const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
       return getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: expiresInSeconds });
     },
 
-    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+    keyProblem: options.keyProblem ?? (() => undefined),
+
+    metadataFor,
+
+    async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
-        await payloadSigning.send(() =>
+        const written = await payloadSigning.send(() =>
           new PutObjectCommand({
             Bucket: bucket,
             Key: description.key,
             Body: bytes,
             ContentLength: bytes.byteLength,
-            ContentType: description.contentType,
+            ...s3Headers(description.headers),
             ContentMD5: description.contentMd5Base64 ?? md5Base64(bytes),
-            Metadata: recordedSourceMetadata(description),
+            Metadata: metadata,
           }),
           signal,
         );
+        return { etag: unquoteEtag(written.ETag) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -170,6 +189,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     async startPartUpload(description: WriteDescription, uploadOptions: PartUploadOptions): Promise<PartUpload> {
       const key = description.key;
       const { signal } = uploadOptions;
+      const metadata = storedMetadata(metadataFor(key, description.userMetadata), description);
       const etags = new Map<number, string>();
       let id = uploadOptions.resume?.token;
       if (id !== undefined) {
@@ -185,7 +205,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       if (id === undefined) {
         try {
           const created = await client.send(
-            new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: description.contentType, Metadata: recordedSourceMetadata(description) }),
+            new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...s3Headers(description.headers), Metadata: metadata }),
             { abortSignal: signal },
           );
           id = created.UploadId;
@@ -209,12 +229,13 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
             throw fail(`upload part ${part.index + 1}`, error, key);
           }
         },
-        async commit(partCount: number, commitSignal?: AbortSignal): Promise<void> {
+        async commit(partCount: number, commitSignal?: AbortSignal): Promise<WrittenVersion> {
           const parts = Array.from({ length: partCount }, (_, index) => ({ PartNumber: index + 1, ETag: etags.get(index + 1) }));
           const missing = parts.filter((part) => part.ETag === undefined).map((part) => part.PartNumber);
           if (missing.length > 0) throw fail('complete multipart upload', new Error(`parts ${missing.join(', ')} were never uploaded`), key);
           try {
-            await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
+            const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
+            return { etag: unquoteEtag(completed.ETag) };
           } catch (error) {
             throw fail('complete multipart upload', error, key);
           }
@@ -277,6 +298,29 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       } while (keyMarker !== undefined);
       return removed;
     },
+  };
+  return store;
+}
+
+/** The content headers of a GetObject or HeadObject answer. */
+function contentHeadersOf(response: { ContentType?: string; ContentEncoding?: string; ContentDisposition?: string; CacheControl?: string; ContentLanguage?: string }): ContentHeaders {
+  return definedHeaders({
+    contentType: response.ContentType,
+    contentEncoding: response.ContentEncoding,
+    contentDisposition: response.ContentDisposition,
+    cacheControl: response.CacheControl,
+    contentLanguage: response.ContentLanguage,
+  });
+}
+
+/** The content headers as PutObject and CreateMultipartUpload take them. */
+function s3Headers(headers: ContentHeaders): { ContentType?: string; ContentEncoding?: string; ContentDisposition?: string; CacheControl?: string; ContentLanguage?: string } {
+  return {
+    ContentType: headers.contentType,
+    ContentEncoding: headers.contentEncoding,
+    ContentDisposition: headers.contentDisposition,
+    CacheControl: headers.cacheControl,
+    ContentLanguage: headers.contentLanguage,
   };
 }
 

@@ -15,16 +15,54 @@ export interface KeyFailure {
   readonly message: string;
 }
 
+/** The HTTP headers a mirror carries over with the bytes; absent fields are not set on the object. */
+export interface ContentHeaders {
+  readonly contentType?: string;
+  readonly contentEncoding?: string;
+  readonly contentDisposition?: string;
+  readonly cacheControl?: string;
+  readonly contentLanguage?: string;
+}
+
+/** The header fields in the order reports name them. */
+export const CONTENT_HEADER_FIELDS = ['contentType', 'contentEncoding', 'contentDisposition', 'cacheControl', 'contentLanguage'] as const satisfies readonly (keyof ContentHeaders)[];
+
+/** The content headers among `fields` that are set (a service's answer leaves the others undefined). */
+export function definedHeaders(fields: { readonly [Field in (typeof CONTENT_HEADER_FIELDS)[number]]: string | undefined }): ContentHeaders {
+  const headers: { -readonly [Field in keyof ContentHeaders]: ContentHeaders[Field] } = {};
+  for (const field of CONTENT_HEADER_FIELDS) {
+    const value = fields[field];
+    if (value !== undefined) headers[field] = value;
+  }
+  return headers;
+}
+
+/** User metadata as S3 names it (`x-amz-meta-<name>`, the name lowercased, without the prefix). */
+export type UserMetadata = Readonly<Record<string, string>>;
+
 /** A readable byte range of one object, and what the store said about the object while serving it. */
 export interface ObjectRead {
   readonly body: AsyncIterable<Uint8Array>;
-  readonly contentType: string | undefined;
+  readonly headers: ContentHeaders;
+  /** The object's user metadata, all of it. */
+  readonly userMetadata: UserMetadata;
   readonly etag: string;
   /** Size of the whole object. */
   readonly size: number;
   readonly lastModifiedMs: number;
   /** Base64 MD5 of the whole object when the store knows it (an S3 ETag that is a plain MD5); `undefined` otherwise. */
   readonly md5Base64: string | undefined;
+}
+
+/** An object's properties without its bytes (`userMetadata`: all of it, as the store names it), and the source it recorded when a mirror copy wrote it. */
+export interface ObjectHead extends Omit<ObjectRead, 'body'> {
+  readonly recordedSource?: RecordedSource;
+}
+
+/** What the target said about the version a write created. */
+export interface WrittenVersion {
+  /** The ETag of the new version, without quotes, as the target's listings will show it. */
+  readonly etag: string;
 }
 
 export interface ReadOptions {
@@ -40,8 +78,8 @@ export interface ReadOptions {
 /** The source of truth. */
 export interface SourceStore extends ObjectStore {
   read(key: string, options?: ReadOptions): Promise<ObjectRead>;
-  /** Content-Type and ETag of one object, without its bytes (needed where bytes never pass through us). */
-  head(key: string, signal?: AbortSignal): Promise<Omit<ObjectRead, 'body'>>;
+  /** Headers, metadata and ETag of one object, without its bytes (needed where bytes never pass through us). */
+  head(key: string, signal?: AbortSignal): Promise<ObjectHead>;
   /** A short-lived GET URL another service can pull the object from. The URL is a secret: never log it. */
   presignGet(key: string, expiresInSeconds: number): Promise<string>;
 }
@@ -50,7 +88,8 @@ export interface SourceStore extends ObjectStore {
 export interface WriteDescription {
   readonly key: string;
   readonly size: number;
-  readonly contentType: string | undefined;
+  readonly headers: ContentHeaders;
+  readonly userMetadata: UserMetadata;
   /** Base64 MD5 of the whole object, when known (the source ETag is a plain MD5): the target stores it and, where it can, verifies it. */
   readonly contentMd5Base64: string | undefined;
   readonly recordedSource: RecordedSource;
@@ -70,14 +109,29 @@ export interface PartUpload {
   readonly resumeToken: string | undefined;
   /** Uploads one part. Parts may be uploaded concurrently and in any order; the store verifies `md5Base64` where it can. */
   uploadPart(part: Part, signal?: AbortSignal): Promise<void>;
-  commit(partCount: number, signal?: AbortSignal): Promise<void>;
+  commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion>;
   abort(): Promise<void>;
 }
 
 /** A mirror target. */
 export interface TargetStore extends ObjectStore {
+  /**
+   * Why this target cannot hold `key` byte-exact (it would store it under another name, or refuse it),
+   * or `undefined` when it can. Such keys are never written: one failure per key per run.
+   */
+  keyProblem(key: string): string | undefined;
+  /** The metadata this target stores for a source's user metadata; throws `StoreError` (scope `unmirrorable`) naming what cannot be mapped. */
+  metadataFor(key: string, userMetadata: UserMetadata): Record<string, string>;
+  /**
+   * One object's properties, metadata (as the target stores it) and recorded source: one HEAD request.
+   * Throws `StoreError` with status 404 when it is absent. Used by `verify`, and by runs for objects
+   * an OCI listing and copy record cannot decide.
+   */
+  head(key: string, signal?: AbortSignal): Promise<ObjectHead>;
+  /** The bytes of one object, as stored (one GET), for a check that reads them. */
+  readBody(key: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
   /** Writes a whole object in one atomic request (small objects). */
-  putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<void>;
+  putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion>;
   /** Largest object `putObject` takes in one request. */
   readonly maxSinglePutSize: number;
   /** Starts a multi-part write of a larger object, or continues one an earlier run left (`options.resume`). */
@@ -122,5 +176,5 @@ export interface PartLimits {
 
 export interface ServerSideCopy {
   /** Copies from `sourceUrl` into `description.key`; atomic like `putObject`. Throws `StoreError` with `refusedPull` when the service will not pull. */
-  copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<void>;
+  copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<WrittenVersion>;
 }

@@ -25,7 +25,7 @@ export interface Invocation {
 }
 
 /** `onLine` sees each line as it is logged, while the invocation is still running. */
-export function newInvocation(functionName: 'sync' | 'syncTimer', onLine?: (line: LoggedLine) => void): Invocation {
+export function newInvocation(functionName: 'sync' | 'syncTimer' | 'verify', onLine?: (line: LoggedLine) => void): Invocation {
   const invocationId = randomUUID();
   const lines: LoggedLine[] = [];
   const context = new InvocationContext({

@@ -64,3 +64,13 @@ export async function createProxiedScenario(emulators: EmulatorCoordinates, opti
     },
   };
 }
+
+/** Runs `test` against a fresh proxied scenario and closes it after, whatever the outcome. */
+export async function withProxiedScenario(emulators: EmulatorCoordinates, options: ProxiedScenarioOptions, test: (s: ProxiedScenario) => Promise<void>): Promise<void> {
+  const s = await createProxiedScenario(emulators, options);
+  try {
+    await test(s);
+  } finally {
+    await s.close();
+  }
+}
