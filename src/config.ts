@@ -48,7 +48,7 @@ export interface SyncSettings {
   /** Objects up to this size are pulled by Azure in one Put Blob From URL, larger ones in blocks (SYNC_SERVER_SIDE_SINGLE_MAX_MB, default 256). */
   readonly serverSideSingleMaxSize: number;
   readonly deleteLimits: DeleteLimits;
-  /** Lifetime of the presigned URLs Azure pulls from (SYNC_PRESIGN_TTL_SECONDS, default 3600). */
+  /** Longest lifetime of the presigned URLs Azure pulls from (SYNC_PRESIGN_TTL_SECONDS, default 3600); each lives as long as its pull may take. */
   readonly presignTtlSeconds: number;
   /** Attempts per request (SYNC_RETRY_ATTEMPTS, default 5). */
   readonly retryAttempts: number;

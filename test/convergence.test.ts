@@ -59,7 +59,10 @@ describe('archived source objects', () => {
       for (const name of ['azure', 'oci'] as const) {
         const target = targetOf(report, name);
         // GLACIER from the listing; the Intelligent-Tiering one when it was read (or pulled) and answered InvalidObjectState.
-        expect(target.archived, name).toEqual({ count: 2, keys: expect.arrayContaining(['releases/2019/huge.iso', 'releases/2020/tiered.iso']) });
+        // OCI's kept.iso was not written by a run of ours (no copy record covers it), so it cannot be taken as
+        // current: it is reported archived (not mirrored) too, and kept, as the source cannot serve the bytes.
+        const archived = ['releases/2019/huge.iso', 'releases/2020/tiered.iso', ...(name === 'oci' ? ['releases/2018/kept.iso'] : [])];
+        expect(target.archived, name).toEqual({ count: archived.length, keys: expect.arrayContaining(archived) });
         expect(target, name).toMatchObject({ copied: 6, deleted: 1, failed: 0, failures: [], complete: true });
       }
       // Azure's pull of the Intelligent-Tiering object was refused (403 CannotVerifyCopySource) because the
