@@ -1,5 +1,5 @@
 /** The CLI adapter: arguments and environment in, a report and an exit code out. */
-import { ConfigError, LockHeldError, describeError } from './core/errors.ts';
+import { ConfigError, InterruptedError, LockHeldError, describeError } from './core/errors.ts';
 import type { KeyToReconcile, ReconcileEvent, ReconcileReport } from './core/reconcile.ts';
 import { failureCount, formatBytes, renderText, type RunReport } from './core/report.ts';
 import type { RunEvent } from './core/run.ts';
@@ -21,6 +21,10 @@ export const EXIT = {
   usage: 2,
   /** Another run holds the lock of a target: nothing was changed. */
   locked: 3,
+  /** Stopped by SIGINT (Ctrl-C): transfers in flight cancelled, nothing partial visible, the lock released. */
+  interrupted: 130,
+  /** Stopped by SIGTERM, as SIGINT. */
+  terminated: 143,
 } as const;
 
 export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json] [--key <key>]... [--events <file|->] [--enqueue]
@@ -41,10 +45,11 @@ AZURE_STORAGE_CONTAINER (azure), the OCI bucket OCI_BUCKET (oci), or both (all).
   -h, --help       show this help
 
 Exit codes: 0 mirror complete, 1 some object failed, deletions were (or, in a dry
-run, would be) held back by a delete guard, or the run stopped early,
-2 usage or configuration error, or an event document that is malformed or names
-another bucket (nothing changed), 3 another run holds the lock, 4 (status <run-id>)
-the run is still running.
+run, would be) held back by a delete guard, the run lock was lost, or the run
+stopped early, 2 usage or configuration error, or an event document that is
+malformed or names another bucket (nothing changed), 3 another run holds the lock,
+4 (status <run-id>) the run is still running, 130/143 stopped by SIGINT/SIGTERM
+(nothing partial left, the lock released).
 Settings are read from the environment; see README.md.
 \`verify --help\` describes verify.`;
 
@@ -177,7 +182,12 @@ async function runVerify(args: readonly string[], settings: Settings, io: Comman
   return report.exact ? EXIT.complete : EXIT.failed;
 }
 
-export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}): Promise<number> {
+/**
+ * Runs the command. `signal` stops the run (the CLI aborts it on SIGINT/SIGTERM with an `InterruptedError`):
+ * no new work starts, transfers in flight are cancelled with nothing partial left visible, the lock is
+ * released, and the exit code is 130 (SIGINT) or 143 (SIGTERM).
+ */
+export async function runCommandLine(args: readonly string[], settings: Settings, io: CommandLineIo, options: SyncServiceOptions = {}, signal?: AbortSignal): Promise<number> {
   if (args[0] === 'verify') return runVerify(args.slice(1), settings, io, options);
   if (QUEUE_COMMANDS.some((command) => command === args[0])) return (await import('./command-line-runs.ts')).runQueueCommand(args, settings, io, options);
   const parsed = argumentsOrExit(() => parseArguments(args), USAGE, io);
@@ -187,14 +197,18 @@ export async function runCommandLine(args: readonly string[], settings: Settings
   try {
     report = parsed.keys.length > 0 || parsed.events !== undefined
       ? await reconcileNamedKeys(parsed, settings, io, options)
-      : await createSyncService(settings, options).sync({ provider, dryRun, trigger: 'cli', enqueue: parsed.enqueue, onEvent: (event) => progressLine(event, io) });
+      : await createSyncService(settings, options).sync({ provider, dryRun, trigger: 'cli', enqueue: parsed.enqueue, onEvent: (event) => progressLine(event, io), ...(signal === undefined ? {} : { signal }) });
   } catch (error) {
     io.err(`artifacts-sync: ${describeError(error)}`);
+    const interrupted = interruptedExit(signal);
+    if (interrupted !== undefined) return interrupted;
     if (error instanceof LockHeldError) return EXIT.locked;
     if (error instanceof ConfigError || error instanceof SecretsError || error instanceof EventDocumentError) return EXIT.usage;
     return EXIT.failed;
   }
   io.out(json ? JSON.stringify(report, null, 2) : renderText(report) + heldLines(report) + ('runId' in report && report.runId !== undefined ? `\nrun ${report.runId}` : ''));
+  const interrupted = interruptedExit(signal);
+  if (interrupted !== undefined) return interrupted;
   // Enqueued: done once every transfer is on the queue and the run's own part (deletions) is clean.
   if (parsed.enqueue) return failureCount(report) === 0 && report.stoppedEarly === undefined && !('withheld' in report) ? EXIT.complete : EXIT.failed;
   // A dry run fails where the real run would: a delete guard holding deletions back.
@@ -232,6 +246,12 @@ async function readInput(path: string): Promise<string> {
 function heldLines(report: RunReport | ReconcileReport): string {
   if (!('held' in report) || report.held.length === 0) return '';
   return `\nHeld by the event deletion window (the next full run decides, behind its own guard):\n${report.held.map((held) => `  ${held.target} ${JSON.stringify(held.key)}`).join('\n')}`;
+}
+
+function interruptedExit(signal: AbortSignal | undefined): number | undefined {
+  const reason: unknown = signal?.reason;
+  if (!(reason instanceof InterruptedError)) return undefined;
+  return reason.signalName === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted;
 }
 
 /** Progress for a person watching: one line per listing, plan and progress tick, on stderr. */

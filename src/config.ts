@@ -49,7 +49,7 @@ export interface SyncSettings {
   /** Objects up to this size are pulled by Azure in one Put Blob From URL, larger ones in blocks (SYNC_SERVER_SIDE_SINGLE_MAX_MB, default 256). */
   readonly serverSideSingleMaxSize: number;
   readonly deleteLimits: DeleteLimits;
-  /** Lifetime of the presigned URLs Azure pulls from (SYNC_PRESIGN_TTL_SECONDS, default 3600). */
+  /** Longest lifetime of the presigned URLs Azure pulls from (SYNC_PRESIGN_TTL_SECONDS, default 3600); each lives as long as its pull may take. */
   readonly presignTtlSeconds: number;
   /** Attempts per request (SYNC_RETRY_ATTEMPTS, default 5). */
   readonly retryAttempts: number;
@@ -57,6 +57,12 @@ export interface SyncSettings {
   readonly requestTimeoutMs: number;
   /** Seconds a run may take before it stops starting transfers (SYNC_DEADLINE_SECONDS; unset = no deadline). */
   readonly deadlineMs: number | undefined;
+  /** SYNC_RETRY_BUDGET_SECONDS: how long one request rides out a throttled or unavailable service (429/503, honouring Retry-After), and how long a target must keep failing before it is taken as down. */
+  readonly retryBudgetMs: number;
+  /** SYNC_FAIL_ON_ARCHIVED: archived source objects (not mirrored) fail the run (default false: reported only). */
+  readonly failOnArchived: boolean;
+  /** SYNC_MAX_DEFERRED_RUNS: a run in which an object is deferred for the Nth time in a row counts as failed. */
+  readonly maxDeferredRuns: number;
 }
 
 export interface MirrorConfig {
@@ -114,6 +120,11 @@ export function loadConfig(settings: Settings, provider: ProviderChoice): Mirror
     azure = { container: read.containerName('AZURE_STORAGE_CONTAINER'), connectionString, accountUrl };
   }
   const lockContainer = read.optional('SYNC_LOCK_CONTAINER') === undefined ? 'artifacts-sync-locks' : read.containerName('SYNC_LOCK_CONTAINER');
+  const mirrorContainer = azure?.container ?? read.optional('AZURE_STORAGE_CONTAINER');
+  if (mirrorContainer !== undefined && mirrorContainer !== '' && lockContainer === mirrorContainer) {
+    // The lock blobs would be listed as extra objects of the mirror, and the leased one could never be deleted.
+    read.problem(`SYNC_LOCK_CONTAINER ${JSON.stringify(lockContainer)} is the mirror's own container (AZURE_STORAGE_CONTAINER): choose another container for the lock blobs (default artifacts-sync-locks)`);
+  }
   const lock: LockConfig | undefined = account === undefined
     ? undefined
     : { ...account, container: lockContainer, leaseSeconds: read.integer('SYNC_LOCK_LEASE_SECONDS', { default: 60, min: 15, max: 60 }) };
@@ -146,6 +157,9 @@ export function loadConfig(settings: Settings, provider: ProviderChoice): Mirror
     retryAttempts: read.integer('SYNC_RETRY_ATTEMPTS', { default: 5, min: 1, max: 20 }),
     requestTimeoutMs: read.integer('SYNC_REQUEST_TIMEOUT_SECONDS', { default: 60, min: 1, max: 3600 }) * 1000,
     deadlineMs: optionalSeconds(read.integer('SYNC_DEADLINE_SECONDS', { default: 0, min: 0, max: 604_800 })),
+    retryBudgetMs: read.integer('SYNC_RETRY_BUDGET_SECONDS', { default: 60, min: 0, max: 3600 }) * 1000,
+    failOnArchived: read.boolean('SYNC_FAIL_ON_ARCHIVED', false),
+    maxDeferredRuns: read.integer('SYNC_MAX_DEFERRED_RUNS', { default: 10, min: 1, max: 1000 }),
   };
   if (sync.memoryBudget < sync.tuning.partSize) {
     read.problem(`SYNC_MEMORY_MB (${sync.memoryBudget / MIB}) must be at least SYNC_PART_SIZE_MB (${sync.tuning.partSize / MIB}): one part must fit in memory`);

@@ -5,14 +5,15 @@
  * end; a crashed holder's lease expires on its own after `leaseSeconds`.
  */
 import { RestError, type BlobServiceClient, type BlockBlobClient, type ContainerClient } from '@azure/storage-blob';
-import { LockHeldError, StoreError, describeError } from './core/errors.ts';
+import { LockHeldError, LockLostError, StoreError, describeError } from './core/errors.ts';
 import type { TargetName } from './core/types.ts';
 import { withAttemptTimeout } from './stores/azure-blob.ts';
 
 export interface RunLock {
-  /** Aborts when a lease could not be renewed: the run must stop, another run may take over. */
+  /** Aborts (with a `LockLostError`) when a lease could not be renewed: the run must stop, another run may take over. */
   readonly lost: AbortSignal;
-  release(): Promise<void>;
+  /** Releases every lease; `signal` bounds the wait (a lease not released expires on its own). */
+  release(signal?: AbortSignal): Promise<void>;
 }
 
 export interface LockOptions {
@@ -25,6 +26,8 @@ export interface LockOptions {
   readonly holder: string;
   /** Milliseconds one lock request may go unanswered before it is tried again (default 60,000). */
   readonly attemptTimeoutMs?: number;
+  /** Stops taking the locks (an HTTP run's deadline, Ctrl-C); the locks taken so far are released. */
+  readonly signal?: AbortSignal;
 }
 
 /** One lock to take: the target it guards and the lock blob's name, unique per destination. */
@@ -36,12 +39,12 @@ export interface LockName {
 /** Takes the locks (in a fixed order, so two runs cannot deadlock), or throws `LockHeldError` naming the target and holder; takes none then. */
 export async function acquireRunLock(locks: readonly LockName[], options: LockOptions): Promise<RunLock> {
   const leaseSeconds = options.leaseSeconds ?? 60;
-  const bounded = <T>(call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> => withAttemptTimeout(call, undefined, options.attemptTimeoutMs ?? 60_000, 3);
+  const bounded = <T>(call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> => withAttemptTimeout(call, options.signal, options.attemptTimeoutMs ?? 60_000, 3);
   const container = options.service.getContainerClient(options.container);
   const label = `azure://${options.service.accountName}/${options.container}`;
   const held: { blob: BlockBlobClient; leaseId: string }[] = [];
-  const releaseAll = async (): Promise<void> => {
-    await Promise.all(held.map(({ blob, leaseId }) => blob.getBlobLeaseClient(leaseId).releaseLease().catch(() => undefined)));
+  const releaseAll = async (signal?: AbortSignal): Promise<void> => {
+    await Promise.all(held.map(({ blob, leaseId }) => blob.getBlobLeaseClient(leaseId).releaseLease({ abortSignal: signal ?? AbortSignal.timeout(10_000) }).catch(() => undefined)));
   };
   try {
     for (const { target, blobName } of [...locks].sort((a, b) => (a.blobName < b.blobName ? -1 : 1))) {
@@ -63,6 +66,7 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
     }
   } catch (error) {
     await releaseAll();
+    if (options.signal?.aborted === true) throw options.signal.reason;
     if (error instanceof LockHeldError || error instanceof StoreError) throw error;
     throw new StoreError({ store: label, operation: 'lock', scope: 'store', status: error instanceof RestError ? error.statusCode : undefined, detail: describeError(error), cause: error });
   }
@@ -80,14 +84,14 @@ export async function acquireRunLock(locks: readonly LockName[], options: LockOp
       .catch((error: unknown) => {
         failedRenewals += 1;
         // Two misses in a row leave less than a third of the lease: stop before another run can start.
-        if (failedRenewals >= 2) lost.abort(new Error(`lost the run lock: ${describeError(error)}`));
+        if (failedRenewals >= 2) lost.abort(new LockLostError(`lost the run lock: ${describeError(error)}`));
       });
   }, (leaseSeconds * 1000) / 3);
   return {
     lost: lost.signal,
-    async release(): Promise<void> {
+    async release(signal?: AbortSignal): Promise<void> {
       clearInterval(renewal);
-      await releaseAll();
+      await releaseAll(signal);
     },
   };
 }

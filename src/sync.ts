@@ -9,7 +9,9 @@ import { loadConfig, loadEventConfig, type MirrorConfig, type Settings } from '.
 import { blobCopyRecordStore } from './copy-record-blob.ts';
 import type { RunService } from './runs.ts';
 import type { LockName, RunLock } from './lock.ts';
-import { ConfigError, describeError, registerSecret } from './core/errors.ts';
+import { ConfigError, DeadlineError, describeError, registerSecret } from './core/errors.ts';
+import type { ProgressLedger } from './core/ledger.ts';
+import { blobProgressLedger } from './progress-ledger.ts';
 import type { RunReport } from './core/report.ts';
 import { deadlineAfter, runMirror, type MirrorTarget, type RunEvent } from './core/run.ts';
 import type { FanOut } from './core/fan-out.ts';
@@ -101,21 +103,31 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
       if (request.enqueue === true && !tracked) throw new ConfigError([dryRun ? '--enqueue and --dry-run do not go together: a dry run enqueues nothing' : 'AzureWebJobsStorage is required to enqueue a run: the queue and the run records live in that storage account']);
       // Loaded only then: the Blob SDK alone adds about 0.3 s to a start.
       if (tracked) runs ??= (await import('./runs.ts')).createRunService(settings);
-      const keys = await readKeys(config, request.signal);
+      const deadline = request.deadline ?? deadlineFromSettings(config);
+      // The deadline covers every step, not only the mirror: reading keys, taking and releasing the lock.
+      const deadlineReached = deadline === undefined ? undefined : signalAt(deadline.abortAt, () => new DeadlineError('the run deadline was reached'));
+      const stepSignal = anySignal([request.signal, deadlineReached?.signal]);
+      let keys: StoreKeys;
+      try {
+        keys = await readKeys(config, stepSignal);
+      } catch (error) {
+        deadlineReached?.clear();
+        throw error;
+      }
       const source = sourceStore(config, keys);
       // A dry run changes nothing, so it needs no lock and never waits for one. Otherwise the lock is
       // taken while the listings run (and the Blob SDK it needs loads meanwhile): the run waits for it
       // before its first change, and stops its listings at once when another run holds it.
       const lockLost = new AbortController();
       let lockTaken: Promise<RunLock | undefined> | undefined;
+      const lockNames = lockBlobNames(config);
       const takeLockOnce = (): Promise<RunLock | undefined> =>
-        (lockTaken ??= takeLock(config, azureCredential, request.runId).then((lock) => {
+        (lockTaken ??= takeLock(config, azureCredential, request.runId, lockNames, stepSignal).then((lock) => {
           lock?.lost.addEventListener('abort', () => lockLost.abort(lock.lost.reason), { once: true });
           return lock;
         }));
       const noLockNote = dryRun || config.lock !== undefined ? [] : ['no lock was taken: no Azure storage is configured to hold it (set AZURE_STORAGE_ACCOUNT_URL or AZURE_STORAGE_CONNECTION_STRING)'];
       const startedMs = Date.now();
-      const signals = [request.signal, lockLost.signal].filter((signal): signal is AbortSignal => signal !== undefined);
       const statusId = runs === undefined || !tracked ? undefined : request.statusId ?? await runs.open(config.provider, request.trigger ?? 'cli');
       if (statusId !== undefined) request.onRunOpened?.(statusId);
       let fanOut: FanOut<TargetName> | undefined;
@@ -131,11 +143,14 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
           transferMode: config.sync.transferMode,
           deleteLimits: config.sync.deleteLimits,
           presignTtlSeconds: config.sync.presignTtlSeconds,
-          deadline: request.deadline ?? deadlineFromSettings(config),
-          ...(config.lock === undefined ? {} : { beforeFirstChange: takeLockOnce }),
+          deadline,
+          maxDeferredRuns: config.sync.maxDeferredRuns,
+          failOnArchived: config.sync.failOnArchived,
+          downAfterMs: config.sync.retryBudgetMs,
+          ...(config.lock === undefined ? {} : { beforeFirstChange: takeLockOnce, ledgers: ledgersBesideLocks(config, azureCredential, lockNames) }),
           // Holding the lock, no other run of ours is uploading: every unfinished upload started before this run is a leftover.
           cleanupInterruptedBefore: config.lock === undefined ? startedMs - 3_600_000 : startedMs,
-          signal: AbortSignal.any(signals),
+          signal: anySignal([request.signal, lockLost.signal])!,
           ...(request.onEvent === undefined ? {} : { onEvent: request.onEvent }),
           ...(fanOut === undefined ? {} : { fanOut }),
         });
@@ -147,8 +162,10 @@ export function createSyncService(settings: Settings, options: SyncServiceOption
         if (statusId !== undefined) await runs?.closePlanning(statusId, fanOut, { error: describeError(error) }).catch(() => undefined);
         throw error;
       } finally {
+        deadlineReached?.clear();
         const lock = await lockTaken?.catch(() => undefined);
-        await lock?.release();
+        // Released at once, also after a deadline or Ctrl-C, so the next run need not wait out the lease; bounded all the same.
+        await lock?.release(AbortSignal.timeout(RELEASE_TIMEOUT_MS));
       }
     },
   };
@@ -160,19 +177,53 @@ export async function defaultAzureCredential(settings: Settings): Promise<TokenC
   return new DefaultAzureCredential(settings['AZURE_CLIENT_ID'] ? { managedIdentityClientId: settings['AZURE_CLIENT_ID'] } : {});
 }
 
-async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined): Promise<RunLock | undefined> {
+/** Releasing the lock waits at most this long: a lease not released expires on its own. */
+const RELEASE_TIMEOUT_MS = 5000;
+
+/** The lock blob of each target: `azure/<account>/<container>.lock`, `oci/<endpoint host>/<bucket>.lock`. */
+function lockBlobNames(config: MirrorConfig): (accountName: string) => LockName[] {
+  return (accountName) => {
+    const names: LockName[] = [];
+    if (config.azure !== undefined) names.push({ target: 'azure', blobName: `azure/${accountName}/${config.azure.container}.lock` });
+    if (config.oci !== undefined) names.push({ target: 'oci', blobName: `${ociDestination(config.oci)}.lock` });
+    return names;
+  };
+}
+
+async function takeLock(config: MirrorConfig, credential: TokenCredential | undefined, runId: string | undefined, names: (accountName: string) => LockName[], signal: AbortSignal | undefined): Promise<RunLock | undefined> {
   const lock = config.lock;
   if (lock === undefined) return undefined;
   const [{ acquireRunLock }, { serviceClient }] = await Promise.all([import('./lock.ts'), import('./stores/azure-blob.ts')]);
   const service = serviceClient(lock.connectionString !== undefined ? { connectionString: lock.connectionString } : { accountUrl: lock.accountUrl, credential });
   const holder = `host ${hostname()} pid ${process.pid}${runId === undefined ? '' : ` run ${runId}`}`;
-  const names: LockName[] = [];
-  if (config.azure !== undefined) names.push({ target: 'azure', blobName: `azure/${service.accountName}/${config.azure.container}.lock` });
-  if (config.oci !== undefined) names.push({ target: 'oci', blobName: `${ociDestination(config.oci)}.lock` });
-  return acquireRunLock(names, { service, container: lock.container, leaseSeconds: lock.leaseSeconds, holder, attemptTimeoutMs: config.sync.requestTimeoutMs });
+  return acquireRunLock(names(service.accountName), { service, container: lock.container, leaseSeconds: lock.leaseSeconds, holder, attemptTimeoutMs: config.sync.requestTimeoutMs, ...(signal === undefined ? {} : { signal }) });
 }
 
-/** Names the blobs of an OCI destination in the lock container: `oci/<endpoint host>/<bucket>` + `.lock`, `.copies`. */
+/** Each target's progress ledger, a blob beside its lock blob; reached only once the lock is held. */
+function ledgersBesideLocks(config: MirrorConfig, credential: TokenCredential | undefined, names: (accountName: string) => LockName[]): Partial<Record<TargetName, ProgressLedger>> {
+  const ledgers: Partial<Record<TargetName, ProgressLedger>> = {};
+  for (const target of config.targets) {
+    const blobName = (accountName: string): string => names(accountName).find((name) => name.target === target)!.blobName.replace(/\.lock$/, '.progress.json');
+    ledgers[target] = blobProgressLedger({ lock: config.lock!, credential, blobName, attemptTimeoutMs: config.sync.requestTimeoutMs });
+  }
+  return ledgers;
+}
+
+/** A signal that aborts at `epochMs` with `reason()`; `clear` stops its timer. */
+function signalAt(epochMs: number, reason: () => Error): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const delay = epochMs - Date.now();
+  // setTimeout fires at once for delays above 2^31-1 ms.
+  const timer = delay < 2 ** 31 - 1 ? setTimeout(() => controller.abort(reason()), Math.max(0, delay)) : undefined;
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
+
+function anySignal(signals: readonly (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const present = signals.filter((signal): signal is AbortSignal => signal !== undefined);
+  return present.length === 0 ? undefined : AbortSignal.any(present);
+}
+
+/** Names the blobs of an OCI destination in the lock container: `oci/<endpoint host>/<bucket>` + `.lock`, `.copies`, `.progress.json`. */
 function ociDestination(oci: NonNullable<MirrorConfig['oci']>): string {
   return `oci/${new URL(oci.endpoint).host}/${oci.bucket}`;
 }
@@ -190,6 +241,8 @@ export function sourceStore(config: MirrorConfig, keys: StoreKeys): SourceStore 
     ...(keys.aws === undefined ? {} : { credentials: keys.aws }),
     maxAttempts: config.sync.retryAttempts,
     requestTimeoutMs: config.sync.requestTimeoutMs,
+    retryBudgetMs: config.sync.retryBudgetMs,
+    listRestoreStatus: true,
   });
 }
 
@@ -208,6 +261,7 @@ export async function targetStores(config: MirrorConfig, keys: StoreKeys, azureC
         maxTries: config.sync.retryAttempts,
         tryTimeoutMs: config.sync.requestTimeoutMs,
         singleCopyMaxSize: config.sync.serverSideSingleMaxSize,
+        retryBudgetMs: config.sync.retryBudgetMs,
       }),
     });
   }
@@ -225,6 +279,7 @@ export async function targetStores(config: MirrorConfig, keys: StoreKeys, azureC
         keyProblem: ociKeyProblem,
         maxAttempts: config.sync.retryAttempts,
         requestTimeoutMs: config.sync.requestTimeoutMs,
+        retryBudgetMs: config.sync.retryBudgetMs,
       }),
       // OCI listings carry no metadata: the record of what our runs wrote decides, kept beside the run lock.
       copyRecord: {

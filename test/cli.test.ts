@@ -94,6 +94,12 @@ describe('configuration errors stop the run before any request, exit 2, and name
     ['a non-boolean flag', { ...unreachable, SYNC_ALLOW_EMPTY_SOURCE: 'maybe' }, 'all', 'SYNC_ALLOW_EMPTY_SOURCE "maybe" must be true or false'],
     ['a percentage over 100', { ...unreachable, SYNC_MAX_DELETE_PERCENT: '150' }, 'all', 'SYNC_MAX_DELETE_PERCENT "150" is not a whole number from 0 to 100'],
     ['a part size above the memory budget', { ...unreachable, SYNC_PART_SIZE_MB: '64', SYNC_MEMORY_MB: '32' }, 'all', 'SYNC_MEMORY_MB (32) must be at least SYNC_PART_SIZE_MB (64)'],
+    // The lock blobs would show up as extra objects of the mirror, and the leased one could never be deleted.
+    ['the lock container being the mirror\'s container', { ...unreachable, AZURE_STORAGE_CONTAINER: 'mirror', SYNC_LOCK_CONTAINER: 'mirror' }, 'azure', 'SYNC_LOCK_CONTAINER "mirror" is the mirror\'s own container (AZURE_STORAGE_CONTAINER)'],
+    ['the same, on an OCI-only run', { ...unreachable, AZURE_STORAGE_CONTAINER: 'mirror', SYNC_LOCK_CONTAINER: 'mirror' }, 'oci', 'SYNC_LOCK_CONTAINER "mirror" is the mirror\'s own container'],
+    ['a retry budget out of range', { ...unreachable, SYNC_RETRY_BUDGET_SECONDS: '-1' }, 'all', 'SYNC_RETRY_BUDGET_SECONDS "-1" is not a whole number from 0 to 3600'],
+    ['a deferral limit of 0', { ...unreachable, SYNC_MAX_DEFERRED_RUNS: '0' }, 'all', 'SYNC_MAX_DEFERRED_RUNS "0" is not a whole number from 1 to 1000'],
+    ['a non-boolean archived setting', { ...unreachable, SYNC_FAIL_ON_ARCHIVED: 'sometimes' }, 'all', 'SYNC_FAIL_ON_ARCHIVED "sometimes" must be true or false'],
   ];
   for (const [what, settings, provider, message] of cases) {
     it(`${what}`, async () => {

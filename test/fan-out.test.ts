@@ -134,7 +134,7 @@ describe('the run record', () => {
   });
   const planned = (record: ReturnType<typeof newRunRecord>) => recordPlanning(record, { pieces: 2, enqueued: new Map([['oci', { keys: 20, messages: 2 }]]) , report: {
     provider: 'oci', dryRun: false, source: { store: 's3://b', objects: 20, bytes: 200 }, startedAt: '', durationMs: 1, complete: false, failures: [],
-    targets: [{ target: 'oci', store: 'oci://t', mode: 'streaming', planned: { copy: 0, replace: 0, delete: 0, unchanged: 0 }, copied: 0, replaced: 0, deleted: 0, unchanged: 0, failed: 0, deferred: 20, bytesStreamed: 0, bytesCopiedServerSide: 0, durationMs: 1, deleteVerdict: { allowed: true }, complete: false, notes: [], failures: [] }],
+    targets: [{ target: 'oci', store: 'oci://t', mode: 'streaming', planned: { copy: 0, replace: 0, delete: 0, unchanged: 0 }, copied: 0, replaced: 0, deleted: 0, unchanged: 0, failed: 0, deferred: 20, deferredBy: { enqueued: 20 }, archived: { count: 0, keys: [] }, bytesStreamed: 0, bytesCopiedServerSide: 0, durationMs: 1, deleteVerdict: { allowed: true }, complete: false, notes: [], failures: [] }],
   } }, 0);
 
   it('is complete once the planning run and every piece have ended, whatever the order, counting a piece delivered twice once', () => {

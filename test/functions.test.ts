@@ -272,7 +272,8 @@ describe('deadlines', () => {
     expect(report.complete).toBe(false);
     expect(report.stoppedEarly).toMatch(/deadline/);
     expect(report.failures).toEqual([]);
-    for (const name of ['azure', 'oci'] as const) expect(target(report, name)).toMatchObject({ copied: 0, failed: 0, deferred: 4, complete: false });
+    expect(report.stoppedBy).toBe('deadline');
+    for (const name of ['azure', 'oci'] as const) expect(target(report, name)).toMatchObject({ copied: 0, failed: 0, deferred: 4, deferredBy: { deadline: 4 }, complete: false });
     await expectTargetsUntouched();
 
     const next = await callHttp(runnerFor(scenario.settings), '/api/sync/all');

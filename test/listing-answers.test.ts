@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseBlobListing } from '../src/stores/azure-listing.ts';
-import { parseListObjectsV2 } from '../src/stores/s3-listing.ts';
+import { isArchived, parseListObjectsV2 } from '../src/stores/s3-listing.ts';
 import { ListingFormatError, decodeEntities } from '../src/stores/xml-scan.ts';
 
 const METADATA = ['source_etag', 'source_last_modified'];
@@ -99,12 +99,24 @@ describe('parseListObjectsV2 (S3 and OCI)', () => {
     const page = parseListObjectsV2(bucketListing(contents('installers/a &amp; b &lt;1&gt;.msi', 5_000_000_000) + contents('z.zip'), '<IsTruncated>true</IsTruncated><NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>'));
     expect(page).toEqual({
       objects: [
-        { key: 'installers/a & b <1>.msi', size: 5_000_000_000, lastModifiedMs: Date.parse('2026-10-12T17:50:30Z'), etag: '"fba9dede5f27731c9771645a39863328"' },
-        { key: 'z.zip', size: 434_234, lastModifiedMs: Date.parse('2026-10-12T17:50:30Z'), etag: '"fba9dede5f27731c9771645a39863328"' },
+        { key: 'installers/a & b <1>.msi', size: 5_000_000_000, lastModifiedMs: Date.parse('2026-10-12T17:50:30Z'), etag: '"fba9dede5f27731c9771645a39863328"', storageClass: 'STANDARD', restore: undefined },
+        { key: 'z.zip', size: 434_234, lastModifiedMs: Date.parse('2026-10-12T17:50:30Z'), etag: '"fba9dede5f27731c9771645a39863328"', storageClass: 'STANDARD', restore: undefined },
       ],
       isTruncated: true,
       nextContinuationToken: '1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=',
     });
+  });
+
+  it('reads the storage class and restore status: an archived object is readable only once restored', () => {
+    const entry = (key: string, extra: string): string => `<Contents><Key>${key}</Key><LastModified>2026-10-12T17:50:30.000Z</LastModified><ETag>"e"</ETag><Size>1</Size>${extra}</Contents>`;
+    const page = parseListObjectsV2(bucketListing(
+      entry('cold', '<StorageClass>GLACIER</StorageClass>') +
+        entry('deep', '<StorageClass>DEEP_ARCHIVE</StorageClass><RestoreStatus><IsRestoreInProgress>true</IsRestoreInProgress></RestoreStatus>') +
+        entry('restored', '<StorageClass>GLACIER</StorageClass><RestoreStatus><IsRestoreInProgress>false</IsRestoreInProgress><RestoreExpiryDate>2026-12-12T00:00:00.000Z</RestoreExpiryDate></RestoreStatus>') +
+        entry('instant', '<StorageClass>GLACIER_IR</StorageClass>') +
+        entry('plain', ''),
+    ));
+    expect(page.objects.map((object) => [object.key, isArchived(object)])).toEqual([['cold', true], ['deep', true], ['restored', false], ['instant', false], ['plain', false]]);
   });
 
   it('reads an empty bucket, and a last page with the token after the objects', () => {

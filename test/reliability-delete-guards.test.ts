@@ -118,7 +118,7 @@ describe.concurrent('an empty source listing', () => {
     expect(exitCode).toBe(1);
     for (const name of ['azure', 'oci'] as const) {
       const target = targetOf(report, name);
-      expect(target).toMatchObject({ deleted: 0, deferred: 3, complete: false, deleteVerdict: { allowed: false, setting: 'SYNC_ALLOW_EMPTY_SOURCE' } });
+      expect(target).toMatchObject({ deleted: 0, deferred: 3, deferredBy: { 'delete-guard': 3 }, complete: false, deleteVerdict: { allowed: false, setting: 'SYNC_ALLOW_EMPTY_SOURCE' } });
       expect(target.failures).toEqual([
         { target: name, operation: 'delete', message: 'deleted nothing: the source listing is empty while the target holds 3 objects; refusing to empty the target; raise SYNC_ALLOW_EMPTY_SOURCE if this is intended' },
       ]);

@@ -122,7 +122,8 @@ describe('transient faults', () => {
 // These wait mostly on retry back-offs: run them side by side.
 describe.concurrent('a target that stays down', () => {
   it.each(['refuse', '503'] as const)('OCI down (%s) fails the run fast naming oci://, deletes nothing there, and Azure is still mirrored', async (mode) => {
-    const s = await proxiedScenario('down-oci');
+    // A small retry budget: a target that stays down is given up on within a second or two of trying (the default rides out a minute of 503s).
+    const s = await proxiedScenario('down-oci', { SYNC_RETRY_BUDGET_SECONDS: '1' });
     await seed(s, 8);
     const before = await holdings(s, 'oci');
     await s.ociProxy.setDown(mode);
@@ -146,7 +147,7 @@ describe.concurrent('a target that stays down', () => {
   });
 
   it.each(['503'] as const)('Azure going down (%s) after its listing fails the run fast naming azure://, deletes nothing there, and OCI is still mirrored', async (mode) => {
-    const s = await proxiedScenario('down-azure');
+    const s = await proxiedScenario('down-azure', { SYNC_RETRY_BUDGET_SECONDS: '1' });
     await seed(s, 8);
     const before = await holdings(s, 'azure');
     const listing = `/${emulators.azurite.accountName}/${s.container}`;
@@ -177,15 +178,16 @@ describe.concurrent('a target that stays down', () => {
     expect(azure.failures.length).toBeGreaterThanOrEqual(5);
     for (const failure of azure.failures) expect(failure.message).toContain(`azure://${emulators.azurite.accountName}/${s.container}`);
     expect(azure.notes).toContainEqual(expect.stringMatching(new RegExp(`^stopped using azure://${emulators.azurite.accountName}/${s.container}: .*; nothing was deleted$`)));
-    // Once down, no deletion was even attempted there.
+    // Once down, no deletion was even attempted there, and the report says why they were deferred.
     expect(s.azureProxy.countBy('BlobBatch')).toBe(0);
+    expect(azure.deferredBy['target-down']).toBeGreaterThanOrEqual(2);
     expect(await holdings(s, 'azure')).toEqual(before);
     expect(targetOf(report, 'oci')).toMatchObject({ complete: true, deleted: 2 });
     await expectExactMirror(s, 'oci');
   });
 
   it.each(['refuse'] as const)('Azure down (%s) from the start stops the run before any change, naming the account that holds the lock', async (mode) => {
-    const s = await proxiedScenario('down-lock');
+    const s = await proxiedScenario('down-lock', { SYNC_RETRY_BUDGET_SECONDS: '1' });
     await seed(s, 3);
     const before = { azure: await holdings(s, 'azure'), oci: await holdings(s, 'oci') };
     await s.azureProxy.setDown(mode);

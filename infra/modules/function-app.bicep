@@ -21,7 +21,7 @@ type appSettingOverrides = {
   SYNC_TRANSFER_MODE: string?
   @description('Objects up to this size in MB are pulled by Azure in one request, 1-5000; default 256.')
   SYNC_SERVER_SIDE_SINGLE_MAX_MB: string?
-  @description('Lifetime of the presigned URLs Azure pulls from, 60-604800 s; default 3600.')
+  @description('Longest lifetime of the presigned URLs Azure pulls from (each lives as long as its pull may take), 60-604800 s; default 3600.')
   SYNC_PRESIGN_TTL_SECONDS: string?
   @description('Most deletions one run may make per target, 0-100000000; default 1000.')
   SYNC_MAX_DELETE_COUNT: string?
@@ -33,6 +33,12 @@ type appSettingOverrides = {
   SYNC_LOCK_LEASE_SECONDS: string?
   @description('Attempts per request, 1-20; default 5.')
   SYNC_RETRY_ATTEMPTS: string?
+  @description('How long one request waits out 429/503 answers (honouring Retry-After), and how long a target must keep failing before it is taken as down, 0-3600 s; default 60.')
+  SYNC_RETRY_BUDGET_SECONDS: string?
+  @description('true makes archived source objects (not mirrored) fail the run; default false (reported only).')
+  SYNC_FAIL_ON_ARCHIVED: string?
+  @description('A run in which an object is deferred for the Nth time in a row fails, 1-1000; default 10.')
+  SYNC_MAX_DEFERRED_RUNS: string?
   @description('A request that receives nothing for this long is retried, 1-3600 s; default 60.')
   SYNC_REQUEST_TIMEOUT_SECONDS: string?
   @description('NCRONTAB schedule of syncTimer, with seconds, UTC; default 0 0 * * * * (hourly).')

@@ -85,16 +85,25 @@ export class ByteBudget {
       this.#available -= wanted;
       return;
     }
+    signal?.throwIfAborted();
     await new Promise<void>((resolve, reject) => {
-      const entry = { bytes: wanted, resolve };
-      this.#waiting.push(entry);
-      signal?.addEventListener('abort', () => {
+      const onAbort = (): void => {
         const position = this.#waiting.indexOf(entry);
         if (position >= 0) {
           this.#waiting.splice(position, 1);
-          reject(signal.reason);
+          reject(signal!.reason);
         }
-      }, { once: true });
+      };
+      // The listener goes when the borrow is served: a long run makes thousands of borrows on one signal.
+      const entry = {
+        bytes: wanted,
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+      };
+      this.#waiting.push(entry);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 

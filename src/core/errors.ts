@@ -32,9 +32,10 @@ export class StoreError extends Error {
     detail: string;
     cause?: unknown;
   }) {
-    const where = fields.key === undefined ? fields.store : `${fields.store} key ${JSON.stringify(fields.key)}`;
+    // The key is never redacted: it names the object, and a key may well contain `Signature=` or `sig=`.
+    const where = fields.key === undefined ? redactSecrets(fields.store) : `${redactSecrets(fields.store)} key ${JSON.stringify(fields.key)}`;
     const status = [fields.status, fields.code].filter((part) => part !== undefined).join(' ');
-    super(redactSecrets(`${fields.operation} failed on ${where}${status ? ` (${status})` : ''}: ${fields.detail}`), { cause: fields.cause });
+    super(`${redactSecrets(fields.operation)} failed on ${where}${status ? ` (${status})` : ''}: ${redactSecrets(fields.detail)}`, { cause: fields.cause });
     this.store = fields.store;
     this.operation = fields.operation;
     this.key = fields.key;
@@ -59,6 +60,26 @@ export class LockHeldError extends Error {
   override readonly name = 'LockHeldError';
 }
 
+/** The run lock could not be renewed: the run stopped so that another may take over. A lost lock is a failed run. */
+export class LockLostError extends Error {
+  override readonly name = 'LockLostError';
+}
+
+/** The operator stopped the run (SIGINT, SIGTERM): in-flight transfers were cancelled, nothing partial left visible. */
+export class InterruptedError extends Error {
+  override readonly name = 'InterruptedError';
+  readonly signalName: string;
+  constructor(signalName: string) {
+    super(`interrupted by ${signalName}`);
+    this.signalName = signalName;
+  }
+}
+
+/** The run's deadline came. */
+export class DeadlineError extends Error {
+  override readonly name = 'DeadlineError';
+}
+
 const knownSecrets = new Set<string>();
 
 /** Registers a secret value (a key, a password) so that it is masked wherever a message could carry it. */
@@ -66,10 +87,15 @@ export function registerSecret(value: string | undefined): void {
   if (value !== undefined && value.length >= 4) knownSecrets.add(value);
 }
 
-const SIGNED_URL_PARAMETER = /([?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|sig|se|sv|sp|skoid|sktid|skt|ske|sks|skv)=)[^&\s"']*/gi;
-const CONNECTION_STRING_SECRET = /((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi;
-/** A SigV4 Authorization header (`Credential=<key id>/<scope>, ..., Signature=<hex>`), as a service may echo it in an error. */
-const AUTHORIZATION_HEADER_SECRET = /(\b(?:Credential|Signature)=)[^&,;()\s"']+/g;
+/*
+ * Each pattern matches a secret by its shape (a SigV4 signature is 64 hex digits, a credential scope
+ * ends in a date and `aws4_request`, a SAS `sig` is base64), not by its name alone: object keys travel in
+ * the same messages, and a key such as `docs/Signature=draft.txt` must come out as it went in.
+ */
+const SIGNED_URL_PARAMETER = /([?&](?:X-Amz-Signature=(?=[0-9a-f]{64})|X-Amz-Credential=(?=[^&\s"']+?(?:%2F|\/)\d{8}(?:%2F|\/))|X-Amz-Security-Token=(?=[A-Za-z0-9%+/=_-]{32})|sig=(?=[A-Za-z0-9%+/=]{20})))[^&\s"']*/gi;
+const CONNECTION_STRING_SECRET = /((?:AccountKey|SharedAccessKey)=(?=[A-Za-z0-9+/]{20})|SharedAccessSignature=(?=[^;\s"']*sig=))[^;\s"']*/gi;
+/** A SigV4 Authorization header (`Credential=<key id>/<date>/..., Signature=<64 hex>`), as a service may echo it in an error. */
+const AUTHORIZATION_HEADER_SECRET = /(\b(?:Credential=(?=[^&,;()\s"'/]+\/\d{8}\/)|Signature=(?=[0-9a-f]{64}\b)))[^&,;()\s"']+/g;
 
 /** Masks registered secrets, URL signatures and connection-string keys in any text that may leave the process. */
 export function redactSecrets(text: string): string {
@@ -83,6 +109,8 @@ export function redactSecrets(text: string): string {
 
 /** The message of anything thrown, masked. */
 export function describeError(error: unknown): string {
+  // Masked when it was made, around its key, which must stay as it is.
+  if (error instanceof StoreError) return error.message;
   if (error instanceof Error) return redactSecrets(error.message || error.name);
   return redactSecrets(String(error));
 }

@@ -93,6 +93,8 @@ export class MirrorPlanner {
   /** Target objects the source has not listed yet: deletions, unless the source lists them later. */
   readonly #unmatchedTarget = new Map<string, ObjectInfo>();
   readonly #replacements: TransferAction[] = [];
+  /** Keys archived at the source that the target lacks or holds in another version. */
+  readonly #archived: string[] = [];
   #unchanged = 0;
   #sourceObjects = 0;
   #targetObjects = 0;
@@ -156,7 +158,9 @@ export class MirrorPlanner {
     for (const [key, object] of this.#unmatchedSource) {
       if (targetFinished || (key < targetListedUpTo! && compareUtf8(key, targetListedUpTo!) < 0)) {
         this.#unmatchedSource.delete(key);
-        settled.push({ kind: 'copy', key, source: object });
+        // Archived at the source: nothing to copy, reported with the plan's archived keys.
+        if (object.archived) this.#archived.push(key);
+        else settled.push({ kind: 'copy', key, source: object });
       }
     }
     return settled;
@@ -165,7 +169,11 @@ export class MirrorPlanner {
   /** The plan, once both listings are complete: what is still unmatched is copied or deleted. */
   finish(): Plan {
     const transfers: TransferAction[] = [...this.#replacements];
-    for (const object of this.#unmatchedSource.values()) transfers.push({ kind: 'copy', key: object.key, source: object });
+    const archived = [...this.#archived];
+    for (const object of this.#unmatchedSource.values()) {
+      if (object.archived) archived.push(object.key);
+      else transfers.push({ kind: 'copy', key: object.key, source: object });
+    }
     const deletions: DeleteAction[] = [];
     for (const object of this.#unmatchedTarget.values()) deletions.push({ kind: 'delete', key: object.key, target: object });
     const counts = { sourceObjects: this.#sourceObjects, targetObjects: this.#targetObjects };
@@ -173,6 +181,7 @@ export class MirrorPlanner {
       transfers,
       refused: this.#refused,
       deletions,
+      archived,
       unchanged: this.#unchanged,
       ...counts,
       deleteVerdict: deleteGuard({ deletions: deletions.length, ...counts }, this.#limits),
@@ -183,6 +192,8 @@ export class MirrorPlanner {
     const action = actionForKey(source.key, source, target);
     this.#onMatch?.(source, target, action?.kind === 'replace' ? action.reason : undefined);
     if (action === undefined) this.#unchanged += 1;
+    // The source cannot serve the new bytes: the target keeps what it has.
+    else if (source.archived) this.#archived.push(source.key);
     else if (action.kind !== 'delete') this.#replacements.push(action);
   }
 }

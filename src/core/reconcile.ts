@@ -14,7 +14,9 @@ import type { DeletionWindow } from './delete-window.ts';
 import { StoreError, describeError } from './errors.ts';
 import { actionForKey, objectOfHead } from './plan.ts';
 import type { RunReport, TargetReport } from './report.ts';
-import { TargetRun, deleteKeys, emitPlan, firstTransferMode, targetReport, transferOne, type MirrorTarget, type RunEvent, type RunOptions, type TransferContext } from './run.ts';
+import type { RunEvent, RunOptions } from './run.ts';
+import { TargetRun, deleteKeys, emitPlan, firstTransferMode, targetReport, type MirrorTarget } from './target-run.ts';
+import { transferOne, type TransferContext } from './transfer-one.ts';
 import type { DeleteAction, Failure, ObjectInfo, Plan, TargetName, TransferAction } from './types.ts';
 
 /** A key to reconcile, and when the event that named it happened (absent for `--key`). */
@@ -120,7 +122,18 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   // A held deletion stays held for this invocation: later rounds do not ask the window again.
   const notHeld = (run: TargetRun, action: KeyAction): boolean => action.kind !== 'delete' || !heldIds.has(`${run.name}\n${action.key}`);
   // The transfers' options; deletions here are ruled by the window, never by a full run's limits.
-  const context: TransferContext = { source, options: { ...options, deleteLimits: { maxDeleteCount: 0, maxDeletePercent: 0, allowEmptySource: false } }, budget: new ByteBudget(options.memoryBudget), signal, emit: trackTransfers };
+  const context: TransferContext = {
+    source,
+    tuning: options.tuning,
+    budget: new ByteBudget(options.memoryBudget),
+    transferMode: options.transferMode ?? 'auto',
+    signal,
+    downAfterMs: options.downAfterMs ?? 60_000,
+    presignMaxSeconds: options.presignTtlSeconds ?? 3600,
+    abortAt: undefined,
+    now,
+    emit: trackTransfers,
+  };
 
   const firstLook = await inspect([...eventTimes.keys()]);
   const runs: TargetRun[] = [];
@@ -196,7 +209,7 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
 
   /** One failure per target says how many deletions the window held (a worker does not retry for it: see `retryableFailures`). */
   function recordHeld(run: TargetRun, refused: number): void {
-    run.deferred += refused;
+    run.defer('delete-guard', refused);
     const heldCount = held.filter((entry) => entry.target === run.name).length;
     const failure: Failure = { target: run.name, operation: 'delete', message: `held ${heldCount} deletion(s) beyond the event deletion window (${options.deletionWindow.rule}): the next full run decides about them, behind its own guard` };
     const earlier = run.failures.findIndex((entry) => entry.operation === 'delete' && entry.key === undefined);
@@ -221,7 +234,7 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
       .filter((entry) => entry.actions.length > 0);
     await forEachBounded(transfers, options.concurrency ?? 16, async (entry) => {
       // A target found down (credentials refused, bucket gone) is not written to again in this invocation.
-      for (const [run] of entry.actions) if (run.down !== undefined) run.deferred += 1;
+      for (const [run, action] of entry.actions) if (run.down !== undefined) run.deferTransfer(action, 'target-down', emit);
       const live = entry.actions.filter(([run]) => run.down === undefined);
       if (live.length > 0) await transferOne(entry.key, live, context);
     });
@@ -240,11 +253,11 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
 
   function finish(): ReconcileReport {
     const finishedMs = now();
-    const reports: TargetReport[] = runs.map((run) => targetReport(run, dryRun, finishedMs - startedMs));
+    const reports: TargetReport[] = runs.map((run) => targetReport(run, dryRun, finishedMs - startedMs, options.failOnArchived ?? false));
     for (const report of reports) {
       emit({
         event: 'target-end', target: report.target, copied: report.copied, replaced: report.replaced, deleted: report.deleted, unchanged: report.unchanged,
-        failed: report.failed, deferred: report.deferred, bytes: report.bytesStreamed + report.bytesCopiedServerSide, durationMs: report.durationMs, complete: report.complete,
+        failed: report.failed, deferred: report.deferred, deferredBy: report.deferredBy, archived: report.archived.count, bytes: report.bytesStreamed + report.bytesCopiedServerSide, durationMs: report.durationMs, complete: report.complete,
       });
     }
     const complete = sourceFailures.length === 0 && reports.every((report) => report.complete);
@@ -334,6 +347,8 @@ function planKeys(states: readonly KeyState[], target: TargetName): Omit<Plan, '
   }
   return {
     transfers,
+    // A per-key look does not read storage classes: an archived object's GET fails and is reported then.
+    archived: [],
     refused: states.flatMap((state) => {
       const reason = state.refused.get(target);
       return state.source === undefined || reason === undefined ? [] : [{ key: state.key, reason }];

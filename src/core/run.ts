@@ -1,26 +1,22 @@
-import type { SourceStore, TargetStore } from '../stores/store.ts';
+/**
+ * A whole mirror run: list, plan, transfer, delete, report. How a target is run lives in
+ * ./target-run.ts, how one object is transferred in ./transfer-one.ts.
+ */
+import type { SourceStore } from '../stores/store.ts';
 import { ByteBudget, forEachBounded } from './concurrency.ts';
-import { RecordedTarget, type CopyRecordStore } from './copy-record.ts';
-import { StoreError, describeError } from './errors.ts';
+import { RecordedTarget } from './copy-record.ts';
+import { DeadlineError, StoreError, describeError } from './errors.ts';
 import type { FanOut } from './fan-out.ts';
+import type { LedgerEntry, ProgressLedger } from './ledger.ts';
 import { planWhileListing, type ListedPlans } from './listings.ts';
 import type { DeleteLimits } from './plan.ts';
-import { plannedAction, type RunReport, type TargetReport } from './report.ts';
-import { describeWrite, streamObject, type StreamDestination, type TransferTuning, type WrittenCopy } from './transfer.ts';
-import type { DeleteAction, Failure, ObjectInfo, Plan, ProviderChoice, TargetName, TransferAction, TransferMode, TransferModeSetting } from './types.ts';
+import type { RunReport, TargetReport } from './report.ts';
+import { TargetRun, deferReasonOf, deleteExtras, emitPlan, firstTransferMode, targetReport, unlistedTargetReport, type MirrorTarget, type TargetEvent } from './target-run.ts';
+import { transferOne, type TransferContext } from './transfer-one.ts';
+import type { TransferTuning } from './transfer.ts';
+import type { DeferReason, Failure, ObjectInfo, ProviderChoice, TargetName, TransferAction, TransferModeSetting } from './types.ts';
 
-/** A target of one run. */
-export interface MirrorTarget {
-  readonly name: TargetName;
-  readonly store: TargetStore;
-  /** Notes the caller wants in this target's report (for example, that no lock was taken). */
-  readonly notes?: readonly string[];
-  /**
-   * For a target whose listings carry no metadata (OCI): its objects are decided by the copy record kept
-   * in `store` (core/copy-record.ts), or, with no store, by a HEAD each where size cannot decide.
-   */
-  readonly copyRecord?: { readonly store: CopyRecordStore | undefined };
-}
+export type { MirrorTarget } from './target-run.ts';
 
 export interface RunOptions {
   readonly provider: ProviderChoice;
@@ -33,11 +29,12 @@ export interface RunOptions {
   readonly memoryBudget: number;
   readonly transferMode?: TransferModeSetting;
   readonly deleteLimits: DeleteLimits;
-  /** Lifetime of presigned URLs handed to targets that pull (default 3600 s). */
+  /** Longest lifetime of presigned URLs handed to targets that pull (default 3600 s); each URL lives as long as its pull may take. */
   readonly presignTtlSeconds?: number;
   /**
-   * When to stop: at `stopStartingAt` (epoch ms) no new transfer starts; at `abortAt` transfers still
-   * running are cancelled (nothing partial becomes visible). The rest is reported as deferred.
+   * When to stop: at `stopStartingAt` (epoch ms) no new transfer (or part) starts, and multi-part uploads
+   * in flight keep their parts for the next run; at `abortAt` transfers still running are cancelled
+   * (nothing partial becomes visible). The rest is reported as deferred.
    */
   readonly deadline?: { readonly stopStartingAt: number; readonly abortAt: number };
   /** Uploads interrupted before this time (epoch ms) are cleaned up at the start (default: one hour before the run). */
@@ -49,6 +46,15 @@ export interface RunOptions {
    * that error at once: listings stopped, nothing changed.
    */
   readonly beforeFirstChange?: () => Promise<unknown>;
+  /** Per target, where deferred objects and unfinished uploads are remembered between runs (read and written after `beforeFirstChange`). */
+  readonly ledgers?: Partial<Record<TargetName, ProgressLedger>>;
+  /** A run in which an object is deferred for this many runs in a row fails (default 10). */
+  readonly maxDeferredRuns?: number;
+  /** Archived source objects fail the run (default false: they are reported). */
+  readonly failOnArchived?: boolean;
+  /** How long a target must keep failing, 5 transfers or more in a row, before it is taken as down (default 60 s). */
+  readonly downAfterMs?: number;
+  /** Aborting it stops the run: its reason (`DeadlineError`, `LockLostError`, `InterruptedError`) names why in the report. */
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: RunEvent) => void;
   readonly now?: () => number;
@@ -65,103 +71,41 @@ export function deadlineAfter(startedMs: number, durationMs: number): { stopStar
   return { stopStartingAt: abortAt - Math.min(30_000, durationMs / 4), abortAt };
 }
 
+/** Writing a ledger waits at most this long (its storage may be the target that went down). */
+const LEDGER_SAVE_TIMEOUT_MS = 5000;
+
 /** setTimeout fires at once for delays above 2^31-1 ms (about 24.8 days). */
 const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
 /** One line of a run's structured log. Field names are stable: dashboards query them. */
 export type RunEvent =
+  | TargetEvent
   | { readonly event: 'run-start'; readonly provider: ProviderChoice; readonly source: string; readonly targets: readonly string[]; readonly dryRun: boolean }
   | { readonly event: 'listed'; readonly store: string; readonly objects: number; readonly durationMs: number }
-  | { readonly event: 'plan'; readonly target: TargetName; readonly copy: number; readonly replace: number; readonly delete: number; readonly unchanged: number; readonly deletionsAllowed: boolean }
-  | { readonly event: 'transferred'; readonly target: TargetName; readonly key: string; readonly action: 'copy' | 'replace'; readonly bytes: number; readonly mode: TransferMode }
+  | { readonly event: 'plan'; readonly target: TargetName; readonly copy: number; readonly replace: number; readonly delete: number; readonly unchanged: number; readonly archived: number; readonly deletionsAllowed: boolean }
   | { readonly event: 'progress'; readonly target: TargetName; readonly done: number; readonly total: number; readonly bytes: number }
-  | { readonly event: 'deleted'; readonly target: TargetName; readonly objects: number }
   | { readonly event: 'fallback'; readonly target: TargetName; readonly reason: string }
   /** What a target's report notes about how its objects were decided (the copy record, the HEADs it cost). */
   | { readonly event: 'note'; readonly target: TargetName; readonly message: string }
-  | { readonly event: 'failure'; readonly target: TargetName | 'source'; readonly operation: string; readonly key?: string; readonly message: string }
-  | { readonly event: 'target-end'; readonly target: TargetName; readonly copied: number; readonly replaced: number; readonly deleted: number; readonly unchanged: number; readonly failed: number; readonly deferred: number; readonly bytes: number; readonly durationMs: number; readonly complete: boolean }
-  | { readonly event: 'run-end'; readonly complete: boolean; readonly failures: number; readonly durationMs: number };
-
-/** HEAD requests in flight while deletions of a target listed out of key order are confirmed at the source. */
-const CONFIRMATION_CONCURRENCY = 16;
-
-/** After this many object failures in a row, a target is taken as down: no more transfers, no deletions. */
-const CONSECUTIVE_FAILURES_FOR_DOWN = 5;
-
-/** Per-target state while a run executes (a per-key reconcile, core/reconcile.ts, keeps one too). */
-export class TargetRun {
-  readonly name: TargetName;
-  readonly store: TargetStore;
-  readonly plan: Plan;
-  mode: TransferMode;
-  readonly notes: string[];
-  readonly failures: Failure[] = [];
-  readonly record: RecordedTarget | undefined;
-  copied = 0;
-  replaced = 0;
-  deleted = 0;
-  failed = 0;
-  deferred = 0;
-  bytesStreamed = 0;
-  bytesCopiedServerSide = 0;
-  consecutiveFailures = 0;
-  down: string | undefined;
-  finishedMs = 0;
-  /**
-   * Until one pull has succeeded, the first pull attempt is a probe and others wait for its outcome,
-   * so a service that refuses to pull is asked once, not once per object in flight.
-   */
-  pullProbe: Promise<void> | undefined;
-  pullConfirmed = false;
-
-  constructor(target: MirrorTarget, plan: Plan, mode: TransferMode, record: RecordedTarget | undefined) {
-    this.record = record;
-    this.name = target.name;
-    this.store = target.store;
-    this.plan = plan;
-    this.mode = mode;
-    this.notes = [...(target.notes ?? [])];
-  }
-
-  get transfersDone(): number {
-    return this.copied + this.replaced + this.failed + this.deferred;
-  }
-}
-
-/** How a run starts writing to a target: pulled server-side where the service can, unless streaming is asked for. */
-export function firstTransferMode(store: TargetStore, options: Pick<RunOptions, 'transferMode'>): TransferMode {
-  return store.serverSideCopy !== undefined && (options.transferMode ?? 'auto') !== 'streaming' ? 'server-side' : 'streaming';
-}
-
-/** The `plan` event: what a target's plan holds, before anything is done. */
-export function emitPlan(run: TargetRun, emit: (event: RunEvent) => void): void {
-  const plan = run.plan;
-  emit({
-    event: 'plan',
-    target: run.name,
-    copy: plan.transfers.filter((action) => action.kind === 'copy').length,
-    replace: plan.transfers.filter((action) => action.kind === 'replace').length,
-    delete: plan.deletions.length,
-    unchanged: plan.unchanged,
-    deletionsAllowed: plan.deleteVerdict.allowed,
-  });
-}
-
-/** What every transfer of one run shares. */
-export interface TransferContext {
-  readonly source: SourceStore;
-  readonly options: RunOptions;
-  readonly budget: ByteBudget;
-  readonly signal: AbortSignal;
-  readonly emit: (event: RunEvent) => void;
-}
+  | { readonly event: 'target-end'; readonly target: TargetName; readonly copied: number; readonly replaced: number; readonly deleted: number; readonly unchanged: number; readonly failed: number; readonly deferred: number; readonly deferredBy: Partial<Record<DeferReason, number>>; readonly archived: number; readonly bytes: number; readonly durationMs: number; readonly complete: boolean }
+  | { readonly event: 'run-end'; readonly complete: boolean; readonly failures: number; readonly stoppedBy?: string; readonly durationMs: number };
 
 /** One source object and the targets it must be written to. */
 interface WorkItem {
   readonly source: ObjectInfo;
   readonly actions: Map<TargetRun, TransferAction>;
 }
+
+/** Why a run stopped, in words, by the reason its signal was aborted with. */
+const STOPPED_BECAUSE: Record<DeferReason, string> = {
+  deadline: 'the run deadline was reached: the next run continues where this one stopped',
+  'lock-lost': 'the run lock was lost, so the run stopped before another run could take over: nothing partial was left visible',
+  interrupted: 'the run was interrupted: transfers in flight were cancelled, nothing partial was left visible',
+  cancelled: 'the run was cancelled: transfers in flight were cancelled, nothing partial was left visible',
+  'target-down': 'a target went down',
+  'delete-guard': 'a delete guard held deletions back',
+  enqueued: 'the transfers were put on the queue: the workers finish them, and the run record says when',
+};
 
 /**
  * The whole mirror: list the source and every target (concurrently, all pages), plan each target,
@@ -175,11 +119,17 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
   emit({ event: 'run-start', provider: options.provider, source: source.label, targets: targets.map((target) => target.store.label), dryRun });
 
   const cancel = new AbortController();
+  const stopStarting = new AbortController();
   const signal = options.signal === undefined ? cancel.signal : AbortSignal.any([options.signal, cancel.signal]);
-  let abortTimer: ReturnType<typeof setTimeout> | undefined;
+  const frame: RunFrame = { source, targets, options, startedMs, now, emit, dryRun, signal };
+  const timers: ReturnType<typeof setTimeout>[] = [];
   if (options.deadline !== undefined) {
-    const delay = options.deadline.abortAt - now();
-    if (delay < LONGEST_TIMER_MS) abortTimer = setTimeout(() => cancel.abort(new Error('the run deadline was reached')), Math.max(0, delay));
+    const at = (epochMs: number, action: () => void): void => {
+      const delay = epochMs - now();
+      if (delay < LONGEST_TIMER_MS) timers.push(setTimeout(action, Math.max(0, delay)));
+    };
+    at(options.deadline.abortAt, () => cancel.abort(new DeadlineError('the run deadline was reached')));
+    at(options.deadline.stopStartingAt, () => stopStarting.abort());
   }
   // A failed `beforeFirstChange` stops the listings at once rather than after them.
   const gateFailed = new AbortController();
@@ -215,19 +165,21 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       if (!dryRun) await options.fanOut?.finish();
     } catch (error) {
       if (gateFailed.signal.aborted) throw gateFailed.signal.reason;
-      if (cancel.signal.aborted) return deadlineDuringListings();
+      // Stopped, not failed: say why (a lost lock is not a failed listing).
+      if (signal.aborted) return stoppedDuringListings(frame, deferReasonOf(signal));
       const failure: Failure = { target: 'source', operation: 'list', message: describeError(error) };
       emit({ event: 'failure', ...failure });
-      return finish({
+      return finishRun(frame, {
         sourceObjects: 0,
         sourceBytes: 0,
         runs: [],
         failures: [failure],
+        stoppedBy: 'source-listing',
         stoppedEarly: 'the source listing failed: nothing was copied or deleted',
         listingFailures: targets.map((target) => ({ target, message: 'not mirrored: the source listing failed', counted: false })),
       });
     }
-    if (cancel.signal.aborted) return deadlineDuringListings();
+    if (signal.aborted) return stoppedDuringListings(frame, deferReasonOf(signal));
 
     const runs: TargetRun[] = [];
     const listingFailures: { target: MirrorTarget; message: string; counted: boolean }[] = [];
@@ -245,11 +197,14 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
       const plan = record === undefined ? kept : await record.resolve(kept, target.store, signal, { stopAt: options.deadline?.stopStartingAt, now });
       const run = new TargetRun(target, plan, firstTransferMode(target.store, options), record);
       if (plan.confirmDeletions !== undefined && dryRun) run.notes.push(plan.confirmDeletions);
-      for (const refusal of plan.refused) recordFailure(run, { target: run.name, operation: 'copy', key: refusal.key, message: `not mirrored: ${refusal.reason}` }, emit);
+      for (const refusal of plan.refused) {
+        run.failed += 1;
+        run.recordFailure({ operation: 'copy', key: refusal.key, message: `not mirrored: ${refusal.reason}` }, emit);
+      }
       const handedOff = fanOut?.handedOff(target.name);
       if (handedOff !== undefined) {
         // Left to the queue workers: this run's report is not the target's last word.
-        run.deferred += handedOff.keys;
+        run.defer('enqueued', handedOff.keys);
         run.notes.push(handedOff.note);
       }
       runs.push(run);
@@ -258,11 +213,7 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
 
     if (!dryRun) {
       await openGate();
-      await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
-      await transferAll(runs, source, options, signal, emit, now);
-      for (const run of runs) await deleteExtras(run, source, signal, emit);
-      // Not cut by the deadline (see `RecordedTarget.save`); the caller's signal aborts when the lock is lost.
-      await Promise.all(runs.map((run) => run.record?.save(options.signal)));
+      await changeTargets(frame, runs, stopStarting.signal);
     }
     for (const run of runs) {
       for (const message of run.record?.notes ?? []) {
@@ -270,88 +221,201 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         emit({ event: 'note', target: run.name, message });
       }
     }
-    const deadlinePassed = options.deadline !== undefined && runs.some((run) => run.deferred > (options.fanOut?.handedOff(run.name)?.keys ?? 0));
-    return finish({
+    const stoppedBy = signal.aborted ? deferReasonOf(signal) : stopStarting.signal.aborted && runs.some((run) => run.deferredBy.has('deadline')) ? 'deadline' : undefined;
+    return finishRun(frame, {
       sourceObjects: listed.sourceObjects,
       sourceBytes: listed.sourceBytes,
       runs,
       failures: [],
-      stoppedEarly: deadlinePassed ? 'the run deadline was reached: the next run continues where this one stopped' : undefined,
+      stoppedBy,
+      stoppedEarly: stoppedBy === undefined ? undefined : STOPPED_BECAUSE[stoppedBy],
       listingFailures,
     });
   } finally {
-    clearTimeout(abortTimer);
+    for (const timer of timers) clearTimeout(timer);
   }
+}
 
-  /** The deadline came during the listings: nothing was written, nothing failed; the next run starts over. */
-  function deadlineDuringListings(): RunReport {
-    return finish({
-      sourceObjects: 0,
-      sourceBytes: 0,
-      runs: [],
-      failures: [],
-      stoppedEarly: 'the run deadline was reached before the listings finished: nothing was changed',
-      listingFailures: targets.map((target) => ({ target, message: 'not mirrored: the run deadline came first', counted: false })),
+/** What a run's report is made from, besides each target's state. */
+interface RunFrame {
+  readonly source: SourceStore;
+  readonly targets: readonly MirrorTarget[];
+  readonly options: RunOptions;
+  readonly startedMs: number;
+  readonly now: () => number;
+  readonly emit: (event: RunEvent) => void;
+  readonly dryRun: boolean;
+  readonly signal: AbortSignal;
+}
+
+interface RunResult {
+  readonly sourceObjects: number;
+  readonly sourceBytes: number;
+  readonly runs: readonly TargetRun[];
+  readonly failures: Failure[];
+  readonly stoppedBy: RunReport['stoppedBy'];
+  readonly stoppedEarly: string | undefined;
+  /** Targets that were never planned; `counted` is false when the cause is already a failure elsewhere (the source). */
+  readonly listingFailures: readonly { target: MirrorTarget; message: string; counted: boolean }[];
+}
+
+/**
+ * Everything a run changes, once its lock is held: what earlier runs left is read, leftovers cleaned up,
+ * objects transferred, extras deleted, and what is still deferred recorded for the next run.
+ */
+async function changeTargets(frame: RunFrame, runs: readonly TargetRun[], stopStarting: AbortSignal): Promise<void> {
+  const { source, options, startedMs, now, emit, signal } = frame;
+  // Read once the lock is held: only the holder writes it.
+  // Only a target with transfers to make needs to know what earlier runs left (a no-op run makes no request for it).
+  for (const [name, loaded] of await loadLedgers(runs.filter((run) => run.plan.transfers.length > 0).map((run) => run.name), options.ledgers, signal)) {
+    const run = runs.find((candidate) => candidate.name === name)!;
+    run.earlier = loaded.entries;
+    if (loaded.error !== undefined) run.notes.push(loaded.error);
+  }
+  await cleanupInterruptedWrites(runs, options.cleanupInterruptedBefore ?? startedMs - 3_600_000, signal);
+  // Deletions come last. Under a deadline they start once every transfer has started (or the deadline
+  // stops new ones), beside the transfers still running: a transfer too long for the run never holds
+  // them back (they touch other keys).
+  let deleting: Promise<unknown> | undefined;
+  const deleteAll = (): Promise<unknown> => (deleting ??= Promise.all(runs.map((run) => deleteExtras(run, source, signal, emit))));
+  const deleteAtStop = (): void => void deleteAll();
+  stopStarting.addEventListener('abort', deleteAtStop, { once: true });
+  await transferAll(runs, {
+    source,
+    tuning: options.tuning,
+    budget: new ByteBudget(options.memoryBudget),
+    transferMode: options.transferMode ?? 'auto',
+    signal,
+    ...(options.deadline === undefined ? {} : { stopStarting }),
+    downAfterMs: options.downAfterMs ?? 60_000,
+    presignMaxSeconds: options.presignTtlSeconds ?? 3600,
+    abortAt: options.deadline?.abortAt,
+    now,
+    emit,
+  }, options.concurrency ?? 16, emit, options.deadline === undefined ? undefined : deleteAtStop);
+  stopStarting.removeEventListener('abort', deleteAtStop);
+  await deleteAll();
+  for (const run of runs) run.failLongDeferred(options.maxDeferredRuns ?? 10, emit);
+  // Neither is cut by the deadline (see `RecordedTarget.save`); the caller's signal aborts when the lock is lost.
+  await Promise.all([saveLedgers(runs, options.ledgers), ...runs.map((run) => run.record?.save(options.signal))]);
+}
+
+/** The run stopped during the listings: nothing was written; the next run starts over. */
+function stoppedDuringListings(frame: RunFrame, reason: DeferReason): RunReport {
+  const before = reason === 'deadline' ? 'the run deadline was reached before the listings finished' : STOPPED_BECAUSE[reason].split(':')[0]!;
+  return finishRun(frame, {
+    sourceObjects: 0,
+    sourceBytes: 0,
+    runs: [],
+    failures: [],
+    stoppedBy: reason,
+    stoppedEarly: `${before}: nothing was changed`,
+    listingFailures: frame.targets.map((target) => ({ target, message: `not mirrored: ${reason === 'deadline' ? 'the run deadline came first' : before}`, counted: false })),
+  });
+}
+
+/** The run's report from what each target did; emits the closing events. */
+function finishRun(frame: RunFrame, result: RunResult): RunReport {
+  const { source, targets, options, startedMs, now, emit, dryRun, signal } = frame;
+  const finishedMs = now();
+  const failOnArchived = options.failOnArchived ?? false;
+  // A lost lock is a failed run, at every target it stopped: never a success.
+  const lockLost = result.stoppedBy === 'lock-lost' ? describeError(signal.reason) : undefined;
+  const reports: TargetReport[] = [];
+  for (const target of targets) {
+    const run = result.runs.find((candidate) => candidate.store === target.store);
+    let report: TargetReport;
+    if (run !== undefined) {
+      if (lockLost !== undefined) run.recordFailure({ operation: 'lock', message: lockLost }, emit);
+      if (failOnArchived && run.archived.length > 0) {
+        run.recordFailure({ operation: 'copy', message: `${run.archived.length} object(s) archived at the source were not mirrored; restore them at the source, or set SYNC_FAIL_ON_ARCHIVED=false to report them without failing` }, emit);
+      }
+      report = targetReport(run, dryRun, (run.finishedMs || finishedMs) - startedMs, failOnArchived);
+    } else {
+      const listingFailure = result.listingFailures.find((entry) => entry.target === target);
+      report = unlistedTargetReport(target, listingFailure?.message ?? 'not listed', listingFailure?.counted ?? true, finishedMs - startedMs);
+      if (lockLost !== undefined) report = { ...report, failures: [...report.failures, { target: target.name, operation: 'lock', message: lockLost }] };
+    }
+    reports.push(report);
+  }
+  for (const report of reports) {
+    emit({
+      event: 'target-end',
+      target: report.target,
+      copied: report.copied,
+      replaced: report.replaced,
+      deleted: report.deleted,
+      unchanged: report.unchanged,
+      failed: report.failed,
+      deferred: report.deferred,
+      deferredBy: report.deferredBy,
+      archived: report.archived.count,
+      bytes: report.bytesStreamed + report.bytesCopiedServerSide,
+      durationMs: report.durationMs,
+      complete: report.complete,
     });
   }
+  const complete = result.failures.length === 0 && reports.every((report) => report.complete);
+  const failures = result.failures.length + reports.reduce((sum, report) => sum + report.failures.length, 0);
+  emit({ event: 'run-end', complete, failures, ...(result.stoppedBy === undefined ? {} : { stoppedBy: result.stoppedBy }), durationMs: finishedMs - startedMs });
+  return {
+    provider: options.provider,
+    dryRun,
+    source: { store: source.label, objects: result.sourceObjects, bytes: result.sourceBytes },
+    startedAt: new Date(startedMs).toISOString(),
+    durationMs: finishedMs - startedMs,
+    complete,
+    ...(result.stoppedEarly === undefined ? {} : { stoppedEarly: result.stoppedEarly }),
+    ...(result.stoppedBy === undefined ? {} : { stoppedBy: result.stoppedBy }),
+    targets: reports,
+    failures: result.failures,
+  };
+}
 
-  function finish(result: {
-    sourceObjects: number;
-    sourceBytes: number;
-    runs: TargetRun[];
-    failures: Failure[];
-    stoppedEarly: string | undefined;
-    /** Targets that were never planned; `counted` is false when the cause is already a failure elsewhere (the source). */
-    listingFailures: { target: MirrorTarget; message: string; counted: boolean }[];
-  }): RunReport {
-    const finishedMs = now();
-    const reports: TargetReport[] = [];
-    for (const target of targets) {
-      const run = result.runs.find((candidate) => candidate.store === target.store);
-      if (run !== undefined) {
-        reports.push(targetReport(run, dryRun, (run.finishedMs || finishedMs) - startedMs));
-        continue;
-      }
-      const listingFailure = result.listingFailures.find((entry) => entry.target === target);
-      reports.push(unlistedTargetReport(target, listingFailure?.message ?? 'not listed', listingFailure?.counted ?? true, finishedMs - startedMs));
+/** Each target's ledger, read after the lock is held; one that cannot be read costs only the resumes (said in a note). */
+async function loadLedgers(
+  names: readonly TargetName[],
+  ledgers: RunOptions['ledgers'],
+  signal: AbortSignal,
+): Promise<Map<TargetName, { entries: Map<string, LedgerEntry>; error?: string }>> {
+  const loaded = new Map<TargetName, { entries: Map<string, LedgerEntry>; error?: string }>();
+  await Promise.all(names.map(async (name) => {
+    const ledger = ledgers?.[name];
+    if (ledger === undefined) return;
+    try {
+      loaded.set(name, { entries: await ledger.load(signal) });
+    } catch (error) {
+      loaded.set(name, { entries: new Map(), error: `could not read what earlier runs left (${ledger.label}), so no upload is continued and deferrals count from 1: ${describeError(error)}` });
     }
-    for (const report of reports) {
-      emit({
-        event: 'target-end',
-        target: report.target,
-        copied: report.copied,
-        replaced: report.replaced,
-        deleted: report.deleted,
-        unchanged: report.unchanged,
-        failed: report.failed,
-        deferred: report.deferred,
-        bytes: report.bytesStreamed + report.bytesCopiedServerSide,
-        durationMs: report.durationMs,
-        complete: report.complete,
-      });
+  }));
+  return loaded;
+}
+
+/** Writes what this run deferred; an object no longer deferred leaves the ledger. Failing to write is a note: the next run merely starts over. */
+async function saveLedgers(runs: readonly TargetRun[], ledgers: RunOptions['ledgers']): Promise<void> {
+  await Promise.all(runs.map(async (run) => {
+    const ledger = ledgers?.[run.name];
+    if (ledger === undefined || (run.deferredNow.size === 0 && run.earlier.size === 0)) return;
+    try {
+      // Not bound to the run's signal: a cancelled run still records where its uploads stand; briefly, as releasing the lock.
+      await ledger.save(run.deferredNow, AbortSignal.timeout(LEDGER_SAVE_TIMEOUT_MS));
+    } catch (error) {
+      run.notes.push(`could not record the deferred objects (${ledger.label}): ${describeError(error)}`);
     }
-    const complete = result.failures.length === 0 && reports.every((report) => report.complete);
-    const failures = result.failures.length + reports.reduce((sum, report) => sum + report.failures.length, 0);
-    emit({ event: 'run-end', complete, failures, durationMs: finishedMs - startedMs });
-    return {
-      provider: options.provider,
-      dryRun,
-      source: { store: source.label, objects: result.sourceObjects, bytes: result.sourceBytes },
-      startedAt: new Date(startedMs).toISOString(),
-      durationMs: finishedMs - startedMs,
-      complete,
-      ...(result.stoppedEarly === undefined ? {} : { stoppedEarly: result.stoppedEarly }),
-      targets: reports,
-      failures: result.failures,
-    };
-  }
+  }));
 }
 
 async function cleanupInterruptedWrites(runs: readonly TargetRun[], before: number, signal: AbortSignal): Promise<void> {
   await Promise.all(runs.map(async (run) => {
     if (run.store.cleanupInterruptedWrites === undefined) return;
+    // Uploads that a current source version will continue are kept; any other is a leftover.
+    const keep = new Set<string>();
+    for (const action of run.plan.transfers) {
+      const token = run.earlier.get(action.key)?.upload?.token;
+      if (token !== undefined && run.earlier.get(action.key)?.etag === action.source.etag) keep.add(token);
+    }
     try {
-      const removed = await run.store.cleanupInterruptedWrites(before, signal);
+      const removed = await run.store.cleanupInterruptedWrites(before, keep, signal);
       if (removed > 0) run.notes.push(`removed ${removed} interrupted upload(s) left by an earlier run`);
     } catch (error) {
       // An emulator without ListMultipartUploads answers 501; real S3 and OCI implement it.
@@ -364,6 +428,8 @@ async function cleanupInterruptedWrites(runs: readonly TargetRun[], before: numb
 /**
  * Groups the transfers of every target by key, so an object needed by several targets is read once;
  * largest first, so the longest transfers overlap with the many small ones instead of trailing them.
+ * The smallest object a pulling target needs goes first: it is the probe that tells whether the target
+ * pulls at all, and it answers in a moment, so the other lanes are not held behind a large copy.
  */
 function workItems(runs: readonly TargetRun[]): WorkItem[] {
   const byKey = new Map<string, WorkItem>();
@@ -377,18 +443,21 @@ function workItems(runs: readonly TargetRun[]): WorkItem[] {
       item.actions.set(run, action);
     }
   }
-  return [...byKey.values()].sort((a, b) => b.source.size - a.source.size);
+  const items = [...byKey.values()].sort((a, b) => b.source.size - a.source.size);
+  const pulling = new Set(runs.filter((run) => run.mode === 'server-side'));
+  for (let index = items.length - 1; index > 0 && pulling.size > 0; index -= 1) {
+    const item = items[index]!;
+    if (![...item.actions.keys()].some((run) => pulling.has(run))) continue;
+    items.splice(index, 1);
+    items.unshift(item);
+    break;
+  }
+  return items;
 }
 
-async function transferAll(
-  runs: readonly TargetRun[],
-  source: SourceStore,
-  options: RunOptions,
-  signal: AbortSignal,
-  emit: (event: RunEvent) => void,
-  now: () => number,
-): Promise<void> {
-  const context: TransferContext = { source, options, budget: new ByteBudget(options.memoryBudget), signal, emit };
+/** Transfers every planned object; `onAllStarted` is called once the last one has started. */
+async function transferAll(runs: readonly TargetRun[], context: TransferContext, concurrency: number, emit: (event: RunEvent) => void, onAllStarted?: () => void): Promise<void> {
+  const { signal, now } = context;
   const progressEveryMs = 2000;
   let lastProgress = now();
   const reportProgress = (force: boolean): void => {
@@ -400,12 +469,17 @@ async function transferAll(
     }
   };
 
-  await forEachBounded(workItems(runs), options.concurrency ?? 16, async (item) => {
+  function* queue(): Generator<WorkItem> {
+    yield* workItems(runs);
+    onAllStarted?.();
+  }
+  await forEachBounded(queue(), concurrency, async (item) => {
     const pending = [...item.actions.entries()].filter(([run]) => run.down === undefined);
-    for (const [run] of item.actions) if (run.down !== undefined) run.deferred += 1;
+    for (const [run, action] of item.actions) if (run.down !== undefined) run.deferTransfer(action, 'target-down', emit);
     if (pending.length === 0) return;
-    if (signal.aborted || (options.deadline !== undefined && now() >= options.deadline.stopStartingAt)) {
-      for (const [run] of pending) run.deferred += 1;
+    if (signal.aborted || context.stopStarting?.aborted === true) {
+      const reason = signal.aborted ? deferReasonOf(signal) : 'deadline';
+      for (const [run, action] of pending) run.deferTransfer(action, reason, emit);
       return;
     }
     await transferOne(item.source.key, pending, context);
@@ -414,260 +488,4 @@ async function transferAll(
   reportProgress(true);
   const finishedMs = now();
   for (const run of runs) run.finishedMs = finishedMs;
-}
-
-/** Writes one object to the targets that need it: pulled server-side where the target can, streamed (read once) to the rest. */
-export async function transferOne(
-  key: string,
-  pending: readonly [TargetRun, TransferAction][],
-  context: TransferContext,
-): Promise<void> {
-  let endProbe: (() => void) | undefined;
-  for (const [run] of pending) {
-    if (run.mode !== 'server-side' || run.pullConfirmed) continue;
-    if (run.pullProbe === undefined) run.pullProbe = new Promise<void>((resolve) => (endProbe = resolve));
-    else await run.pullProbe;
-  }
-  let streaming: [TargetRun, TransferAction][];
-  try {
-    const pulling = pending.filter(([run]) => run.mode === 'server-side');
-    const refused = pulling.length === 0 ? [] : await pullFromUrl(key, pulling, context);
-    streaming = [...pending.filter(([run]) => run.mode === 'streaming' && !pulling.some(([pulled]) => pulled === run)), ...refused];
-  } finally {
-    endProbe?.();
-  }
-  if (streaming.length > 0) await streamToTargets(key, streaming, context);
-}
-
-/** Lets each target pull the object from a presigned URL; resolves with the ones that refused and should stream it instead. */
-async function pullFromUrl(
-  key: string,
-  pulling: readonly [TargetRun, TransferAction][],
-  context: TransferContext,
-): Promise<[TargetRun, TransferAction][]> {
-  const { source, options, signal, emit } = context;
-  const refused: [TargetRun, TransferAction][] = [];
-  let head: Awaited<ReturnType<SourceStore['head']>>;
-  let url: string;
-  try {
-    head = await source.head(key, signal);
-    url = await source.presignGet(key, options.presignTtlSeconds ?? 3600);
-  } catch (error) {
-    for (const [run, action] of pulling) fail(run, action, error, signal, emit);
-    return refused;
-  }
-  await Promise.all(pulling.map(async ([run, action]) => {
-    try {
-      const description = describeWrite(key, head);
-      const version = await run.store.serverSideCopy!.copyFromUrl(url, description, signal);
-      run.pullConfirmed = true;
-      succeed(run, action, head.size, 'server-side', emit, { source: description.recordedSource, targetEtag: version.etag });
-    } catch (error) {
-      if (!(error instanceof StoreError && error.scope === 'refused-pull' && (options.transferMode ?? 'auto') === 'auto')) {
-        fail(run, action, error, signal, emit);
-        return;
-      }
-      if (run.mode === 'server-side') {
-        run.mode = 'streaming';
-        const reason = `${run.store.label} refused to pull from the source (${error.code ?? error.status ?? 'refused'}); streaming through this process instead`;
-        run.notes.push(reason);
-        emit({ event: 'fallback', target: run.name, reason });
-      }
-      refused.push([run, action]);
-    }
-  }));
-  return refused;
-}
-
-/** Streams the object through this process to every target in `streaming`, reading the source once. */
-async function streamToTargets(
-  key: string,
-  streaming: readonly [TargetRun, TransferAction][],
-  context: TransferContext,
-): Promise<void> {
-  const { source, options, budget, signal, emit } = context;
-  const byName = new Map(streaming.map(([run, action]) => [run.name, { run, action }]));
-  const destinations: StreamDestination<TargetName>[] = streaming.map(([run]) => ({ name: run.name, store: run.store }));
-  try {
-    const outcomes = await streamObject({ source, key, destinations, tuning: options.tuning, budget, signal });
-    for (const [name, outcome] of outcomes) {
-      const { run, action } = byName.get(name)!;
-      if (outcome.ok) succeed(run, action, outcome.bytes, 'streaming', emit, outcome.written);
-      else fail(run, action, outcome.error, signal, emit);
-    }
-  } catch (error) {
-    for (const { run, action } of byName.values()) fail(run, action, error, signal, emit);
-  }
-}
-
-function succeed(run: TargetRun, action: TransferAction, bytes: number, mode: TransferMode, emit: (event: RunEvent) => void, written: WrittenCopy): void {
-  run.consecutiveFailures = 0;
-  run.record?.wrote(action.key, written);
-  if (action.kind === 'copy') run.copied += 1;
-  else run.replaced += 1;
-  if (mode === 'server-side') run.bytesCopiedServerSide += bytes;
-  else run.bytesStreamed += bytes;
-  emit({ event: 'transferred', target: run.name, key: action.key, action: action.kind, bytes, mode });
-}
-
-function fail(run: TargetRun, action: TransferAction, error: unknown, signal: AbortSignal, emit: (event: RunEvent) => void): void {
-  if (signal.aborted) {
-    // Cancelled by the deadline or the caller: nothing partial is visible, the next run picks it up.
-    run.deferred += 1;
-    return;
-  }
-  // An object that can never be written as it is says nothing about the store's health.
-  if (!(error instanceof StoreError && error.scope === 'unmirrorable')) run.consecutiveFailures += 1;
-  recordFailure(run, { target: run.name, operation: action.kind, key: action.key, message: describeError(error) }, emit);
-  const storeWide = error instanceof StoreError && error.scope === 'store' && error.store === run.store.label;
-  if (run.down === undefined && (storeWide || run.consecutiveFailures >= CONSECUTIVE_FAILURES_FOR_DOWN)) {
-    run.down = storeWide ? describeError(error) : `${run.consecutiveFailures} transfers in a row failed; last: ${describeError(error)}`;
-    run.notes.push(`stopped using ${run.store.label}: ${run.down}; nothing was deleted`);
-  }
-}
-
-/** One object that did not end as planned: counted, kept for the report, logged. */
-function recordFailure(run: TargetRun, failure: Failure, emit: (event: RunEvent) => void): void {
-  run.failed += 1;
-  run.failures.push(failure);
-  emit({ event: 'failure', ...failure });
-}
-
-/** Deletions come last, and only when the target is healthy, the run was not cut short, and the delete guard allows them. */
-async function deleteExtras(run: TargetRun, source: SourceStore, signal: AbortSignal, emit: (event: RunEvent) => void): Promise<void> {
-  let deletions = run.plan.deletions;
-  if (deletions.length === 0) return;
-  const verdict = run.plan.deleteVerdict;
-  if (!verdict.allowed) {
-    run.deferred += deletions.length;
-    const failure: Failure = {
-      target: run.name,
-      operation: 'delete',
-      message: `deleted nothing: ${verdict.reason}${verdict.setting ? `; raise ${verdict.setting} if this is intended` : ''}`,
-    };
-    run.failures.push(failure);
-    emit({ event: 'failure', ...failure });
-    return;
-  }
-  if (run.down !== undefined || signal.aborted || run.deferred > 0) {
-    run.deferred += deletions.length;
-    return;
-  }
-  // Always, not only for a target listed out of order: an event worker may have copied the key since the listing.
-  deletions = await confirmedAtSource(run, deletions, source, signal, emit);
-  if (deletions.length === 0) return;
-  // Forgotten whatever the outcome: a key the record does not know is looked at, never taken as current.
-  run.record?.deleted(deletions.map((action) => action.key));
-  await deleteKeys(run, deletions.map((action) => action.key), signal, emit);
-}
-
-/**
- * Deletes `keys` at the run's target in batches, counting and reporting each key that failed (or the
- * batch error); resolves with the keys now gone. Full runs and per-key reconciles both delete with it.
- */
-export async function deleteKeys(run: TargetRun, keys: readonly string[], signal: AbortSignal, emit: (event: RunEvent) => void): Promise<string[]> {
-  let gone: string[] = [];
-  try {
-    const failures = await run.store.deleteMany(keys, signal);
-    const failedKeys = new Set(failures.map((failure) => failure.key));
-    gone = keys.filter((key) => !failedKeys.has(key));
-    run.deleted += keys.length - failures.length;
-    for (const failure of failures) {
-      run.failed += 1;
-      const entry: Failure = { target: run.name, operation: 'delete', key: failure.key, message: failure.message };
-      run.failures.push(entry);
-      emit({ event: 'failure', ...entry });
-    }
-  } catch (error) {
-    if (signal.aborted) {
-      run.deferred += keys.length;
-      return gone;
-    }
-    run.failed += keys.length;
-    const entry: Failure = { target: run.name, operation: 'delete', message: describeError(error) };
-    run.failures.push(entry);
-    emit({ event: 'failure', ...entry });
-  }
-  emit({ event: 'deleted', target: run.name, objects: run.deleted });
-  return gone;
-}
-
-/** Keeps only the deletions whose key the source does not have (a HEAD answered 404); says how many were kept and why. */
-async function confirmedAtSource(run: TargetRun, deletions: readonly DeleteAction[], source: SourceStore, signal: AbortSignal, emit: (event: RunEvent) => void): Promise<DeleteAction[]> {
-  const confirmed: DeleteAction[] = [];
-  let kept = 0;
-  await forEachBounded(deletions, CONFIRMATION_CONCURRENCY, async (action) => {
-    try {
-      await source.head(action.key, signal);
-      kept += 1;
-    } catch (error) {
-      if (error instanceof StoreError && error.status === 404) {
-        confirmed.push(action);
-        return;
-      }
-      // Not confirmed: kept this run, and the run is not complete, so the next one asks again.
-      run.failed += 1;
-      const failure: Failure = { target: run.name, operation: 'delete', key: action.key, message: `not deleted: the source could not confirm it no longer has the key: ${describeError(error)}` };
-      run.failures.push(failure);
-      emit({ event: 'failure', ...failure });
-    }
-  });
-  if (run.plan.confirmDeletions !== undefined || kept > 0) {
-    const why = run.plan.confirmDeletions ?? 'each deletion is confirmed at the source right before it (the key may have come back since the listing)';
-    run.notes.push(`${why}: ${confirmed.length} deletion(s) confirmed at the source, ${kept} kept because the source has them`);
-  }
-  return confirmed;
-}
-
-export function targetReport(run: TargetRun, dryRun: boolean, durationMs: number): TargetReport {
-  const plan = run.plan;
-  const planned = {
-    copy: plan.transfers.filter((action) => action.kind === 'copy').length,
-    replace: plan.transfers.filter((action) => action.kind === 'replace').length,
-    delete: plan.deletions.length,
-    unchanged: plan.unchanged,
-  };
-  const nothingPending = run.failures.length === 0 && run.deferred === 0 && run.down === undefined;
-  return {
-    target: run.name,
-    store: run.store.label,
-    mode: run.mode,
-    planned,
-    copied: run.copied,
-    replaced: run.replaced,
-    deleted: run.deleted,
-    unchanged: plan.unchanged,
-    failed: run.failed,
-    deferred: run.deferred,
-    bytesStreamed: run.bytesStreamed,
-    bytesCopiedServerSide: run.bytesCopiedServerSide,
-    durationMs,
-    deleteVerdict: plan.deleteVerdict,
-    complete: dryRun ? plan.transfers.length === 0 && plan.deletions.length === 0 : nothingPending,
-    notes: run.notes,
-    failures: run.failures,
-    ...(dryRun ? { plan: [...plan.transfers, ...plan.deletions].map(plannedAction) } : {}),
-  };
-}
-
-function unlistedTargetReport(target: MirrorTarget, message: string, isFailure: boolean, durationMs: number): TargetReport {
-  return {
-    target: target.name,
-    store: target.store.label,
-    mode: 'streaming',
-    planned: { copy: 0, replace: 0, delete: 0, unchanged: 0 },
-    copied: 0,
-    replaced: 0,
-    deleted: 0,
-    unchanged: 0,
-    failed: 0,
-    deferred: 0,
-    bytesStreamed: 0,
-    bytesCopiedServerSide: 0,
-    durationMs,
-    deleteVerdict: { allowed: true },
-    complete: false,
-    notes: [...(target.notes ?? []), ...(isFailure ? [] : [message])],
-    failures: isFailure ? [{ target: target.name, operation: 'list', message }] : [],
-  };
 }

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { md5Base64 } from './checksums.ts';
-import type { ObjectRead, PartLimits, PartUpload, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
+import type { ObjectRead, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
 import { ByteBudget, type PartBuffer } from './concurrency.ts';
-import { StoreError } from './errors.ts';
+import { StoreError, describeError } from './errors.ts';
 import type { RecordedSource } from './types.ts';
 
 const MIB = 1024 * 1024;
@@ -32,8 +32,23 @@ export interface WrittenCopy {
   readonly targetEtag: string;
 }
 
-/** What happened to one object at each destination: the bytes and version written, or the error. */
-export type StreamOutcome = { readonly ok: true; readonly bytes: number; readonly written: WrittenCopy } | { readonly ok: false; readonly error: unknown };
+/**
+ * What happened to one object at each destination: written (the version written, `bytes` sent in this run; less than the
+ * object when an earlier run's parts were kept), failed, or `stopped` when asked to (`stopStarting`)
+ * with the parts written so far kept for a later run (`resumeToken`, `partSize`: see `PartUploadOptions`).
+ */
+export type StreamOutcome =
+  | { readonly ok: true; readonly bytes: number; readonly written: WrittenCopy }
+  | { readonly ok: false; readonly error: unknown }
+  | { readonly ok: false; readonly stopped: { readonly bytes: number; readonly resumeToken: string | undefined; readonly partSize: number } };
+
+/** Where an earlier run left a destination's upload of this object. */
+export interface ResumePoint {
+  /** The source ETag the earlier run was copying: its parts are kept only for that version. */
+  readonly etag: string;
+  readonly partSize: number;
+  readonly token: string | undefined;
+}
 
 /** The one part size that fits every destination's limits for an object of `size` bytes. */
 export function choosePartSize(size: number, preferred: number, limits: readonly PartLimits[]): number {
@@ -63,6 +78,11 @@ export function describeWrite(key: string, read: Omit<ObjectRead, 'body'>): Writ
  * source stream, held in `budget`, and written to all destinations before their memory is freed.
  * Nothing becomes visible at a destination until every part arrived and the whole-object MD5 (where
  * the source gives one) matched; a failed destination is aborted without stopping the others.
+ *
+ * Large objects go in parts, and keep their progress across runs: a destination with a `resume` point
+ * for the same source version continues that upload (parts already there are not sent again, and the
+ * source is read from the first part missing anywhere); when `stopStarting` fires, no further part is
+ * read, parts in flight finish, and the upload is left for a later run (`stopped`).
  */
 export async function streamObject<Name extends string>(request: {
   readonly source: SourceStore;
@@ -71,61 +91,123 @@ export async function streamObject<Name extends string>(request: {
   readonly tuning: TransferTuning;
   readonly budget: ByteBudget;
   readonly signal?: AbortSignal;
+  /** Fires when no new part should start: parts in flight finish and multi-part uploads are kept for a later run. */
+  readonly stopStarting?: AbortSignal;
+  /** Where earlier runs left each destination's upload. */
+  readonly resume?: ReadonlyMap<Name, ResumePoint>;
+  /**
+   * Read the source in ranges of this many bytes, each asked for once the one before is consumed, instead
+   * of in one open-ended GET: a run that stops (`stopStarting`) then leaves no bytes in flight. Only for an
+   * object larger than this (a range read of an empty object is refused).
+   */
+  readonly readWindow?: number;
+  /**
+   * When transfers will be cancelled (epoch ms): a part that would likely not be written by then (it
+   * takes longer than the slowest part so far) is not started; the upload stops as with `stopStarting`.
+   */
+  readonly finishBy?: number;
 }): Promise<Map<Name, StreamOutcome>> {
-  const { source, key, destinations, tuning, budget, signal } = request;
+  const { source, key, destinations, tuning, budget, signal, readWindow } = request;
   const outcomes = new Map<Name, StreamOutcome>();
-  const first = await source.read(key, { signal });
-  const description = describeWrite(key, first);
-  const reader = new ResumingReader(source, key, first, tuning.readAttempts, signal);
-  try {
-    return await writeParts();
-  } finally {
-    await reader.close();
+  const failAll = (error: unknown): Map<Name, StreamOutcome> => {
+    for (const destination of destinations) if (!outcomes.has(destination.name)) outcomes.set(destination.name, { ok: false, error });
+    return outcomes;
+  };
+  const resuming = request.resume !== undefined && request.resume.size > 0;
+  // Resuming, the object is described first (HEAD): where to start reading depends on what the destinations hold.
+  const first: ObjectRead | undefined = resuming ? undefined : await source.read(key, { signal, ...(readWindow === undefined ? {} : { end: readWindow - 1 }) });
+  const head = first ?? (await source.head(key, signal));
+  const description = describeWrite(key, head);
+  const singlePutLimit = Math.min(...destinations.map((destination) => destination.store.maxSinglePutSize));
+  const partSize = choosePartSize(head.size, tuning.partSize, destinations.map((destination) => destination.store.partLimits));
+  const multiPart = head.size > Math.min(partSize, singlePutLimit);
+
+  if (!multiPart) {
+    const reader = new ResumingReader(source, key, first ?? (await source.read(key, { signal, ifMatch: head.etag })), 0, tuning.readAttempts, signal, readWindow);
+    try {
+      await putWhole(reader);
+      return outcomes;
+    } catch (error) {
+      return failAll(error);
+    } finally {
+      await reader.close();
+    }
   }
 
-  async function writeParts(): Promise<Map<Name, StreamOutcome>> {
-    const failAll = (error: unknown): Map<Name, StreamOutcome> => {
-      for (const destination of destinations) if (!outcomes.has(destination.name)) outcomes.set(destination.name, { ok: false, error });
-      return outcomes;
-    };
-
-    const singlePutLimit = Math.min(...destinations.map((destination) => destination.store.maxSinglePutSize));
-    const partSize = choosePartSize(first.size, tuning.partSize, destinations.map((destination) => destination.store.partLimits));
-
-    if (first.size <= Math.min(partSize, singlePutLimit)) {
-      const part = await borrowPartBuffer(budget, first.size, signal);
-      try {
-        const bytes = await reader.read(part.bytes);
-        await reader.expectEnd();
-        const md5 = md5Base64(bytes);
-        verifyWholeMd5(description, md5, source.label);
-        // The MD5 is known now even where the source ETag did not give it: the stores need not hash the bytes again.
-        const written: WriteDescription = { ...description, contentMd5Base64: md5 };
-        await Promise.all(destinations.map(async (destination) => {
-          try {
-            const version = await destination.store.putObject(written, bytes, signal);
-            outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength, written: { source: description.recordedSource, targetEtag: version.etag } });
-          } catch (error) {
-            outcomes.set(destination.name, { ok: false, error });
-          }
-        }));
-        return outcomes;
-      } catch (error) {
-        return failAll(error);
-      } finally {
-        part.release();
-      }
+  const uploads = new Map<Name, PartUpload>();
+  const written = new Map<Name, number>();
+  const resumeFor = (name: Name): { token: string | undefined } | undefined => {
+    const point = request.resume?.get(name);
+    return point !== undefined && point.etag === head.etag && point.partSize === partSize ? { token: point.token } : undefined;
+  };
+  const startUploads = (): Promise<unknown> => Promise.all(destinations.map(async (destination) => {
+    try {
+      const resume = resumeFor(destination.name);
+      uploads.set(destination.name, await destination.store.startPartUpload(description, { partSize, signal, ...(resume === undefined ? {} : { resume }) }));
+      written.set(destination.name, 0);
+    } catch (error) {
+      outcomes.set(destination.name, { ok: false, error });
     }
-
-    const uploads = new Map<Name, PartUpload>();
+  }));
+  const partCount = Math.max(1, Math.ceil(head.size / partSize));
+  /** Undefined when every part is already at every destination: nothing to read, only to commit. */
+  let reader: ResumingReader | undefined;
+  let started: Promise<unknown>;
+  let firstIndex = 0;
+  if (first !== undefined) {
     // Started while the first part is read: the object's bytes keep flowing during the round trip.
-    const started = Promise.all(destinations.map(async (destination) => {
-      try {
-        uploads.set(destination.name, await destination.store.startPartUpload(description, signal));
-      } catch (error) {
-        outcomes.set(destination.name, { ok: false, error });
-      }
-    }));
+    started = startUploads();
+    reader = new ResumingReader(source, key, first, 0, tuning.readAttempts, signal, readWindow);
+  } else {
+    await startUploads();
+    started = Promise.resolve();
+    const missing = (upload: PartUpload): number => {
+      let index = 0;
+      while (upload.uploaded.has(index)) index += 1;
+      return index;
+    };
+    firstIndex = Math.min(partCount, ...[...uploads.values()].map(missing));
+    if (uploads.size === 0) return failAll(new Error('no destination could start the upload'));
+    const from = firstIndex * partSize;
+    try {
+      const end = readWindow === undefined ? undefined : Math.min(head.size, from + readWindow) - 1;
+      if (firstIndex < partCount) reader = new ResumingReader(source, key, await source.read(key, { start: from, ...(end === undefined ? {} : { end }), ifMatch: head.etag, signal }), from, tuning.readAttempts, signal, readWindow);
+    } catch (error) {
+      failAll(error);
+      await Promise.all([...uploads.keys()].map(async (name) => uploads.get(name)?.abort().catch(() => undefined)));
+      return outcomes;
+    }
+  }
+  try {
+    await writeParts(reader, started, firstIndex, partCount);
+    return outcomes;
+  } finally {
+    await reader?.close();
+  }
+
+  async function putWhole(reader: ResumingReader): Promise<void> {
+    const part = await borrowPartBuffer(budget, head.size, signal);
+    try {
+      const bytes = await reader.read(part.bytes);
+      await reader.expectEnd();
+      const md5 = md5Base64(bytes);
+      verifyWholeMd5(description, md5, source.label);
+      // The MD5 is known now even where the source ETag did not give it: the stores need not hash the bytes again.
+      const whole: WriteDescription = { ...description, contentMd5Base64: md5 };
+      await Promise.all(destinations.map(async (destination) => {
+        try {
+          const version = await destination.store.putObject(whole, bytes, signal);
+          outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength, written: { source: description.recordedSource, targetEtag: version.etag } });
+        } catch (error) {
+          outcomes.set(destination.name, { ok: false, error });
+        }
+      }));
+    } finally {
+      part.release();
+    }
+  }
+
+  async function writeParts(reader: ResumingReader | undefined, started: Promise<unknown>, firstIndex: number, partCount: number): Promise<void> {
     const abortUpload = async (name: Name): Promise<void> => {
       const upload = uploads.get(name);
       uploads.delete(name);
@@ -133,20 +215,29 @@ export async function streamObject<Name extends string>(request: {
     };
     const live = (): Name[] => [...uploads.keys()].filter((name) => !outcomes.has(name));
 
-    const partCount = Math.max(1, Math.ceil(first.size / partSize));
-    // Only worth a pass over the bytes when there is a source MD5 to compare with (not for multipart or SSE-KMS ETags).
-    const whole = description.contentMd5Base64 === undefined ? undefined : createHash('md5');
+    // Only worth a pass over the bytes when there is a source MD5 to compare with (not for multipart or
+    // SSE-KMS ETags), and when every byte is read (not when resuming mid-object).
+    const whole = description.contentMd5Base64 === undefined || firstIndex > 0 ? undefined : createHash('md5');
     const inFlight = new Set<Promise<void>>();
+    let stopped = false;
+    /** The longest a part took so far, from its read to its last write. */
+    let slowestPartMs = 0;
+    const noTimeForAnother = (): boolean => request.finishBy !== undefined && slowestPartMs > 0 && Date.now() + slowestPartMs * PART_TIME_MARGIN > request.finishBy;
     try {
-      for (let index = 0; index < partCount && (index === 0 || live().length > 0); index += 1) {
+      for (let index = firstIndex; index < partCount && (index === firstIndex || live().length > 0); index += 1) {
         while (inFlight.size >= tuning.partConcurrency) await Promise.race(inFlight);
-        const length = Math.min(partSize, first.size - index * partSize);
+        if (index > firstIndex && (request.stopStarting?.aborted === true || noTimeForAnother())) {
+          stopped = true;
+          break;
+        }
+        const length = Math.min(partSize, head.size - index * partSize);
+        const partStartedMs = Date.now();
         const buffer = await borrowPartBuffer(budget, length, signal);
         const release = buffer.release;
         let bytes: Uint8Array;
         try {
-          bytes = await reader.read(buffer.bytes);
-          if (index === 0) await started;
+          bytes = await reader!.read(buffer.bytes);
+          if (index === firstIndex) await started;
         } catch (error) {
           release();
           throw error;
@@ -156,43 +247,63 @@ export async function streamObject<Name extends string>(request: {
           break;
         }
         whole?.update(bytes);
+        const needing = live().filter((name) => !uploads.get(name)!.uploaded.has(index));
+        if (needing.length === 0) {
+          release();
+          continue;
+        }
         // After the first part, the whole object's hash is that part's hash: no second pass over its bytes.
         const part = { index, bytes, md5Base64: index === 0 && whole !== undefined ? whole.copy().digest('base64') : md5Base64(bytes) };
-        const upload = Promise.all(live().map(async (name) => {
+        const upload = Promise.all(needing.map(async (name) => {
           try {
             await uploads.get(name)!.uploadPart(part, signal);
+            written.set(name, (written.get(name) ?? 0) + bytes.byteLength);
           } catch (error) {
+            // Cancelled (deadline, Ctrl-C, lost lock): the parts already there are kept for a later run.
+            if (signal?.aborted === true) return;
             if (!outcomes.has(name)) outcomes.set(name, { ok: false, error });
             await abortUpload(name);
           }
-        })).then(() => undefined).finally(release);
+        })).then(() => {
+          slowestPartMs = Math.max(slowestPartMs, Date.now() - partStartedMs);
+        }).finally(release);
         inFlight.add(upload);
         void upload.finally(() => inFlight.delete(upload));
       }
       await Promise.all(inFlight);
-      await reader.expectEnd();
+      signal?.throwIfAborted();
+      if (stopped) {
+        for (const name of live()) outcomes.set(name, { ok: false, stopped: { bytes: written.get(name) ?? 0, resumeToken: uploads.get(name)!.resumeToken, partSize } });
+        return;
+      }
+      await reader?.expectEnd();
       if (whole !== undefined) verifyWholeMd5(description, whole.digest('base64'), source.label);
       await Promise.all(live().map(async (name) => {
         try {
           const version = await uploads.get(name)!.commit(partCount, signal);
-          outcomes.set(name, { ok: true, bytes: first.size, written: { source: description.recordedSource, targetEtag: version.etag } });
+          outcomes.set(name, { ok: true, bytes: written.get(name) ?? 0, written: { source: description.recordedSource, targetEtag: version.etag } });
         } catch (error) {
           outcomes.set(name, { ok: false, error });
           await abortUpload(name);
         }
       }));
-      return outcomes;
     } catch (error) {
       await Promise.allSettled(inFlight);
+      if (signal?.aborted === true) {
+        // Nothing was committed, so nothing partial is visible; the parts written are kept for a later run.
+        for (const name of live()) outcomes.set(name, { ok: false, stopped: { bytes: written.get(name) ?? 0, resumeToken: uploads.get(name)!.resumeToken, partSize } });
+      }
       failAll(error);
-      return outcomes;
     } finally {
-      // An upload still being started when reading failed is aborted too, once it exists.
+      // An upload still being started when reading failed is aborted too, once it exists; a stopped one is kept.
       await started;
-      await Promise.all([...uploads.keys()].filter((name) => outcomes.get(name)?.ok !== true).map(abortUpload));
+      await Promise.all([...uploads.keys()].filter((name) => { const outcome = outcomes.get(name); return outcome === undefined || (!outcome.ok && !('stopped' in outcome)); }).map(abortUpload));
     }
   }
 }
+
+/** A part is started only when the slowest part so far, this many times over, would end before `finishBy`. */
+const PART_TIME_MARGIN = 1.5;
 
 /**
  * A buffer of `length` bytes cut from one of a few pooled sizes (at most 25% larger), so objects of different
@@ -239,18 +350,33 @@ class ResumingReader {
   #pending: Uint8Array | undefined;
   #offset = 0;
 
-  constructor(source: SourceStore, key: string, first: ObjectRead, attempts: number, signal: AbortSignal | undefined) {
+  /** Bytes per ranged read, when the object is read in ranges (`first` then serves the first range). */
+  readonly #window: number | undefined;
+
+  /** `first` serves the object from byte `offset` on (up to `offset + window` when `window` is given). */
+  constructor(source: SourceStore, key: string, first: ObjectRead, offset: number, attempts: number, signal: AbortSignal | undefined, window?: number) {
+    this.#window = window;
     this.#source = source;
     this.#key = key;
     this.#etag = first.etag;
     this.#size = first.size;
     this.#signal = signal;
     this.#attemptsLeft = attempts;
+    this.#offset = offset;
     this.#iterator = first.body[Symbol.asyncIterator]();
   }
 
-  /** Fills `out` with the next bytes of the object. */
+  /** Fills `out` with the next bytes of the object; a failure is the source's, named as such. */
   async read(out: Uint8Array): Promise<Uint8Array> {
+    try {
+      return await this.#fill(out);
+    } catch (error) {
+      if (error instanceof StoreError || this.#signal?.aborted === true) throw error;
+      throw this.#error(`reading at byte ${this.#offset} of ${this.#size} failed: ${describeError(error)}`);
+    }
+  }
+
+  async #fill(out: Uint8Array): Promise<Uint8Array> {
     const length = out.byteLength;
     let filled = 0;
     while (filled < length) {
@@ -281,14 +407,22 @@ class ResumingReader {
     for (;;) {
       try {
         const next = await this.#iterator.next();
-        return next.done ? undefined : next.value;
+        if (!next.done) return next.value;
+        // A range consumed: the next one is asked for only now.
+        if (this.#window === undefined || this.#offset >= this.#size) return undefined;
+        this.#iterator = (await this.#source.read(this.#key, this.#rangeFromOffset())).body[Symbol.asyncIterator]();
       } catch (error) {
         if (this.#signal?.aborted || this.#attemptsLeft <= 0 || this.#offset >= this.#size) throw error;
         this.#attemptsLeft -= 1;
-        const resumed = await this.#source.read(this.#key, { start: this.#offset, ifMatch: this.#etag, signal: this.#signal });
-        this.#iterator = resumed.body[Symbol.asyncIterator]();
+        this.#iterator = (await this.#source.read(this.#key, this.#rangeFromOffset())).body[Symbol.asyncIterator]();
       }
     }
+  }
+
+  /** The rest of the object from where reading stands, or the next range of it. */
+  #rangeFromOffset(): ReadOptions {
+    const windowEnd = this.#window === undefined ? undefined : Math.min(this.#size, (Math.floor(this.#offset / this.#window) + 1) * this.#window) - 1;
+    return { start: this.#offset, ifMatch: this.#etag, ...(this.#signal === undefined ? {} : { signal: this.#signal }), ...(windowEnd === undefined ? {} : { end: windowEnd }) };
   }
 
   #error(detail: string): StoreError {

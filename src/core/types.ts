@@ -17,6 +17,8 @@ export interface ObjectInfo {
    * metadata at no extra request (Azure does; S3 listings do not).
    */
   readonly recordedSource?: RecordedSource;
+  /** The source cannot serve the bytes until the object is restored (S3 GLACIER, DEEP_ARCHIVE): it is reported, never transferred. */
+  readonly archived?: true;
   /**
    * Set on a target object whose listing cannot show what it recorded (S3-compatible listings carry no
    * metadata) where the copy record does not either (see `core/copy-record.ts`):
@@ -75,6 +77,8 @@ export interface Plan {
   /** Source keys this target cannot hold verbatim (see `TargetStore.keyProblem`): not copied, not deleted, each a failure. */
   readonly refused: readonly KeyRefusal[];
   readonly deletions: readonly DeleteAction[];
+  /** Keys archived at the source (not readable until restored) that this target lacks or holds stale: reported, not transferred, never deleted. */
+  readonly archived: readonly string[];
   readonly unchanged: number;
   readonly sourceObjects: number;
   readonly targetObjects: number;
@@ -96,6 +100,19 @@ export interface Failure {
   readonly key?: string;
   readonly message: string;
 }
+
+/**
+ * Why a planned action was not attempted (or was cut off, nothing partial left visible):
+ * - `deadline`: the run's deadline came;
+ * - `delete-guard`: a delete guard held the deletions back;
+ * - `lock-lost`: the run lock could not be renewed, so the run stopped;
+ * - `target-down`: the target kept failing, so it was no longer used;
+ * - `interrupted`: the operator stopped the run (SIGINT, SIGTERM);
+ * - `cancelled`: the caller cancelled the run;
+ * - `enqueued`: handed to the queue workers (a fanned-out run): they finish it, the run record says when.
+ */
+export const DEFER_REASONS = ['deadline', 'delete-guard', 'lock-lost', 'target-down', 'interrupted', 'cancelled', 'enqueued'] as const;
+export type DeferReason = (typeof DEFER_REASONS)[number];
 
 export type TransferMode = 'server-side' | 'streaming';
 

@@ -28,7 +28,7 @@ export interface RunRequest {
 /**
  * How a run ended:
  * - 200: the report of a complete run, or of one the deadline cut short with nothing partial left behind;
- * - 500 with a report: objects or listings failed;
+ * - 500 with a report: objects or listings failed, the run lock was lost, or an object was deferred too many runs in a row;
  * - 409: another run holds a target's lock, 503: settings or Key Vault secrets are unusable (nothing
  *   was attempted in either); 500 with an error: anything else, thrown before a report existed.
  */
@@ -160,6 +160,9 @@ export interface LogFields {
 /** Events not at 'info': a line per copied object is debug (off in host.json's default level), failures are errors. */
 export const EVENT_LEVELS: Partial<Record<RunEvent['event'], LogLevel>> = {
   transferred: 'debug',
+  // One line per object; their counts are in `target-end`.
+  deferred: 'debug',
+  archived: 'debug',
   fallback: 'warn',
   failure: 'error',
 };
@@ -171,5 +174,6 @@ export function logLine(context: InvocationContext, level: LogLevel, fields: Log
 
 /** JSON with every string value passed through `redactSecrets`: what leaves the process in a log line or a response. */
 export function redactedJson(value: unknown): string {
-  return JSON.stringify(value, (_key, field: unknown) => (typeof field === 'string' ? redactSecrets(field) : field));
+  // An object key is a name, never a secret: masking could only change it.
+  return JSON.stringify(value, (name, field: unknown) => (typeof field === 'string' && name !== 'key' ? redactSecrets(field) : field));
 }

@@ -1,7 +1,9 @@
 /**
- * The timer adapter: mirrors `all` on SYNC_SCHEDULE. A run with failures, or one that could not start
- * (settings, Key Vault), throws, so the invocation counts as failed in Application Insights; a run the
- * deadline cut short, or one that found the lock taken, is a success: the next run continues.
+ * The timer adapter: mirrors `all` on SYNC_SCHEDULE. A run with failures (a lost lock, an object deferred
+ * SYNC_MAX_DEFERRED_RUNS runs in a row, archived objects with SYNC_FAIL_ON_ARCHIVED=true among them), or
+ * one that could not start (settings, Key Vault), throws, so the invocation counts as failed in
+ * Application Insights; a run the deadline cut short, or one that found the lock taken, is a success:
+ * the next run continues.
  */
 import type { TimerHandler } from '@azure/functions';
 import { logLine, type SyncRunner } from './run-sync.ts';

@@ -1,22 +1,24 @@
 import { createHttpHeaders, createPipelineRequest } from '@azure/core-rest-pipeline';
 import { RestError, ContainerClient, type BlobHTTPHeaders, type BlockBlobClient, BlobServiceClient, StorageRetryPolicyType, type StoragePipelineOptions } from '@azure/storage-blob';
 import type { TokenCredential } from '@azure/identity';
+import { createHash } from 'node:crypto';
 import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
 import { forEachBounded } from '../core/concurrency.ts';
+import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottleAnswer, type ThrottlePolicy } from '../core/retry.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
 import { azureKeyProblem } from './key-rules.ts';
 import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
-import { definedHeaders, type KeyFailure, type ObjectHead, type Part, type PartUpload, type ServerSideCopy, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
+import { definedHeaders, type KeyFailure, type ObjectHead, type Part, type PartUpload, type PartUploadOptions, type ServerSideCopy, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
 const DELETE_BATCH = 256;
 /** Listing page size: the service maximum, so N blobs cost N/5000 requests. */
 const LIST_PAGE_SIZE = 5000;
-/** Block ids must all have the same length within one blob. */
+/** Block ids must all have the same length within one blob: the position takes this many digits (50,000 blocks at most). */
 const BLOCK_ID_DIGITS = 6;
 
 /** Which Azure Blob container to mirror into, and how to authenticate. */
@@ -38,6 +40,8 @@ export interface AzureBlobStoreOptions {
   readonly singleCopyMaxSize?: number;
   /** Blocks of one object pulled from a URL at once (default 8). */
   readonly copyBlockConcurrency?: number;
+  /** Milliseconds one call may spend waiting out 429/503 answers, honouring Retry-After and x-ms-retry-after(-ms) (default 60,000). */
+  readonly retryBudgetMs?: number;
 }
 
 /** An Azure Blob container as a mirror target. */
@@ -50,8 +54,9 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   const attemptTimeoutMs = options.tryTimeoutMs ?? 60_000;
   const attempts = options.maxTries ?? 5;
   /** The SDK's retry policy never abandons a call that stalls: bound each attempt, and try a stalled one again. */
+  const throttling: ThrottlePolicy = { budgetMs: options.retryBudgetMs ?? 60_000, throttled: azureThrottleAnswer };
   const bounded = <T>(signal: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>, timeoutMs = attemptTimeoutMs): Promise<T> =>
-    withAttemptTimeout(call, signal, timeoutMs, attempts);
+    rideOutThrottling(() => withAttemptTimeout(call, signal, timeoutMs, attempts), throttling, signal);
   const blob = (key: string): BlockBlobClient => container.getBlockBlobClient(key);
   const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, azureMetadataName);
 
@@ -71,8 +76,10 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
           }), attemptTimeoutMs * 10);
         } else {
           const blockSize = copyBlockSize(description.size, singleCopyMaxSize);
-          const blockIds = blockIdsFor(Math.ceil(description.size / blockSize));
-          await forEachBounded(blockIds.entries(), copyBlockConcurrency, async ([index, blockId]) => {
+          const blockIds = blockIdsFor(description, blockSize, Math.ceil(description.size / blockSize));
+          // Blocks an earlier run staged for this source version are not pulled again.
+          const staged = await uncommittedBlocks(target, signal, bounded);
+          await forEachBounded([...blockIds.entries()].filter(([, blockId]) => !staged.has(blockId)), copyBlockConcurrency, async ([index, blockId]) => {
             const offset = index * blockSize;
             await bounded(signal, (abortSignal) => target.stageBlockFromURL(blockId, sourceUrl, offset, Math.min(blockSize, description.size - offset), { abortSignal }), attemptTimeoutMs * 10);
           });
@@ -175,20 +182,28 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       }
     },
 
-    async startPartUpload(description: WriteDescription): Promise<PartUpload> {
+    async startPartUpload(description: WriteDescription, uploadOptions: PartUploadOptions): Promise<PartUpload> {
       const target = blob(description.key);
+      const { partSize } = uploadOptions;
+      const partCount = Math.max(1, Math.ceil(description.size / partSize));
+      const ids = blockIdsFor(description, partSize, partCount);
+      const staged = uploadOptions.resume === undefined ? new Set<string>() : await uncommittedBlocks(target, uploadOptions.signal, bounded).catch((error: unknown) => {
+        throw fail('get block list', error, description.key);
+      });
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       return {
+        uploaded: new Set(ids.flatMap((id, index) => (staged.has(id) ? [index] : []))),
+        resumeToken: undefined,
         async uploadPart(part: Part, signal?: AbortSignal): Promise<void> {
           try {
-            await bounded(signal, (abortSignal) => target.stageBlock(blockId(part.index), part.bytes, part.bytes.byteLength, { abortSignal, transactionalContentMD5: Buffer.from(part.md5Base64, 'base64') }));
+            await bounded(signal, (abortSignal) => target.stageBlock(ids[part.index]!, part.bytes, part.bytes.byteLength, { abortSignal, transactionalContentMD5: Buffer.from(part.md5Base64, 'base64') }));
           } catch (error) {
             throw fail(`stage block ${part.index}`, error, description.key);
           }
         },
-        async commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion> {
+        async commit(count: number, signal?: AbortSignal): Promise<WrittenVersion> {
           try {
-            const written = await bounded(signal, (abortSignal) => target.commitBlockList(blockIdsFor(partCount), { abortSignal, blobHTTPHeaders: headersOf(description), metadata }));
+            const written = await bounded(signal, (abortSignal) => target.commitBlockList(ids.slice(0, count), { abortSignal, blobHTTPHeaders: headersOf(description), metadata }));
             return { etag: unquoteEtag(written.etag) };
           } catch (error) {
             throw fail('commit block list', error, description.key);
@@ -220,6 +235,13 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       return failures;
     },
   };
+}
+
+/** A 429 or 503 (ServerBusy, OperationTimedOut...) after the SDK's own retries, with what the service asked to wait. */
+function azureThrottleAnswer(error: unknown): ThrottleAnswer | undefined {
+  if (!(error instanceof RestError) || !isThrottleStatus(error.statusCode)) return undefined;
+  const headers = error.response?.headers;
+  return { retryAfterMs: retryAfterMs((name) => headers?.get(name)) };
 }
 
 /**
@@ -311,12 +333,29 @@ function headersOf(description: WriteDescription): BlobHTTPHeaders {
   };
 }
 
-function blockId(index: number): string {
-  return Buffer.from(`block-${String(index).padStart(BLOCK_ID_DIGITS, '0')}`).toString('base64');
+/**
+ * Block ids name what a block holds: the source version (its ETag), the block size and the block's
+ * position. A later run that finds a block of that name among the blob's uncommitted blocks (Get Block
+ * List) knows it holds exactly those bytes, and does not write it again.
+ */
+function blockIdsFor(description: WriteDescription, blockSize: number, count: number): string[] {
+  const version = createHash('sha256').update(`${description.recordedSource.etag}\n${blockSize}`).digest('hex').slice(0, 24);
+  return Array.from({ length: count }, (_, index) => Buffer.from(`${version}-${String(index).padStart(BLOCK_ID_DIGITS, '0')}`).toString('base64'));
 }
 
-function blockIdsFor(count: number): string[] {
-  return Array.from({ length: count }, (_, index) => blockId(index));
+/** The ids of a blob's uncommitted blocks (none when the blob does not exist). */
+async function uncommittedBlocks(
+  target: BlockBlobClient,
+  signal: AbortSignal | undefined,
+  bounded: <T>(signal: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>) => Promise<T>,
+): Promise<Set<string>> {
+  try {
+    const list = await bounded(signal, (abortSignal) => target.getBlockList('uncommitted', { abortSignal }));
+    return new Set((list.uncommittedBlocks ?? []).map((block) => block.name));
+  } catch (error) {
+    if (error instanceof RestError && error.statusCode === 404) return new Set();
+    throw error;
+  }
 }
 
 /** Block size for pulling an object from a URL: 64 MiB (or the single-copy limit, when smaller), and few enough blocks for the 50,000-block limit. */

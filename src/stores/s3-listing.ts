@@ -13,6 +13,10 @@ export interface ListedS3Object {
   readonly lastModifiedMs: number;
   /** As sent, quotes included. */
   readonly etag: string;
+  /** `STANDARD`, `GLACIER`, `DEEP_ARCHIVE`, ...; absent when the answer does not say (STANDARD). */
+  readonly storageClass: string | undefined;
+  /** Present when the listing was asked for restore status and the object has a restored copy (or one on its way). */
+  readonly restore: { readonly inProgress: boolean; readonly expiresMs: number | undefined } | undefined;
 }
 
 export interface S3ListingPage {
@@ -54,5 +58,21 @@ function parseContents(xml: string, start: number, end: number): ListedS3Object 
   if (!Number.isSafeInteger(size) || Number.isNaN(lastModifiedMs) || etag === undefined) {
     throw new ListingFormatError(`${DOCUMENT} lacks the size, time or ETag of ${JSON.stringify(key)}`);
   }
-  return { key, size, lastModifiedMs, etag };
+  const storageClass = elementText(xml, 'StorageClass', start, end, DOCUMENT);
+  const inProgress = elementText(xml, 'IsRestoreInProgress', start, end, DOCUMENT);
+  const expiry = elementText(xml, 'RestoreExpiryDate', start, end, DOCUMENT);
+  const restore = inProgress === undefined ? undefined : { inProgress: inProgress === 'true', expiresMs: expiry === undefined ? undefined : Date.parse(expiry) };
+  return { key, size, lastModifiedMs, etag, storageClass: storageClass === '' ? undefined : storageClass, restore };
+}
+
+/** Storage classes whose objects cannot be read until restored (GetObject answers 403 InvalidObjectState). */
+const ARCHIVE_CLASSES = new Set(['GLACIER', 'DEEP_ARCHIVE']);
+
+/**
+ * Whether a listed object is archived and not restored: its bytes cannot be read. Intelligent-Tiering's
+ * archive tiers do not show in a listing; such an object is found out when it is read.
+ */
+export function isArchived(object: Pick<ListedS3Object, 'storageClass' | 'restore'>): boolean {
+  if (object.storageClass === undefined || !ARCHIVE_CLASSES.has(object.storageClass)) return false;
+  return object.restore === undefined || object.restore.inProgress || object.restore.expiresMs === undefined;
 }

@@ -7,6 +7,7 @@ import {
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
@@ -14,11 +15,12 @@ import {
 } from '@aws-sdk/client-s3';
 import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
+import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottlePolicy } from '../core/retry.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
-import { parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
+import { isArchived, parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
-import { definedHeaders, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartUpload, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
+import { definedHeaders, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartUpload, type PartUploadOptions, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -45,6 +47,10 @@ export interface S3StoreOptions {
   readonly maxAttempts?: number;
   /** Milliseconds a request may sit without receiving bytes before it is retried (default 60,000). */
   readonly requestTimeoutMs?: number;
+  /** Milliseconds one request may spend waiting out 429/503 answers, honouring Retry-After (default 60,000). */
+  readonly retryBudgetMs?: number;
+  /** Ask the listing for each object's restore status, so restored archived objects count as readable (the AWS source). */
+  readonly listRestoreStatus?: boolean;
   /** As a target: why it cannot hold a key byte-exact (default: every key is fine, as on AWS S3). OCI: `ociKeyProblem`. */
   readonly keyProblem?: (key: string) => string | undefined;
 }
@@ -63,6 +69,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     // socketTimeout is the "nothing received for this long" timeout; requestTimeout would only log a warning.
     requestHandler: { connectionTimeout: 10_000, socketTimeout: options.requestTimeoutMs ?? 60_000 },
   });
+  rideOutThrottledAnswers(client, options.retryBudgetMs ?? 60_000);
   if (compatibility) useContentMd5ForDeleteObjects(client);
   const payloadSigning = signBodiesByTheirContentMd5(client);
   checkReadsByTheirMd5Etag(client);
@@ -81,11 +88,17 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       do {
         let page: S3ListingPage;
         try {
-          page = await listPage(client, bucket, continuationToken, signal);
+          page = await listPage(client, bucket, continuationToken, options.listRestoreStatus ?? false, signal);
         } catch (error) {
           throw fail('list', error);
         }
-        yield page.objects.map((entry): ObjectInfo => ({ key: entry.key, size: entry.size, lastModifiedMs: entry.lastModifiedMs, etag: unquoteEtag(entry.etag) }));
+        yield page.objects.map((entry): ObjectInfo => ({
+          key: entry.key,
+          size: entry.size,
+          lastModifiedMs: entry.lastModifiedMs,
+          etag: unquoteEtag(entry.etag),
+          ...(isArchived(entry) ? { archived: true as const } : {}),
+        }));
         if (page.isTruncated && page.nextContinuationToken === undefined) {
           throw new StoreError({ store: label, operation: 'list', scope: 'store', detail: 'the listing says it is truncated but gives no continuation token; the listing is incomplete' });
         }
@@ -98,7 +111,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       const start = readOptions.start ?? 0;
       try {
         const response = await client.send(
-          new GetObjectCommand({ Bucket: bucket, Key: key, Range: start > 0 ? `bytes=${start}-` : undefined, IfMatch: readOptions.ifMatch === undefined ? undefined : `"${readOptions.ifMatch}"` }),
+          new GetObjectCommand({ Bucket: bucket, Key: key, Range: byteRange(start, readOptions.end), IfMatch: readOptions.ifMatch === undefined ? undefined : `"${readOptions.ifMatch}"` }),
           { abortSignal: readOptions.signal },
         );
         const body = response.Body;
@@ -173,27 +186,42 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       }
     },
 
-    async startPartUpload(description: WriteDescription, signal?: AbortSignal): Promise<PartUpload> {
+    async startPartUpload(description: WriteDescription, uploadOptions: PartUploadOptions): Promise<PartUpload> {
       const key = description.key;
+      const { signal } = uploadOptions;
       const metadata = storedMetadata(metadataFor(key, description.userMetadata), description);
-      let uploadId: string | undefined;
-      try {
-        const created = await client.send(
-          new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...s3Headers(description.headers), Metadata: metadata }),
-          { abortSignal: signal },
-        );
-        uploadId = created.UploadId;
-      } catch (error) {
-        throw fail('start multipart upload', error, key);
-      }
-      if (uploadId === undefined) throw fail('start multipart upload', new Error('no UploadId in the answer'), key);
-      const id = uploadId;
       const etags = new Map<number, string>();
+      let id = uploadOptions.resume?.token;
+      if (id !== undefined) {
+        const parts = await listParts(client, bucket, key, id, signal).catch((error: unknown) => {
+          // Gone (aborted, completed, expired): start afresh.
+          if (error instanceof S3ServiceException && (error.name === 'NoSuchUpload' || error.$metadata.httpStatusCode === 404)) return undefined;
+          throw fail('list parts', error, key);
+        });
+        if (parts === undefined) id = undefined;
+        // A part is kept only when it has the size this cut gives it (the last part may be shorter).
+        else for (const part of parts) if (part.size === Math.min(uploadOptions.partSize, description.size - (part.number - 1) * uploadOptions.partSize)) etags.set(part.number, part.etag);
+      }
+      if (id === undefined) {
+        try {
+          const created = await client.send(
+            new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...s3Headers(description.headers), Metadata: metadata }),
+            { abortSignal: signal },
+          );
+          id = created.UploadId;
+        } catch (error) {
+          throw fail('start multipart upload', error, key);
+        }
+      }
+      if (id === undefined) throw fail('start multipart upload', new Error('no UploadId in the answer'), key);
+      const uploadId = id;
       return {
+        uploaded: new Set([...etags.keys()].map((number) => number - 1)),
+        resumeToken: uploadId,
         async uploadPart(part: Part, partSignal?: AbortSignal): Promise<void> {
           try {
             const uploaded = await payloadSigning.send(
-              () => new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: id, PartNumber: part.index + 1, Body: part.bytes, ContentLength: part.bytes.byteLength, ContentMD5: part.md5Base64 }),
+              () => new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: part.index + 1, Body: part.bytes, ContentLength: part.bytes.byteLength, ContentMD5: part.md5Base64 }),
               partSignal,
             );
             etags.set(part.index + 1, uploaded.ETag ?? '');
@@ -206,7 +234,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
           const missing = parts.filter((part) => part.ETag === undefined).map((part) => part.PartNumber);
           if (missing.length > 0) throw fail('complete multipart upload', new Error(`parts ${missing.join(', ')} were never uploaded`), key);
           try {
-            const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
+            const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { abortSignal: commitSignal });
             return { etag: unquoteEtag(completed.ETag) };
           } catch (error) {
             throw fail('complete multipart upload', error, key);
@@ -214,7 +242,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         },
         async abort(): Promise<void> {
           try {
-            await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id }));
+            await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }));
           } catch (error) {
             throw fail('abort multipart upload', error, key);
           }
@@ -243,7 +271,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       return failures;
     },
 
-    async cleanupInterruptedWrites(olderThanMs: number, signal?: AbortSignal): Promise<number> {
+    async cleanupInterruptedWrites(olderThanMs: number, keep: ReadonlySet<string>, signal?: AbortSignal): Promise<number> {
       let removed = 0;
       let keyMarker: string | undefined;
       let uploadIdMarker: string | undefined;
@@ -256,7 +284,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         }
         for (const upload of page.Uploads ?? []) {
           if (upload.Key === undefined || upload.UploadId === undefined) continue;
-          if ((upload.Initiated?.getTime() ?? 0) >= olderThanMs) continue;
+          if ((upload.Initiated?.getTime() ?? 0) >= olderThanMs || keep.has(upload.UploadId)) continue;
           try {
             await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: upload.Key, UploadId: upload.UploadId }), { abortSignal: signal });
             removed += 1;
@@ -296,6 +324,25 @@ function s3Headers(headers: ContentHeaders): { ContentType?: string; ContentEnco
   };
 }
 
+/** The parts of an unfinished multipart upload, all pages. */
+async function listParts(client: S3Client, bucket: string, key: string, uploadId: string, signal: AbortSignal | undefined): Promise<{ number: number; size: number; etag: string }[]> {
+  const parts: { number: number; size: number; etag: string }[] = [];
+  let marker: string | undefined;
+  do {
+    const page = await client.send(new ListPartsCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), { abortSignal: signal });
+    for (const part of page.Parts ?? []) {
+      if (part.PartNumber !== undefined && part.Size !== undefined && part.ETag !== undefined) parts.push({ number: part.PartNumber, size: part.Size, etag: part.ETag });
+    }
+    marker = page.IsTruncated === true ? page.NextPartNumberMarker : undefined;
+  } while (marker !== undefined);
+  return parts;
+}
+
+function byteRange(start: number, end: number | undefined): string | undefined {
+  if (end !== undefined) return `bytes=${start}-${end}`;
+  return start > 0 ? `bytes=${start}-` : undefined;
+}
+
 /** The object's MD5 when its ETag is one: single-part uploads without SSE-KMS/SSE-C encryption. */
 function plainMd5(etag: string, serverSideEncryption: string | undefined): string | undefined {
   if (!/^[0-9a-f]{32}$/i.test(etag) || (serverSideEncryption !== undefined && serverSideEncryption !== 'AES256')) return undefined;
@@ -306,6 +353,25 @@ function totalSize(contentRange: string | undefined, contentLength: number | und
   const total = contentRange?.match(/\/(\d+)$/)?.[1];
   if (total !== undefined) return Number(total);
   return (contentLength ?? 0) + start;
+}
+
+/**
+ * Every command of the client waits out 429/503 answers (SlowDown, ServiceUnavailable) for up to
+ * `budgetMs`, as long as the service asks (Retry-After): the SDK's own retries give up within seconds
+ * and cap what Retry-After asks for.
+ */
+function rideOutThrottledAnswers(client: S3Client, budgetMs: number): void {
+  const send = client.send.bind(client) as (command: unknown, options?: { abortSignal?: AbortSignal }) => Promise<unknown>;
+  const policy: ThrottlePolicy = {
+    budgetMs,
+    throttled: (error) => {
+      if (!(error instanceof S3ServiceException) || !isThrottleStatus(error.$metadata.httpStatusCode)) return undefined;
+      const headers = (error.$response as { headers?: Record<string, string> } | undefined)?.headers ?? {};
+      return { retryAfterMs: retryAfterMs((name) => headers[name]) };
+    },
+  };
+  client.send = ((command: unknown, options?: { abortSignal?: AbortSignal }) =>
+    rideOutThrottling(() => send(command, options), policy, options?.abortSignal)) as unknown as S3Client['send'];
 }
 
 /** OCI's DeleteObjects requires Content-MD5 (or CRC32C); the AWS SDK documents Content-MD5 as the fallback. */
@@ -412,7 +478,11 @@ export function toStoreError(store: string, operation: string, error: unknown, k
 
 const STORE_WIDE_CODES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'NoSuchBucket', 'InvalidToken', 'ExpiredToken', 'CredentialsProviderError', 'AuthorizationHeaderMalformed', 'PermanentRedirect']);
 
+/** Answers about one object: archived (403 InvalidObjectState), SSE-C without its key, gone since the listing. */
+const OBJECT_CODES = new Set(['InvalidObjectState', 'NoSuchKey', 'NotFound', 'PreconditionFailed']);
+
 function scopeOf(status: number | undefined, code: string | undefined): FailureScope {
+  if (code !== undefined && OBJECT_CODES.has(code)) return 'object';
   if (code !== undefined && STORE_WIDE_CODES.has(code)) return 'store';
   if (status === 401 || status === 403) return 'store';
   return 'object';
@@ -426,8 +496,8 @@ const EMPTY_LISTING = new TextEncoder().encode('<ListBucketResult></ListBucketRe
  * `parseListObjectsV2`: a middleware just inside the SDK's deserialiser takes a 200 answer's text and
  * leaves the deserialiser an empty listing, so the page is parsed once, by the cheaper reader.
  */
-async function listPage(client: S3Client, bucket: string, continuationToken: string | undefined, signal: AbortSignal | undefined): Promise<S3ListingPage> {
-  const command = new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: continuationToken });
+async function listPage(client: S3Client, bucket: string, continuationToken: string | undefined, restoreStatus: boolean, signal: AbortSignal | undefined): Promise<S3ListingPage> {
+  const command = new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: continuationToken, ...(restoreStatus ? { OptionalObjectAttributes: ['RestoreStatus' as const] } : {}) });
   let text: string | undefined;
   command.middlewareStack.add(
     (next) => async (args) => {

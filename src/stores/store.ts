@@ -68,6 +68,8 @@ export interface WrittenVersion {
 export interface ReadOptions {
   /** First byte to read (default 0). */
   readonly start?: number;
+  /** Last byte to read, inclusive (default: to the end). */
+  readonly end?: number;
   /** Only serve the bytes when the object still has this ETag (resuming a read must not mix versions). */
   readonly ifMatch?: string;
   readonly signal?: AbortSignal;
@@ -98,6 +100,13 @@ export interface WriteDescription {
  * `abort` (or never committing) leaves the previous version, or nothing, in place.
  */
 export interface PartUpload {
+  /** Parts (0-based) already at the target from an earlier run of the same source version: not uploaded again. */
+  readonly uploaded: ReadonlySet<number>;
+  /**
+   * What a later run passes back (`PartUploadOptions.resume`) to continue this upload when it is left
+   * unfinished: the OCI upload id. `undefined` where the store finds its parts by their names (Azure).
+   */
+  readonly resumeToken: string | undefined;
   /** Uploads one part. Parts may be uploaded concurrently and in any order; the store verifies `md5Base64` where it can. */
   uploadPart(part: Part, signal?: AbortSignal): Promise<void>;
   commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion>;
@@ -125,8 +134,8 @@ export interface TargetStore extends ObjectStore {
   putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion>;
   /** Largest object `putObject` takes in one request. */
   readonly maxSinglePutSize: number;
-  /** Starts a multi-part write of a larger object. */
-  startPartUpload(description: WriteDescription, signal?: AbortSignal): Promise<PartUpload>;
+  /** Starts a multi-part write of a larger object, or continues one an earlier run left (`options.resume`). */
+  startPartUpload(description: WriteDescription, options: PartUploadOptions): Promise<PartUpload>;
   /**
    * Largest part size and count this store accepts, and the smallest part it accepts (except the last).
    * The transfer picks one part size that fits every target of an object.
@@ -134,8 +143,22 @@ export interface TargetStore extends ObjectStore {
   readonly partLimits: PartLimits;
   /** Present when the service can pull the bytes from a URL itself (no byte passes through us). */
   readonly serverSideCopy?: ServerSideCopy;
-  /** Removes leftovers of interrupted writes older than `olderThanMs` (epoch ms); resolves with how many it removed. */
-  cleanupInterruptedWrites?(olderThanMs: number, signal?: AbortSignal): Promise<number>;
+  /**
+   * Removes leftovers of interrupted writes older than `olderThanMs` (epoch ms), except those whose
+   * `resumeToken` is in `keep` (a current source version will continue them); resolves with how many it removed.
+   */
+  cleanupInterruptedWrites?(olderThanMs: number, keep: ReadonlySet<string>, signal?: AbortSignal): Promise<number>;
+}
+
+export interface PartUploadOptions {
+  /** Every part but the last has this size; parts of an earlier run are kept only when they were cut the same way. */
+  readonly partSize: number;
+  /**
+   * Look for the parts an earlier run wrote for this same source version (`description.recordedSource.etag`),
+   * given its `resumeToken`. Absent: start afresh.
+   */
+  readonly resume?: { readonly token: string | undefined };
+  readonly signal?: AbortSignal;
 }
 
 export interface Part {

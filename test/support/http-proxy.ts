@@ -32,6 +32,7 @@ export const s3Operations = [
   'CompleteMultipartUpload',
   'AbortMultipartUpload',
   'ListMultipartUploads',
+  'ListParts',
   'DeleteObjects',
   'DeleteObject',
   'CreateBucket',
@@ -54,7 +55,7 @@ export const azureOperations = [
 ] as const;
 export type AzureOperation = (typeof azureOperations)[number];
 
-/** `other` is any call the lists above do not name (ListObjects v1, CopyObject, ListParts, Copy Blob, ...). */
+/** `other` is any call the lists above do not name (ListObjects v1, CopyObject, Copy Blob, ...). */
 export type ProxyOperation = S3Operation | AzureOperation | 'other';
 
 /**
@@ -151,8 +152,12 @@ export interface HttpProxy {
   setFaults(faults: FaultConfig | null): void;
   /** Answers uploads signed with `UNSIGNED-PAYLOAD` with 400 InvalidRequest, as some S3-compatible services do. */
   setRefuseUnsignedPayload(refuse: boolean): void;
-  /** Takes the target down (`503` or `refuse`) or brings it back (null). Resolves once in effect. */
-  setDown(mode: DownMode | null): Promise<void>;
+  /**
+   * Takes the target down (`503` or `refuse`) or brings it back (null). Resolves once in effect. With
+   * `retryAfterSeconds`, each 503 carries `Retry-After` (and, in the Azure dialect, `x-ms-retry-after-ms`),
+   * as a throttling service's does.
+   */
+  setDown(mode: DownMode | null, options?: { readonly retryAfterSeconds?: number }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -219,6 +224,7 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
   let random = mulberry32(1);
   let faultsInjected = 0;
   let downMode: DownMode | null = null;
+  let downRetryAfterSeconds: number | undefined;
   let refuseUnsignedPayload = false;
   const stallTimers = new Set<NodeJS.Timeout>();
 
@@ -274,7 +280,7 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
     try {
       if (downMode === '503') {
         entry.fault = 'down';
-        await answerWithError(req, res, entry, options.dialect, 503);
+        await answerWithError(req, res, entry, options.dialect, 503, undefined, downRetryAfterSeconds);
         return;
       }
       if (refuseUnsignedPayload && entry.payloadHash === 'UNSIGNED-PAYLOAD') {
@@ -345,8 +351,9 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
     setRefuseUnsignedPayload: (refuse) => {
       refuseUnsignedPayload = refuse;
     },
-    setDown: async (mode) => {
+    setDown: async (mode, downOptions) => {
       downMode = mode;
+      downRetryAfterSeconds = downOptions?.retryAfterSeconds;
       if (mode === 'refuse') {
         await stopListening();
         // Let in-process clients see their dropped keep-alive connections before the next call.
@@ -459,7 +466,8 @@ async function sendThenReset(upstreamRes: IncomingMessage, res: ServerResponse, 
 }
 
 /** Answers 500 or 503 in the dialect after reading the request body, as a real server would. */
-async function answerWithError(req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest, dialect: Dialect, status: 400 | 500 | 503, s3Error?: [code: string, message: string]): Promise<void> {
+async function answerWithError(req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest, dialect: Dialect, status: 400 | 500 | 503, s3Error?: [code: string, message: string], retryAfterSeconds?: number): Promise<void> {
+  const retryAfter = retryAfterSeconds === undefined ? {} : { 'retry-after': String(retryAfterSeconds) };
   await pipeline(req, countInto((n) => (entry.requestBytes += n)), sink()).catch(() => undefined);
   if (res.destroyed) return;
   const requestId = randomUUID();
@@ -468,13 +476,14 @@ async function answerWithError(req: IncomingMessage, res: ServerResponse, entry:
     const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>${requestId}</RequestId><HostId>http-proxy</HostId></Error>`;
     entry.status = status;
     entry.responseBytes += req.method === 'HEAD' ? 0 : Buffer.byteLength(body);
-    res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body), 'x-amz-request-id': requestId }).end(body);
+    res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body), 'x-amz-request-id': requestId, ...retryAfter }).end(body);
     return;
   }
   const [code, message] =
     status === 500 ? ['InternalError', 'The server encountered an internal error. Please retry the request.'] : ['ServerBusy', 'The server is currently unable to receive requests. Please retry your request.'];
   entry.status = status;
-  entry.responseBytes += writeAzureError(req, res, { status, code, message, requestId });
+  const headers = retryAfterSeconds === undefined ? {} : { ...retryAfter, 'x-ms-retry-after-ms': String(retryAfterSeconds * 1000) };
+  entry.responseBytes += writeAzureError(req, res, { status, code, message, requestId, headers });
 }
 
 export interface AzureErrorAnswer {
@@ -526,7 +535,8 @@ export function classifyS3Request(method: string, path: string, query: Record<st
   const copies = headers['x-amz-copy-source'] !== undefined;
   switch (method) {
     case 'GET':
-      return has('uploadId') || has('acl') || has('tagging') ? 'other' : 'GetObject';
+      if (has('uploadId')) return 'ListParts';
+      return has('acl') || has('tagging') ? 'other' : 'GetObject';
     case 'HEAD':
       return 'HeadObject';
     case 'PUT':

@@ -7,12 +7,17 @@
  *   as it arrives, so a client killed mid-body leaves a partial object visible; real S3 and OCI never
  *   show one. The stand-in buffers the whole body and forwards it only once it is complete (as many
  *   bytes as Content-Length says); a body cut short is dropped and never reaches s3rver.
- * - **ListMultipartUploads and AbortMultipartUpload** (`multipartUploads`). s3rver answers them 501 and
- *   405. The stand-in tracks the uploads it saw created (the UploadId in s3rver's answer) and completed,
- *   answers ListMultipartUploads from that record (one page, with `Initiated` times), and answers
- *   AbortMultipartUpload itself (204); after an abort, UploadPart and CompleteMultipartUpload of that
- *   upload get 404 NoSuchUpload, as on S3. The parts of an aborted upload stay in s3rver's data
- *   directory, where no listing shows them.
+ * - **ListMultipartUploads, ListParts and AbortMultipartUpload** (`multipartUploads`). s3rver answers them
+ *   501 (ListParts: NotImplemented) and 405. The stand-in tracks the uploads it saw created (the UploadId
+ *   in s3rver's answer), their parts (number, size and ETag of each UploadPart s3rver accepted) and
+ *   completed, answers ListMultipartUploads and ListParts from that record (one page each, as S3 shapes
+ *   them), and answers AbortMultipartUpload itself (204); after an abort, UploadPart, ListParts and
+ *   CompleteMultipartUpload of that upload get 404 NoSuchUpload, as on S3. The parts of an aborted upload
+ *   stay in s3rver's data directory, where no listing shows them.
+ * - **Archived objects** (`setArchived({ key: storageClass })`): each key is listed with that
+ *   `<StorageClass>` (`GLACIER`, `DEEP_ARCHIVE`, or `INTELLIGENT_TIERING` for an object in one of that
+ *   class's archive tiers, which a listing does not show) and a GetObject of it answers 403
+ *   InvalidObjectState, as S3 answers for an archived object not restored (HEAD still answers 200, as on S3).
  * - **A listing cut short** (`setListing({ cutShortAfter })`): a ListObjectsV2 page keeps only its first
  *   N entries and says it is truncated but gives no continuation token.
  * - **Small listing pages, and a listing that breaks after its first page** (`setListing({ pageSize,
@@ -57,6 +62,8 @@ export interface TrackedUpload {
   state: 'in-progress' | 'completed' | 'aborted';
   /** When it was aborted (epoch ms). */
   abortedMs?: number;
+  /** Parts s3rver accepted, by part number. */
+  readonly parts: Map<number, { readonly size: number; readonly etag: string }>;
 }
 
 /** One request as the stand-in saw it. */
@@ -102,8 +109,10 @@ export interface S3StandIn {
   setEchoErrors(on: boolean): void;
   /** Corrupt every GetObject body of these keys (empty: none). */
   setCorruptReads(keys: readonly string[]): void;
-  /** Resolves when the next request of `operation` (whose path satisfies `matches`) arrives; it waits until released. */
-  holdNext(operation: S3Operation, matches?: (path: string) => boolean): Promise<HeldRequest>;
+  /** List each key with the given storage class and answer its GetObject 403 InvalidObjectState (empty: none). */
+  setArchived(storageClassByKey: Readonly<Record<string, string>>): void;
+  /** Resolves when the next request of `operation` (whose path and query satisfy `matches`) arrives; it waits until released. */
+  holdNext(operation: S3Operation, matches?: (path: string, query: Readonly<Record<string, string>>) => boolean): Promise<HeldRequest>;
   /** Resolves once no exchange with s3rver is in flight. */
   idle(): Promise<void>;
   close(): Promise<void>;
@@ -114,9 +123,10 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
   const agent = upstreamAgent();
   const log: StandInRequest[] = [];
   const uploads = new Map<string, TrackedUpload>();
-  const holds: { operation: S3Operation; matches: (path: string) => boolean; arrived: (held: HeldRequest) => void }[] = [];
+  const holds: { operation: S3Operation; matches: (path: string, query: Readonly<Record<string, string>>) => boolean; arrived: (held: HeldRequest) => void }[] = [];
   let listing: ListingRewrite | null = null;
   let corruptKeys = new Set<string>();
+  let archivedKeys = new Map<string, string>();
   let echoErrors = false;
   let inFlight = 0;
 
@@ -153,7 +163,7 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
     const bucket = decodeURIComponent(path.split('/')[1] ?? '');
     const key = decodeURIComponent(path.split('/').slice(2).join('/'));
 
-    const hold = holds.findIndex((candidate) => candidate.operation === operation && candidate.matches(path));
+    const hold = holds.findIndex((candidate) => candidate.operation === operation && candidate.matches(path, query));
     if (hold !== -1) {
       const [{ arrived }] = holds.splice(hold, 1) as [(typeof holds)[number]];
       await new Promise<void>((resolve) => {
@@ -212,9 +222,30 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
       reply(204);
       return;
     }
-    if (options.multipartUploads && (operation === 'UploadPart' || operation === 'CompleteMultipartUpload')) {
+    if (options.multipartUploads && (operation === 'UploadPart' || operation === 'CompleteMultipartUpload' || operation === 'ListParts')) {
       const upload = uploads.get(query['uploadId'] ?? '');
-      if (upload !== undefined && upload.state !== 'in-progress') return noSuchUpload(upload.uploadId);
+      if (upload === undefined ? operation === 'ListParts' : upload.state !== 'in-progress') return noSuchUpload(query['uploadId'] ?? '');
+      if (operation === 'ListParts') {
+        entry.handling = 'served';
+        reply(200, listPartsXml(upload!));
+        return;
+      }
+      if (operation === 'UploadPart') {
+        await tracked(async () => {
+          const response = await send(req, req.url ?? '/');
+          const etag = headerOf(response, 'etag');
+          if (response.statusCode === 200 && etag !== undefined) upload!.parts.set(Number(query['partNumber']), { size: Number(req.headers['content-length'] ?? 0), etag });
+          await relay(response);
+        });
+        return;
+      }
+    }
+
+    if (archivedKeys.has(key) && operation === 'GetObject') {
+      entry.handling = 'served';
+      await completeBody(req, entry);
+      reply(403, s3Error('InvalidObjectState', 'The operation is not valid for the object\'s storage class', '<StorageClass>GLACIER</StorageClass>'));
+      return;
     }
 
     if (options.atomicPuts && operation === 'PutObject') {
@@ -237,13 +268,23 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
         if (response.statusCode === 200 && !text.includes('<Error>')) {
           if (operation === 'CreateMultipartUpload') {
             const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(text)?.[1];
-            if (uploadId !== undefined) uploads.set(uploadId, { bucket, key, uploadId, initiatedMs: Date.now(), state: 'in-progress' });
+            if (uploadId !== undefined) uploads.set(uploadId, { bucket, key, uploadId, initiatedMs: Date.now(), state: 'in-progress', parts: new Map() });
           } else {
             const upload = uploads.get(query['uploadId'] ?? '');
             if (upload !== undefined) upload.state = 'completed';
           }
         }
         relayRewritten(response, body);
+      });
+      return;
+    }
+
+    if (operation === 'ListObjectsV2' && archivedKeys.size > 0 && listing === null) {
+      await tracked(async () => {
+        const response = await send(req, req.url ?? '/');
+        if (response.statusCode !== 200) return relay(response);
+        entry.handling = 'rewritten';
+        relayRewritten(response, Buffer.from(withArchivedClass((await readAll(response)).toString('utf8'), archivedKeys)));
       });
       return;
     }
@@ -296,7 +337,7 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
     reset: () => {
       log.length = 0;
     },
-    uploads: (bucket) => [...uploads.values()].filter((upload) => bucket === undefined || upload.bucket === bucket).map((upload) => ({ ...upload })),
+    uploads: (bucket) => [...uploads.values()].filter((upload) => bucket === undefined || upload.bucket === bucket).map((upload) => ({ ...upload, parts: new Map(upload.parts) })),
     setListing: (rewrite) => {
       listing = rewrite;
     },
@@ -305,6 +346,9 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
     },
     setCorruptReads: (keys) => {
       corruptKeys = new Set(keys);
+    },
+    setArchived: (storageClassByKey) => {
+      archivedKeys = new Map(Object.entries(storageClassByKey));
     },
     holdNext: (operation, matches = () => true) => new Promise<HeldRequest>((arrived) => holds.push({ operation, matches, arrived })),
     idle: async () => {
@@ -379,6 +423,34 @@ function cutShort(xml: string, keep: number): string {
 
 function withQuery(path: string, query: Record<string, string>): string {
   return `${path}?${new URLSearchParams(query).toString()}`;
+}
+
+function headerOf(response: IncomingMessage, name: string): string | undefined {
+  const value = response.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Each `<Contents>` of an archived key gets its `<StorageClass>` (replacing the one s3rver gave). */
+function withArchivedClass(xml: string, archived: ReadonlyMap<string, string>): string {
+  return xml.replace(/<Contents>[\s\S]*?<\/Contents>/g, (entry) => {
+    const key = /<Key>([^<]*)<\/Key>/.exec(entry)?.[1];
+    const storageClass = key === undefined ? undefined : archived.get(unescapeXml(key));
+    if (storageClass === undefined) return entry;
+    const withoutClass = entry.replace(/<StorageClass>[^<]*<\/StorageClass>/, '');
+    return withoutClass.replace('</Contents>', `<StorageClass>${storageClass}</StorageClass></Contents>`);
+  });
+}
+
+function unescapeXml(text: string): string {
+  return text.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+}
+
+function listPartsXml(upload: TrackedUpload): string {
+  const parts = [...upload.parts.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([number, part]) => `<Part><PartNumber>${number}</PartNumber><LastModified>${new Date(upload.initiatedMs).toISOString()}</LastModified><ETag>${escapeXml(part.etag)}</ETag><Size>${part.size}</Size></Part>`)
+    .join('');
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>${escapeXml(upload.bucket)}</Bucket><Key>${escapeXml(upload.key)}</Key><UploadId>${escapeXml(upload.uploadId)}</UploadId><PartNumberMarker>0</PartNumberMarker><MaxParts>1000</MaxParts><IsTruncated>false</IsTruncated><StorageClass>STANDARD</StorageClass>${parts}</ListPartsResult>`;
 }
 
 function listMultipartUploadsXml(bucket: string, open: readonly TrackedUpload[]): string {
