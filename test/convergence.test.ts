@@ -134,21 +134,25 @@ describe('an object too large for one run', () => {
       await putS3Object(s, s.ociBucket, 'stale/gone.txt', 'gone');
       for (const proxy of [s.sourceProxy, s.ociProxy, s.azureProxy]) proxy.reset();
 
-      const runs: { exitCode: number; deferredBy: object[]; bytes: number }[] = [];
+      const runs: { exitCode: number; deferredBy: object[]; bytes: number; notes: string[] }[] = [];
       let complete = false;
+      // Under load a run's 3 s may end before it has planned (no deletion yet): the assertions hold for the runs that did.
+      let deletedWhileIncomplete = 0;
+      let cutByDeadline = 0;
       for (let attempt = 0; attempt < 40 && !complete; attempt += 1) {
         const { exitCode, report, stderr } = await runJson('all', s.settings);
-        runs.push({ exitCode, deferredBy: report.targets.map((target) => target.deferredBy), bytes: report.targets.reduce((sum, target) => sum + target.bytesStreamed, 0) });
+        runs.push({ exitCode, deferredBy: report.targets.map((target) => target.deferredBy), bytes: report.targets.reduce((sum, target) => sum + target.bytesStreamed, 0), notes: report.targets.flatMap((target) => target.notes.map((note) => `${target.target}: ${note}`)) });
         complete = report.complete;
-        if (attempt === 0) {
-          // The first run is cut by its deadline, says so, and still deletes the keys gone from the source.
-          expect(report.complete, stderr).toBe(false);
-          expect(report.stoppedBy).toBe('deadline');
-          for (const name of ['azure', 'oci'] as const) expect(targetOf(report, name), name).toMatchObject({ deleted: 1, deferredBy: { deadline: 1 }, failures: [] });
-        } else if (!complete) {
-          for (const target of report.targets) expect(target.failures, stderr).toEqual([]);
-        }
+        if (complete) break;
+        // A run that stops early says why: the deadline, never a failure.
+        expect(report.stoppedBy, stderr).toBe('deadline');
+        cutByDeadline += 1;
+        for (const target of report.targets) expect(target.failures, stderr).toEqual([]);
+        // The stale keys go in the first run that plans, although the large object is still on its way.
+        if (['azure', 'oci'].every((name) => targetOf(report, name as 'azure' | 'oci').deleted === 1)) deletedWhileIncomplete += 1;
       }
+      expect(cutByDeadline).toBeGreaterThan(0);
+      expect(deletedWhileIncomplete).toBe(1);
       const moved = {
         sourceRead: bytesOf(s.sourceProxy.requests(), ['GetObject'], 'responseBytes'),
         oci: bytesOf(s.ociProxy.requests(), ['UploadPart', 'PutObject'], 'requestBytes'),
@@ -160,7 +164,8 @@ describe('an object too large for one run', () => {
 
       expect(complete).toBe(true);
       expect(runs.length).toBeGreaterThan(1);
-      for (const bytes of Object.values(moved)) expect(bytes).toBeLessThan(1.2 * size);
+      // On failure, each run's notes say whether an upload was continued, and why not.
+      for (const bytes of Object.values(moved)) expect(bytes, JSON.stringify(runs)).toBeLessThan(1.2 * size);
       const stored = await readAll(s);
       expect(mirrorDifferences(stored.source, stored.azure)).toEqual([]);
       expect(mirrorDifferences(stored.source, stored.oci)).toEqual([]);
