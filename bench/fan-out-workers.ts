@@ -6,6 +6,7 @@
  * both targets read back and the run record's state (`artifacts-sync status <id>`).
  */
 import { QueueServiceClient } from '@azure/storage-queue';
+import { loadavg } from 'node:os';
 import { TARGET_NAMES, type TargetName } from '../src/core/types.ts';
 import { uniqueName } from '../test/support/emulators.ts';
 import { createScenario } from '../test/support/scenario.ts';
@@ -37,6 +38,8 @@ export interface WorkersRun {
   readonly checks: Partial<Record<TargetName, MirrorCheck>>;
   /** `artifacts-sync status <id>` exit code: 0 complete, 1 incomplete, 4 still running. */
   readonly statusExitCode: number | undefined;
+  /** The machine's 1-minute load average right after the workers: other work on the 2 cores. */
+  readonly loadAfter: number;
   readonly errorOutput?: string;
 }
 
@@ -71,6 +74,7 @@ export async function fanOutWorkers(context: BenchContext, size: FanOutWorkersSi
       const drained = enqueue.exitCode === 0 ? await Promise.all(Array.from({ length: workers }, () => measure(cli(['work', '--until-empty'])))) : [];
       return { enqueue, drained, wallMs: performance.now() - started };
     });
+    const loadAfter = loadavg()[0] ?? 0;
     const runId = runIdOf(result.enqueue);
     const status = runId === undefined ? undefined : await measure(cli(['status', runId]));
     const checks: Partial<Record<TargetName, MirrorCheck>> = {};
@@ -88,6 +92,7 @@ export async function fanOutWorkers(context: BenchContext, size: FanOutWorkersSi
       emulatorCpu,
       checks,
       statusExitCode: status?.exitCode,
+      loadAfter,
       ...(failed === undefined ? {} : { errorOutput: failed.stderr.split('\n').slice(-12).join('\n') }),
     });
   }
@@ -127,7 +132,7 @@ function cap(run: WorkersRun): string {
   if (saturated.length > 0) return `${saturated.join(' + ')} JS thread saturated`;
   const cores = coresBusy(run);
   if (cores !== undefined && cores >= 1.7) return 'the 2 cores (shared with the emulators)';
-  return 'neither: waiting on I/O or the queue';
+  return `neither: other work on the machine (load ${run.loadAfter.toFixed(1)}) or waits`;
 }
 
 function render(data: FanOutWorkersData): string {
@@ -141,13 +146,14 @@ function render(data: FanOutWorkersData): string {
     emulatorFigure(run, 's3rver'),
     emulatorFigure(run, 'azurite'),
     coresBusy(run)?.toFixed(2) ?? '-',
+    run.loadAfter.toFixed(1),
     TARGET_NAMES.map((target) => `${target} ${run.checks[target] === undefined ? '-' : describeCheck(run.checks[target])}`).join('; ') + `; status exit ${run.statusExitCode ?? '-'}`,
     cap(run),
   ]);
   const failures = data.runs.filter((run) => run.errorOutput !== undefined).map((run) => `  ${run.workers} worker(s): exit codes ${run.exitCodes.join(', ')}\n${run.errorOutput ?? ''}`);
   return [
     `Fan-out workers: ${data.smallObjects} x 1 MiB + 1 x ${data.largeObjectBytes / MIB} MiB to both targets, \`all --enqueue\` (SYNC_FAN_OUT_MIN_TRANSFERS=1, ${data.keysPerMessage} keys per message) then N concurrent \`work --until-empty\`, each N into fresh targets`,
-    renderTable(['N', 'wall (enqueue → last worker)', 'speed-up', 'of which enqueue', 'workers CPU', 's3rver CPU', 'azurite CPU', 'cores busy', 'result', 'what caps it'], rows, { leftOnly: true }),
+    renderTable(['N', 'wall (enqueue → last worker)', 'speed-up', 'of which enqueue', 'workers CPU', 's3rver CPU', 'azurite CPU', 'cores busy', 'load (1 min)', 'result', 'what caps it'], rows, { leftOnly: true }),
     'Speed-up is N=1\'s wall over this N\'s. Cores busy = (enqueue + workers + emulators CPU) / wall; this machine has 2 cores, shared with both emulators (and with whatever else runs on it).',
     'Each worker takes up to 16 messages at a time (host.json batchSize), each with SYNC_CONCURRENCY transfers in flight: one worker alone already keeps many requests going.',
     ...failures,
