@@ -14,7 +14,7 @@ import { CLI_PATH, mirrorCommand, type RunSetup } from './contenders.ts';
 import { EMULATOR_NAMES, checkTarget, emulatorsTotalMs, withEmulatorCpu, type BenchContext, type EmulatorName, type ScenarioOutcome } from './context.ts';
 import { describeCheck, freshTargets, listBucket, removeTargets, seedBucket, type MirrorCheck } from './fixtures.ts';
 import { initialMirrorObjects, type InitialMirrorSize } from './initial-mirror.ts';
-import { measure, type CommandToMeasure, type MeasuredRun, type ProcessCpuTime } from './measure.ts';
+import { machineBusyMs, measure, type CommandToMeasure, type MeasuredRun, type ProcessCpuTime } from './measure.ts';
 import { renderTable, seconds } from './table.ts';
 
 const MIB = 1024 * 1024;
@@ -40,6 +40,8 @@ export interface WorkersRun {
   readonly statusExitCode: number | undefined;
   /** The machine's 1-minute load average right after the workers: other work on the 2 cores. */
   readonly loadAfter: number;
+  /** CPU time every core of the machine spent busy during the run, whoever ran: ours, the emulators and other work. */
+  readonly machineBusyMs: number | undefined;
   readonly errorOutput?: string;
 }
 
@@ -70,9 +72,11 @@ export async function fanOutWorkers(context: BenchContext, size: FanOutWorkersSi
     context.progress(`fan-out workers: enqueue, then ${workers} worker(s)`);
     const { result, emulatorCpu } = await withEmulatorCpu(context.emulatorProcesses, async () => {
       const started = performance.now();
+      const busyBefore = await machineBusyMs();
       const enqueue = await measure(cli(['all', '--enqueue', '--json']));
       const drained = enqueue.exitCode === 0 ? await Promise.all(Array.from({ length: workers }, () => measure(cli(['work', '--until-empty'])))) : [];
-      return { enqueue, drained, wallMs: performance.now() - started };
+      const busyAfter = await machineBusyMs();
+      return { enqueue, drained, wallMs: performance.now() - started, machineBusyMs: busyBefore === undefined || busyAfter === undefined ? undefined : busyAfter - busyBefore };
     });
     const loadAfter = loadavg()[0] ?? 0;
     const runId = runIdOf(result.enqueue);
@@ -93,6 +97,7 @@ export async function fanOutWorkers(context: BenchContext, size: FanOutWorkersSi
       checks,
       statusExitCode: status?.exitCode,
       loadAfter,
+      machineBusyMs: result.machineBusyMs,
       ...(failed === undefined ? {} : { errorOutput: failed.stderr.split('\n').slice(-12).join('\n') }),
     });
   }
@@ -130,9 +135,10 @@ function coresBusy(run: WorkersRun): number | undefined {
 function cap(run: WorkersRun): string {
   const saturated = EMULATOR_NAMES.filter((name) => (run.emulatorCpu[name]?.mainThreadMs ?? 0) / run.wallMs >= 0.85);
   if (saturated.length > 0) return `${saturated.join(' + ')} JS thread saturated`;
-  const cores = coresBusy(run);
-  if (cores !== undefined && cores >= 1.7) return 'the 2 cores (shared with the emulators)';
-  return `neither: other work on the machine (load ${run.loadAfter.toFixed(1)}) or waits`;
+  const machine = run.machineBusyMs === undefined ? undefined : run.machineBusyMs / run.wallMs;
+  const ours = coresBusy(run);
+  if (machine !== undefined && machine >= 1.8) return `the 2 cores: all busy (${machine.toFixed(2)}), ${ours?.toFixed(2) ?? '-'} of it this run and its emulators, the rest other work`;
+  return `neither: the cores were not all busy (${machine?.toFixed(2) ?? '-'} of 2): waits (queue polling, the slowest message of a batch)`;
 }
 
 function render(data: FanOutWorkersData): string {
@@ -146,6 +152,7 @@ function render(data: FanOutWorkersData): string {
     emulatorFigure(run, 's3rver'),
     emulatorFigure(run, 'azurite'),
     coresBusy(run)?.toFixed(2) ?? '-',
+    run.machineBusyMs === undefined ? '-' : (run.machineBusyMs / run.wallMs).toFixed(2),
     run.loadAfter.toFixed(1),
     TARGET_NAMES.map((target) => `${target} ${run.checks[target] === undefined ? '-' : describeCheck(run.checks[target])}`).join('; ') + `; status exit ${run.statusExitCode ?? '-'}`,
     cap(run),
@@ -153,8 +160,8 @@ function render(data: FanOutWorkersData): string {
   const failures = data.runs.filter((run) => run.errorOutput !== undefined).map((run) => `  ${run.workers} worker(s): exit codes ${run.exitCodes.join(', ')}\n${run.errorOutput ?? ''}`);
   return [
     `Fan-out workers: ${data.smallObjects} x 1 MiB + 1 x ${data.largeObjectBytes / MIB} MiB to both targets, \`all --enqueue\` (SYNC_FAN_OUT_MIN_TRANSFERS=1, ${data.keysPerMessage} keys per message) then N concurrent \`work --until-empty\`, each N into fresh targets`,
-    renderTable(['N', 'wall (enqueue → last worker)', 'speed-up', 'of which enqueue', 'workers CPU', 's3rver CPU', 'azurite CPU', 'cores busy', 'load (1 min)', 'result', 'what caps it'], rows, { leftOnly: true }),
-    'Speed-up is N=1\'s wall over this N\'s. Cores busy = (enqueue + workers + emulators CPU) / wall; this machine has 2 cores, shared with both emulators (and with whatever else runs on it).',
+    renderTable(['N', 'wall (enqueue → last worker)', 'speed-up', 'of which enqueue', 'workers CPU', 's3rver CPU', 'azurite CPU', 'cores busy (run)', 'cores busy (machine)', 'load (1 min)', 'result', 'what caps it'], rows, { leftOnly: true }),
+    'Speed-up is N=1\'s wall over this N\'s. Cores busy (run) = (enqueue + workers + emulators CPU) / wall; (machine) = every process\'s CPU / wall (/proc/stat), out of the machine\'s 2 cores, which the emulators share with the workers (and with whatever else runs on it).',
     'Each worker takes up to 16 messages at a time (host.json batchSize), each with SYNC_CONCURRENCY transfers in flight: one worker alone already keeps many requests going.',
     ...failures,
   ].join('\n');
