@@ -42,6 +42,8 @@ export interface WorkersRun {
   readonly loadAfter: number;
   /** CPU time every core of the machine spent busy during the run, whoever ran: ours, the emulators and other work. */
   readonly machineBusyMs: number | undefined;
+  /** What the enqueue's report said per target: how many transfers went into how many messages. */
+  readonly enqueueNotes: readonly string[];
   readonly errorOutput?: string;
 }
 
@@ -79,7 +81,7 @@ export async function fanOutWorkers(context: BenchContext, size: FanOutWorkersSi
       return { enqueue, drained, wallMs: performance.now() - started, machineBusyMs: busyBefore === undefined || busyAfter === undefined ? undefined : busyAfter - busyBefore };
     });
     const loadAfter = loadavg()[0] ?? 0;
-    const runId = runIdOf(result.enqueue);
+    const { runId, notes } = enqueueReport(result.enqueue);
     const status = runId === undefined ? undefined : await measure(cli(['status', runId]));
     const checks: Partial<Record<TargetName, MirrorCheck>> = {};
     for (const target of TARGET_NAMES) checks[target] = await checkTarget(context, setup, target, pair, source.keys(), source);
@@ -98,6 +100,7 @@ export async function fanOutWorkers(context: BenchContext, size: FanOutWorkersSi
       statusExitCode: status?.exitCode,
       loadAfter,
       machineBusyMs: result.machineBusyMs,
+      enqueueNotes: notes,
       ...(failed === undefined ? {} : { errorOutput: failed.stderr.split('\n').slice(-12).join('\n') }),
     });
   }
@@ -106,12 +109,14 @@ export async function fanOutWorkers(context: BenchContext, size: FanOutWorkersSi
   return { text: render(data), verdicts: [], data };
 }
 
-function runIdOf(enqueue: MeasuredRun): string | undefined {
+/** The run id and the targets' notes (`N transfer(s) enqueued in M message(s)`) from the enqueue's JSON report. */
+function enqueueReport(enqueue: MeasuredRun): { runId: string | undefined; notes: string[] } {
   try {
-    const report = JSON.parse(enqueue.stdout) as { runId?: unknown };
-    return typeof report.runId === 'string' ? report.runId : undefined;
+    const report = JSON.parse(enqueue.stdout) as { runId?: unknown; targets?: { target?: unknown; notes?: unknown }[] };
+    const notes = (report.targets ?? []).flatMap((target) => (Array.isArray(target.notes) ? target.notes.map((note) => `${String(target.target)}: ${String(note)}`) : []));
+    return { runId: typeof report.runId === 'string' ? report.runId : undefined, notes };
   } catch {
-    return undefined;
+    return { runId: undefined, notes: [] };
   }
 }
 
@@ -138,7 +143,7 @@ function cap(run: WorkersRun): string {
   const machine = run.machineBusyMs === undefined ? undefined : run.machineBusyMs / run.wallMs;
   const ours = coresBusy(run);
   if (machine !== undefined && machine >= 1.8) return `the 2 cores: all busy (${machine.toFixed(2)}), ${ours?.toFixed(2) ?? '-'} of it this run and its emulators, the rest other work`;
-  return `neither: the cores were not all busy (${machine?.toFixed(2) ?? '-'} of 2): waits (queue polling, the slowest message of a batch)`;
+  return `not the cores (${machine?.toFixed(2) ?? '-'} of 2 busy): waits, not broken down here (a batch waits for its slowest message; idle workers poll)`;
 }
 
 function render(data: FanOutWorkersData): string {
@@ -163,6 +168,7 @@ function render(data: FanOutWorkersData): string {
     renderTable(['N', 'wall (enqueue → last worker)', 'speed-up', 'of which enqueue', 'workers CPU', 's3rver CPU', 'azurite CPU', 'cores busy (run)', 'cores busy (machine)', 'load (1 min)', 'result', 'what caps it'], rows, { leftOnly: true }),
     'Speed-up is N=1\'s wall over this N\'s. Cores busy (run) = (enqueue + workers + emulators CPU) / wall; (machine) = every process\'s CPU / wall (/proc/stat), out of the machine\'s 2 cores, which the emulators share with the workers (and with whatever else runs on it).',
     'Each worker takes up to 16 messages at a time (host.json batchSize), each with SYNC_CONCURRENCY transfers in flight: one worker alone already keeps many requests going.',
+    ...data.runs.map((run) => `  ${run.workers} worker(s), enqueue: ${run.enqueueNotes.join('; ')}`),
     ...failures,
   ].join('\n');
 }
