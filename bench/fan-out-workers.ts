@@ -142,7 +142,7 @@ function cap(run: WorkersRun): string {
   if (saturated.length > 0) return `${saturated.join(' + ')} JS thread saturated`;
   const machine = run.machineBusyMs === undefined ? undefined : run.machineBusyMs / run.wallMs;
   const ours = coresBusy(run);
-  if (machine !== undefined && machine >= 1.8) return `the 2 cores: all busy (${machine.toFixed(2)}), ${ours?.toFixed(2) ?? '-'} of it this run and its emulators, the rest other work`;
+  if (machine !== undefined && machine >= 1.7) return `the 2 cores: nearly all busy (${machine.toFixed(2)}), ${ours?.toFixed(2) ?? '-'} of it this run and its emulators, the rest other work`;
   return `not the cores (${machine?.toFixed(2) ?? '-'} of 2 busy): waits, not broken down here (a batch waits for its slowest message; idle workers poll)`;
 }
 
