@@ -17,19 +17,20 @@ import { CLI_PATH } from './contenders.ts';
 import { RSS_METHOD, endRunningCommands, measure, type CommandToMeasure, type MeasuredRun } from './measure.ts';
 import { plannerAlone } from './planner.ts';
 import { fanOutPlan } from './fan-out-plan.ts';
+import { fanOutWorkers } from './fan-out-workers.ts';
 import { RCLONE_INSTALL_HINT, RCLONE_SYNC_FLAGS, rcloneVersion } from './rclone.ts';
 import { steadyState } from './steady-state.ts';
 import { megabytes, renderTable, seconds } from './table.ts';
 
-const SCENARIOS = ['initial', 'noop', 'change', 'planner', 'events', 'fan-out-plan'] as const;
+const SCENARIOS = ['initial', 'noop', 'change', 'planner', 'events', 'fan-out-plan', 'fan-out-workers'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 const MIB = 1024 * 1024;
 
 /** Full size is what the issue asks for; `--quick` is a smoke run of the same code in about a minute. */
 const SIZES = {
-  full: { initial: { smallObjects: 200, largeObjectBytes: 256 * MIB }, steady: { objects: 10_000, noopRepeats: 5 }, plannerObjects: 1_000_000, events: { events: 200, burstRequests: 300 } },
-  quick: { initial: { smallObjects: 20, largeObjectBytes: 32 * MIB }, steady: { objects: 1_000, noopRepeats: 1 }, plannerObjects: 100_000, events: { events: 20, burstRequests: 60 } },
+  full: { initial: { smallObjects: 200, largeObjectBytes: 256 * MIB }, steady: { objects: 10_000, noopRepeats: 5 }, plannerObjects: 1_000_000, events: { events: 200, burstRequests: 300 }, fanOutWorkers: { smallObjects: 200, largeObjectBytes: 256 * MIB, keysPerMessage: 5 } },
+  quick: { initial: { smallObjects: 20, largeObjectBytes: 32 * MIB }, steady: { objects: 1_000, noopRepeats: 1 }, plannerObjects: 100_000, events: { events: 20, burstRequests: 60 }, fanOutWorkers: { smallObjects: 20, largeObjectBytes: 32 * MIB, keysPerMessage: 2 } },
 } as const;
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only ${SCENARIOS.join('|')}[,...]] [--out results.json]
@@ -153,6 +154,11 @@ async function main(): Promise<number> {
         print(`${outcome.text}\n`);
         verdicts.push(...outcome.verdicts);
         results['events'] = outcome.data;
+      }
+      if (options.only.has('fan-out-workers')) {
+        const outcome = await fanOutWorkers(context, sizes.fanOutWorkers);
+        print(`${outcome.text}\n`);
+        results['fanOutWorkers'] = outcome.data;
       }
     } finally {
       s3.destroy();

@@ -76,16 +76,7 @@ export function verdict(scenario: string, goal: string, observed: string, pass: 
  * with the CPU time the `watched` emulators spent meanwhile.
  */
 export async function runContender(command: CommandToMeasure, contender: Contender, target: TargetName, watched: readonly EmulatorProcess[] = []): Promise<MirrorRun> {
-  // What earlier runs wrote to the emulators' files must not be flushed to disk during this one, at its cost.
-  flushFileSystems();
-  const before = await Promise.all(watched.map((emulator) => processCpuTime(emulator.pid)));
-  const run = await measure(command);
-  const after = await Promise.all(watched.map((emulator) => processCpuTime(emulator.pid)));
-  const emulatorCpu: Partial<Record<EmulatorName, ProcessCpuTime>> = {};
-  for (const [index, emulator] of watched.entries()) {
-    const [start, end] = [before[index], after[index]];
-    if (start !== undefined && end !== undefined) emulatorCpu[emulator.name] = { totalMs: end.totalMs - start.totalMs, mainThreadMs: end.mainThreadMs - start.mainThreadMs };
-  }
+  const { result: run, emulatorCpu } = await withEmulatorCpu(watched, () => measure(command));
   const ours = contender === 'ours' ? summarizeOurRun(run) : undefined;
   return {
     contender,
@@ -98,6 +89,26 @@ export async function runContender(command: CommandToMeasure, contender: Contend
     ...(run.exitCode === 0 ? {} : { errorOutput: run.stderr.split('\n').slice(-12).join('\n') }),
     ...(watched.length === 0 ? {} : { emulatorCpu }),
   };
+}
+
+/** Runs `work` (after flushing the file systems) and takes the CPU time the `watched` emulators spent meanwhile. */
+export async function withEmulatorCpu<Result>(watched: readonly EmulatorProcess[], work: () => Promise<Result>): Promise<{ result: Result; emulatorCpu: Partial<Record<EmulatorName, ProcessCpuTime>> }> {
+  // What earlier runs wrote to the emulators' files must not be flushed to disk during this one, at its cost.
+  flushFileSystems();
+  const before = await Promise.all(watched.map((emulator) => processCpuTime(emulator.pid)));
+  const result = await work();
+  const after = await Promise.all(watched.map((emulator) => processCpuTime(emulator.pid)));
+  const emulatorCpu: Partial<Record<EmulatorName, ProcessCpuTime>> = {};
+  for (const [index, emulator] of watched.entries()) {
+    const [start, end] = [before[index], after[index]];
+    if (start !== undefined && end !== undefined) emulatorCpu[emulator.name] = { totalMs: end.totalMs - start.totalMs, mainThreadMs: end.mainThreadMs - start.mainThreadMs };
+  }
+  return { result, emulatorCpu };
+}
+
+/** CPU time of every watched emulator together, all threads. */
+export function emulatorsTotalMs(emulatorCpu: Partial<Record<EmulatorName, ProcessCpuTime>>): number {
+  return EMULATOR_NAMES.reduce((sum, name) => sum + (emulatorCpu[name]?.totalMs ?? 0), 0);
 }
 
 /** Lists the source and the target and compares them; reads back the bytes of `keysToRead`. */

@@ -6,7 +6,7 @@
 import { TARGET_NAMES, type TargetName } from '../src/core/types.ts';
 import { createScenario, pseudoRandomBytes } from '../test/support/scenario.ts';
 import { mirrorCommand, type Contender, type RunSetup } from './contenders.ts';
-import { EMULATOR_NAMES, checkTarget, runContender, verdict, type BenchContext, type EmulatorName, type MirrorRun, type ScenarioOutcome, type Verdict } from './context.ts';
+import { EMULATOR_NAMES, checkTarget, emulatorsTotalMs, runContender, verdict, type BenchContext, type EmulatorName, type MirrorRun, type ScenarioOutcome, type Verdict } from './context.ts';
 import { describeCheck, freshTargets, listBucket, removeTargets, seedBucket, type SeedObject } from './fixtures.ts';
 import { megabytes, ratio, renderTable, seconds } from './table.ts';
 
@@ -29,14 +29,18 @@ const RSS_GOAL_BYTES = 200_000_000;
 /** Our wall time at most this fraction of rclone's. */
 const WALL_GOAL_RATIO = 0.8;
 
+/** The source of the initial mirror: `smallObjects` x 1 MiB and one large object (also seeded by ./fan-out-workers.ts). */
+export function initialMirrorObjects(size: InitialMirrorSize): SeedObject[] {
+  return [
+    ...Array.from({ length: size.smallObjects }, (_, index) => ({ key: `initial/small/object-${String(index).padStart(4, '0')}.bin`, body: () => pseudoRandomBytes(MIB, index + 1) })),
+    { key: `initial/large-${size.largeObjectBytes / MIB}MiB.bin`, body: () => pseudoRandomBytes(size.largeObjectBytes, 424_242) },
+  ];
+}
+
 export async function initialMirror(context: BenchContext, size: InitialMirrorSize): Promise<ScenarioOutcome<InitialMirrorData>> {
   const scenario = await createScenario(context.emulators, 'bench-initial');
   const setup: RunSetup = { s3: context.emulators.s3, azurite: context.emulators.azurite, baseSettings: scenario.settings, sourceBucket: scenario.sourceBucket };
-  const largeKey = `initial/large-${size.largeObjectBytes / MIB}MiB.bin`;
-  const objects: SeedObject[] = [
-    ...Array.from({ length: size.smallObjects }, (_, index) => ({ key: `initial/small/object-${String(index).padStart(4, '0')}.bin`, body: () => pseudoRandomBytes(MIB, index + 1) })),
-    { key: largeKey, body: () => pseudoRandomBytes(size.largeObjectBytes, 424_242) },
-  ];
+  const objects = initialMirrorObjects(size);
   context.progress(`initial mirror: seeding ${size.smallObjects} x 1 MiB + 1 x ${size.largeObjectBytes / MIB} MiB into s3://${scenario.sourceBucket}`);
   await seedBucket(scenario.s3, scenario.sourceBucket, objects, 8);
   const source = await listBucket(context.s3, scenario.sourceBucket);
@@ -114,8 +118,7 @@ function emulatorAllThreads(run: MirrorRun | undefined, emulator: EmulatorName):
 /** The CPU time of the tool and of every watched emulator over the wall time: how much of the machine's cores the run kept busy. */
 function coresBusy(run: MirrorRun | undefined): string {
   if (run?.cpuMs === undefined || run.emulatorCpu === undefined) return '-';
-  const emulatorsMs = EMULATOR_NAMES.reduce((sum, name) => sum + (run.emulatorCpu?.[name]?.totalMs ?? 0), 0);
-  return ((run.cpuMs + emulatorsMs) / run.wallMs).toFixed(2);
+  return ((run.cpuMs + emulatorsTotalMs(run.emulatorCpu)) / run.wallMs).toFixed(2);
 }
 
 /** `; s3rver's JS thread busy 97% / 95% of the walls`: the emulator that worked hardest during our run, in both runs. */

@@ -112,6 +112,18 @@ export async function processCpuTime(pid: number): Promise<ProcessCpuTime | unde
 /** /proc counts utime and stime in USER_HZ ticks, 100 per second on Linux. */
 const PROC_TICK_MS = 10;
 
+/** CPU time all cores of the machine have spent busy so far (everything but idle and iowait, /proc/stat); `undefined` where /proc does not have it. */
+export async function machineBusyMs(): Promise<number | undefined> {
+  try {
+    const fields = ((await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, , , irq, softirq, steal] = fields;
+    const busy = [user, nice, system, irq, softirq, steal].reduce<number>((sum, value) => sum + (value ?? Number.NaN), 0);
+    return Number.isFinite(busy) ? busy * PROC_TICK_MS : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Processes being measured right now, so an interrupted benchmark can end them (`endRunningCommands`). */
 const running = new Set<ChildProcess>();
 
