@@ -221,7 +221,8 @@ export async function runMirror(source: SourceStore, targets: readonly MirrorTar
         emit({ event: 'note', target: run.name, message });
       }
     }
-    const stoppedBy = signal.aborted ? deferReasonOf(signal) : stopStarting.signal.aborted && runs.some((run) => run.deferredBy.has('deadline')) ? 'deadline' : undefined;
+    // A transfer deferred because it would not end before the cut-off counts too, also when the run ended before the deadline itself.
+    const stoppedBy = signal.aborted ? deferReasonOf(signal) : runs.some((run) => run.deferredBy.has('deadline')) ? 'deadline' : undefined;
     return finishRun(frame, {
       sourceObjects: listed.sourceObjects,
       sourceBytes: listed.sourceBytes,
