@@ -9,14 +9,14 @@
  * finishes last sees the source's current version and writes it, so no older version stays last.
  */
 import type { SourceStore } from '../stores/store.ts';
-import { ByteBudget, forEachBounded } from './concurrency.ts';
+import { forEachBounded } from './concurrency.ts';
 import type { DeletionWindow } from './delete-window.ts';
 import { StoreError, describeError } from './errors.ts';
 import { actionForKey, objectOfHead } from './plan.ts';
 import type { RunReport, TargetReport } from './report.ts';
 import type { RunEvent, RunOptions } from './run.ts';
 import { TargetRun, deleteKeys, emitPlan, firstTransferMode, targetReport, type MirrorTarget } from './target-run.ts';
-import { transferOne, type TransferContext } from './transfer-one.ts';
+import { transferContext, transferOne } from './transfer-one.ts';
 import type { DeleteAction, Failure, ObjectInfo, Plan, TargetName, TransferAction } from './types.ts';
 
 /** A key to reconcile, and when the event that named it happened (absent for `--key`). */
@@ -122,18 +122,7 @@ export async function reconcileKeys(source: SourceStore, targets: readonly Mirro
   // A held deletion stays held for this invocation: later rounds do not ask the window again.
   const notHeld = (run: TargetRun, action: KeyAction): boolean => action.kind !== 'delete' || !heldIds.has(`${run.name}\n${action.key}`);
   // The transfers' options; deletions here are ruled by the window, never by a full run's limits.
-  const context: TransferContext = {
-    source,
-    tuning: options.tuning,
-    budget: new ByteBudget(options.memoryBudget),
-    transferMode: options.transferMode ?? 'auto',
-    signal,
-    downAfterMs: options.downAfterMs ?? 60_000,
-    presignMaxSeconds: options.presignTtlSeconds ?? 3600,
-    abortAt: undefined,
-    now,
-    emit: trackTransfers,
-  };
+  const context = transferContext(options, { source, signal, now, emit: trackTransfers, abortAt: undefined });
 
   const firstLook = await inspect([...eventTimes.keys()]);
   const runs: TargetRun[] = [];

@@ -3,7 +3,7 @@
  * ./target-run.ts, how one object is transferred in ./transfer-one.ts.
  */
 import type { SourceStore } from '../stores/store.ts';
-import { ByteBudget, forEachBounded } from './concurrency.ts';
+import { forEachBounded } from './concurrency.ts';
 import { RecordedTarget } from './copy-record.ts';
 import { DeadlineError, StoreError, describeError } from './errors.ts';
 import type { FanOut } from './fan-out.ts';
@@ -12,7 +12,7 @@ import { planWhileListing, type ListedPlans } from './listings.ts';
 import type { DeleteLimits } from './plan.ts';
 import type { RunReport, TargetReport } from './report.ts';
 import { TargetRun, deferReasonOf, deleteExtras, emitPlan, firstTransferMode, targetReport, unlistedTargetReport, type MirrorTarget, type TargetEvent } from './target-run.ts';
-import { transferOne, type TransferContext } from './transfer-one.ts';
+import { transferContext, transferOne, type TransferContext } from './transfer-one.ts';
 import type { TransferTuning } from './transfer.ts';
 import type { DeferReason, Failure, ObjectInfo, ProviderChoice, TargetName, TransferAction, TransferModeSetting } from './types.ts';
 
@@ -281,19 +281,14 @@ async function changeTargets(frame: RunFrame, runs: readonly TargetRun[], stopSt
   const deleteAll = (): Promise<unknown> => (deleting ??= Promise.all(runs.map((run) => deleteExtras(run, source, signal, emit))));
   const deleteAtStop = (): void => void deleteAll();
   stopStarting.addEventListener('abort', deleteAtStop, { once: true });
-  await transferAll(runs, {
+  await transferAll(runs, transferContext(options, {
     source,
-    tuning: options.tuning,
-    budget: new ByteBudget(options.memoryBudget),
-    transferMode: options.transferMode ?? 'auto',
     signal,
     ...(options.deadline === undefined ? {} : { stopStarting }),
-    downAfterMs: options.downAfterMs ?? 60_000,
-    presignMaxSeconds: options.presignTtlSeconds ?? 3600,
     abortAt: options.deadline?.abortAt,
     now,
     emit,
-  }, options.concurrency ?? 16, emit, options.deadline === undefined ? undefined : deleteAtStop);
+  }), options.concurrency ?? 16, emit, options.deadline === undefined ? undefined : deleteAtStop);
   stopStarting.removeEventListener('abort', deleteAtStop);
   await deleteAll();
   for (const run of runs) run.failLongDeferred(options.maxDeferredRuns ?? 10, emit);

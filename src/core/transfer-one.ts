@@ -5,7 +5,7 @@
  * can call it for one key.
  */
 import type { SourceStore } from '../stores/store.ts';
-import type { ByteBudget } from './concurrency.ts';
+import { ByteBudget } from './concurrency.ts';
 import { StoreError } from './errors.ts';
 import { deferReasonOf, type TargetEvent, type TargetRun } from './target-run.ts';
 import { describeWrite, streamObject, type ResumePoint, type StreamDestination, type TransferTuning } from './transfer.ts';
@@ -29,6 +29,30 @@ export interface TransferContext {
   readonly abortAt: number | undefined;
   readonly now: () => number;
   readonly emit: (event: TargetEvent | { readonly event: 'fallback'; readonly target: TargetName; readonly reason: string }) => void;
+}
+
+/** The settings of a run that its transfers follow (the fields of `RunOptions` they read). */
+export interface TransferSettings {
+  readonly tuning: TransferTuning;
+  readonly memoryBudget: number;
+  readonly transferMode?: TransferModeSetting;
+  readonly downAfterMs?: number;
+  readonly presignTtlSeconds?: number;
+}
+
+/** The context a full run or a per-key reconcile hands its transfers, with the defaults both share. */
+export function transferContext(
+  settings: TransferSettings,
+  run: Pick<TransferContext, 'source' | 'signal' | 'now' | 'emit' | 'abortAt'> & { readonly stopStarting?: AbortSignal },
+): TransferContext {
+  return {
+    ...run,
+    tuning: settings.tuning,
+    budget: new ByteBudget(settings.memoryBudget),
+    transferMode: settings.transferMode ?? 'auto',
+    downAfterMs: settings.downAfterMs ?? 60_000,
+    presignMaxSeconds: settings.presignTtlSeconds ?? 3600,
+  };
 }
 
 /** A presigned URL lives at least this long. */
