@@ -12,20 +12,8 @@ import { createSyncRunner } from './functions/run-sync.ts';
 import type { RunService, StatusOverview } from './runs.ts';
 import type { SyncServiceOptions } from './sync.ts';
 
-export const QUEUE_COMMANDS = ['work', 'status'] as const;
-
 /** `status <run-id>` while the run is still running. */
 export const EXIT_RUNNING = 4;
-
-export const QUEUE_USAGE = `       artifacts-sync work [--until-empty]
-       artifacts-sync status [<run-id>] [--json]
-
-  work             work on the object queue (events, queued runs and fanned-out pieces), as the
-                   queue function does; several may run at once; --until-empty returns once the
-                   queue is empty
-  status           the last complete run per target and the queue's pending and poisoned
-                   messages; with a run id, that run: exit 0 complete, 1 incomplete or stalled,
-                   4 running`;
 
 interface Io {
   readonly out: (text: string) => void;

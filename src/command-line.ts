@@ -9,7 +9,6 @@ import { PROVIDER_CHOICES, type ProviderChoice } from './core/types.ts';
 import { parseProvider, type Settings } from './config.ts';
 import { createEventService } from './events.ts';
 import { SecretsError } from './secrets.ts';
-import { QUEUE_COMMANDS, QUEUE_USAGE } from './command-line-runs.ts';
 import { createSyncService, type SyncReport, type SyncServiceOptions } from './sync.ts';
 
 export const EXIT = {
@@ -26,6 +25,19 @@ export const EXIT = {
   /** Stopped by SIGTERM, as SIGINT. */
   terminated: 143,
 } as const;
+
+/** The queue commands, in src/command-line-runs.ts: loaded only when one is asked for (it brings the queue worker). */
+export const QUEUE_COMMANDS = ['work', 'status'] as const;
+
+export const QUEUE_USAGE = `       artifacts-sync work [--until-empty]
+       artifacts-sync status [<run-id>] [--json]
+
+  work             work on the object queue (events, queued runs and fanned-out pieces), as the
+                   queue function does; several may run at once; --until-empty returns once the
+                   queue is empty
+  status           the last complete run per target and the queue's pending and poisoned
+                   messages; with a run id, that run: exit 0 complete, 1 incomplete or stalled,
+                   4 running`;
 
 export const USAGE = `Usage: artifacts-sync <${PROVIDER_CHOICES.join('|')}> [--dry-run] [--json] [--key <key>]... [--events <file|->] [--enqueue]
        artifacts-sync verify <${PROVIDER_CHOICES.join('|')}> [--json] [--checksum]
