@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { md5Base64 } from './checksums.ts';
-import type { ObjectRead, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
+import type { ObjectRead, Part, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
 import { ByteBudget, type PartBuffer } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
 import type { RecordedSource } from './types.ts';
@@ -190,16 +190,15 @@ export async function streamObject<Name extends string>(request: {
     try {
       const bytes = await reader.read(part.bytes);
       await reader.expectEnd();
-      const md5 = md5Base64(bytes);
-      verifyWholeMd5(description, md5, source.label);
-      // The MD5 is known now even where the source ETag did not give it: the stores need not hash the bytes again.
-      const whole: WriteDescription = { ...description, contentMd5Base64: md5 };
+      // With the source's MD5 (its ETag), every target checks the bytes against it (Content-MD5) and refuses others:
+      // no pass over them here. Without one, the MD5 taken here is what the targets check the bytes they receive against.
+      const whole: WriteDescription = description.contentMd5Base64 === undefined ? { ...description, contentMd5Base64: md5Base64(bytes) } : description;
       await Promise.all(destinations.map(async (destination) => {
         try {
           const version = await destination.store.putObject(whole, bytes, signal);
           outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength, written: { source: description.recordedSource, targetEtag: version.etag } });
         } catch (error) {
-          outcomes.set(destination.name, { ok: false, error });
+          outcomes.set(destination.name, { ok: false, error: description.contentMd5Base64 === undefined ? error : sourceDigestRefused(error, description, source.label) });
         }
       }));
     } finally {
@@ -215,8 +214,9 @@ export async function streamObject<Name extends string>(request: {
     };
     const live = (): Name[] => [...uploads.keys()].filter((name) => !outcomes.has(name));
 
-    // Only worth a pass over the bytes when there is a source MD5 to compare with (not for multipart or
-    // SSE-KMS ETags), and when every byte is read (not when resuming mid-object).
+    // Each byte is hashed once. With a source MD5 to compare with (not a multipart or SSE-KMS ETag) and every byte
+    // read (not resuming mid-object), the whole object is checked against it before the commit, and the parts go
+    // without digests of their own; otherwise each part carries its MD5, which the target checks.
     const whole = description.contentMd5Base64 === undefined || firstIndex > 0 ? undefined : createHash('md5');
     const inFlight = new Set<Promise<void>>();
     let stopped = false;
@@ -252,8 +252,7 @@ export async function streamObject<Name extends string>(request: {
           release();
           continue;
         }
-        // After the first part, the whole object's hash is that part's hash: no second pass over its bytes.
-        const part = { index, bytes, md5Base64: index === 0 && whole !== undefined ? whole.copy().digest('base64') : md5Base64(bytes) };
+        const part: Part = whole === undefined ? { index, bytes, md5Base64: md5Base64(bytes) } : { index, bytes };
         const upload = Promise.all(needing.map(async (name) => {
           try {
             await uploads.get(name)!.uploadPart(part, signal);
@@ -321,6 +320,25 @@ function pooledSize(length: number): number {
   if (length <= smallest) return smallest;
   const step = 2 ** (Math.floor(Math.log2(length - 1)) - 2);
   return Math.ceil(length / step) * step;
+}
+
+/** The error codes S3, OCI (BadDigest, InvalidDigest) and Azure (Md5Mismatch) answer a Content-MD5 the bytes do not have with. */
+const DIGEST_REFUSALS = new Set(['BadDigest', 'InvalidDigest', 'Md5Mismatch']);
+
+/**
+ * A target that refused bytes sent with the source's own MD5 as their Content-MD5 says they are not the source's:
+ * said as such (the bytes read are at fault, not the target), with the target's answer kept.
+ */
+function sourceDigestRefused(error: unknown, description: WriteDescription, store: string): unknown {
+  if (!(error instanceof StoreError) || error.code === undefined || !DIGEST_REFUSALS.has(error.code)) return error;
+  return new StoreError({
+    store,
+    operation: 'read',
+    key: description.key,
+    scope: 'object',
+    detail: `the bytes read do not have the MD5 the source ETag says (${description.contentMd5Base64 ?? ''}): ${error.store} refused them (${error.status ?? ''} ${error.code}); nothing was written`,
+    cause: error,
+  });
 }
 
 function verifyWholeMd5(description: WriteDescription, actual: string, store: string): void {

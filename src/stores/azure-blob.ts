@@ -196,7 +196,7 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
         resumeToken: undefined,
         async uploadPart(part: Part, signal?: AbortSignal): Promise<void> {
           try {
-            await bounded(signal, (abortSignal) => target.stageBlock(ids[part.index]!, part.bytes, part.bytes.byteLength, { abortSignal, transactionalContentMD5: Buffer.from(part.md5Base64, 'base64') }));
+            await bounded(signal, (abortSignal) => target.stageBlock(ids[part.index]!, part.bytes, part.bytes.byteLength, { abortSignal, ...(part.md5Base64 === undefined ? {} : { transactionalContentMD5: Buffer.from(part.md5Base64, 'base64') }) }));
           } catch (error) {
             throw fail(`stage block ${part.index}`, error, description.key);
           }

@@ -395,10 +395,12 @@ function useContentMd5ForDeleteObjects(client: S3Client): void {
 const CONTENT_MD5_UPLOADS = new Set(['PutObjectCommand', 'UploadPartCommand']);
 
 /**
- * Every PutObject and UploadPart we send carries a Content-MD5, which SigV4 signs and the service checks against the
- * body: the body is bound to the signature through it. SigV4's own SHA-256 of the body (x-amz-content-sha256) would be
- * a second full pass over every byte written; `UNSIGNED-PAYLOAD` tells the signer and the service to skip it.
- * Over https, TLS protects the body as well. See "CPU per byte" in the README.
+ * Every PutObject, and every UploadPart of an object not checked whole against the source's MD5, carries a Content-MD5,
+ * which SigV4 signs and the service checks against the body: the body is bound to the signature through it. SigV4's own
+ * SHA-256 of the body (x-amz-content-sha256) would be a further full pass over every byte written; `UNSIGNED-PAYLOAD`
+ * tells the signer and the service to skip it. The parts of an object whose bytes are checked whole against the source
+ * ETag before the commit go without a digest (core/transfer.ts); over https, TLS protects every body on the wire.
+ * See docs/design.md, "Integrity".
  *
  * Not every S3-compatible service takes `UNSIGNED-PAYLOAD`. An upload it refuses (any 4xx, or 501) is sent once more
  * with a signed payload; when that one goes through, the rest of the run signs payloads.
@@ -412,7 +414,7 @@ function signBodiesByTheirContentMd5(client: S3Client): { send(command: () => Up
       const headers = (args.request as { headers?: Record<string, string> }).headers;
       const names = Object.keys(headers ?? {}).map((header) => header.toLowerCase());
       // A payload hash set by someone else (an aws-chunked upload's marker) is left alone.
-      if (!signPayloads && CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && names.includes('content-md5') && !names.includes('x-amz-content-sha256')) {
+      if (!signPayloads && CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && !names.includes('x-amz-content-sha256')) {
         headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
       }
       return next(args);

@@ -107,7 +107,7 @@ export interface PartUpload {
    * unfinished: the OCI upload id. `undefined` where the store finds its parts by their names (Azure).
    */
   readonly resumeToken: string | undefined;
-  /** Uploads one part. Parts may be uploaded concurrently and in any order; the store verifies `md5Base64` where it can. */
+  /** Uploads one part. Parts may be uploaded concurrently and in any order; the store has `md5Base64` checked where it is given. */
   uploadPart(part: Part, signal?: AbortSignal): Promise<void>;
   commit(partCount: number, signal?: AbortSignal): Promise<WrittenVersion>;
   abort(): Promise<void>;
@@ -165,7 +165,11 @@ export interface Part {
   /** 0-based position of the part in the object. */
   readonly index: number;
   readonly bytes: Uint8Array;
-  readonly md5Base64: string;
+  /**
+   * The part's MD5, which the target checks the bytes it receives against. Absent when the whole object is checked
+   * against the source's MD5 before the commit instead: each byte is hashed once.
+   */
+  readonly md5Base64?: string;
 }
 
 export interface PartLimits {

@@ -6,7 +6,9 @@
  * - **Real OCI's (and S3's) atomic PutObject** (`atomicPuts`). s3rver writes a PUT body into the object
  *   as it arrives, so a client killed mid-body leaves a partial object visible; real S3 and OCI never
  *   show one. The stand-in buffers the whole body and forwards it only once it is complete (as many
- *   bytes as Content-Length says); a body cut short is dropped and never reaches s3rver.
+ *   bytes as Content-Length says); a body cut short is dropped and never reaches s3rver. A complete body
+ *   whose MD5 is not its Content-MD5 is refused with 400 BadDigest and stored nowhere, as S3 and OCI do
+ *   (s3rver stores it whatever its Content-MD5 says).
  * - **ListMultipartUploads, ListParts and AbortMultipartUpload** (`multipartUploads`). s3rver answers them
  *   501 (ListParts: NotImplemented) and 405. The stand-in tracks the uploads it saw created (the UploadId
  *   in s3rver's answer), their parts (number, size and ETag of each UploadPart s3rver accepted) and
@@ -36,7 +38,7 @@
  * concatenation at CompleteMultipartUpload) are not atomic either, so a test reads s3rver only then.
  * Path-style addressing only (`/bucket/key`).
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -253,6 +255,12 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
       if (body === undefined) {
         // The client went away mid-body: real S3/OCI store nothing, so s3rver never hears of it.
         entry.handling = 'dropped';
+        return;
+      }
+      const claimedMd5 = req.headers['content-md5'];
+      if (typeof claimedMd5 === 'string' && createHash('md5').update(body).digest('base64') !== claimedMd5) {
+        entry.handling = 'served';
+        reply(400, s3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.'));
         return;
       }
       // Complete bodies are stored even when the client has gone meanwhile, as a real service would.
