@@ -173,7 +173,7 @@ async function main(): Promise<number> {
   }
 
   const judged = options.quick ? verdicts.map((entry) => ({ ...entry, result: 'NOT MEASURED' as const })) : verdicts;
-  print(`Targets (issue 4)${options.quick ? ': not judged in --quick mode (sizes too small)' : ''}`);
+  print(`Targets (initial mirror: issue 14; the others: issue 4)${options.quick ? ': not judged in --quick mode (sizes too small)' : ''}`);
   print(renderTable(['scenario', 'goal', 'measured', 'result'], judged.map((entry) => [entry.scenario, entry.goal, entry.observed, entry.result]), { leftOnly: true }));
   const failed = judged.filter((entry) => entry.result === 'FAIL').length;
   const passed = judged.filter((entry) => entry.result === 'PASS').length;

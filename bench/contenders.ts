@@ -55,9 +55,9 @@ export function mirrorCommand(contender: Contender, target: TargetName | 'all', 
   return rcloneSync(remotes, `src:${setup.sourceBucket}`, destination, contender === 'rclone --size-only' ? ['--size-only'] : []);
 }
 
-/** What our CLI's JSON report says about the one target of a run, and when its progress lines came. */
+/** What our CLI's JSON report says about the targets of a run, and when its progress lines came. */
 export interface OurRunSummary {
-  /** `server-side` or `streaming`; absent when no JSON report was printed. */
+  /** `server-side` or `streaming` (`azure streaming, oci streaming` for both targets); absent when no JSON report was printed. */
   readonly mode?: string;
   readonly transferred?: number;
   readonly notes: readonly string[];
@@ -74,9 +74,15 @@ export function summarizeOurRun(run: MeasuredRun): OurRunSummary {
   } catch {
     return { notes: [], timeline };
   }
-  const target = report.targets[0];
-  if (target === undefined) return { notes: [], timeline, complete: report.complete };
-  return { mode: target.mode, transferred: target.copied + target.replaced, notes: target.notes, complete: report.complete, timeline };
+  const targets = report.targets;
+  if (targets.length === 0) return { notes: [], timeline, complete: report.complete };
+  return {
+    mode: targets.map((target) => (targets.length === 1 ? target.mode : `${target.target} ${target.mode}`)).join(', '),
+    transferred: targets.reduce((sum, target) => sum + target.copied + target.replaced, 0),
+    notes: targets.flatMap((target) => target.notes),
+    complete: report.complete,
+    timeline,
+  };
 }
 
 /** The moments of a run from its progress lines (./command-line.ts prints them on stderr). */
@@ -89,13 +95,17 @@ function ourTimeline(lines: readonly TimedLine[], wallMs: number): string {
     const durations = listed.map((entry) => /: (\d+) objects in (\d+) ms$/.exec(entry.line)).map((match) => Number(match?.[2] ?? Number.NaN));
     steps.push(`listed ${at(lastListing.atMs)} (listings took ${durations.map((ms) => at(ms)).join(' + ')})`);
   }
-  let lastProgress = '';
-  for (const entry of lines) {
-    const progress = /^\[\w+\] (\d+\/\d+) transfers/.exec(entry.line);
-    if (progress?.[1] !== undefined && progress[1] !== lastProgress) {
-      lastProgress = progress[1];
-      steps.push(`${progress[1]} ${at(entry.atMs)}`);
-    }
+  const progressLines = lines.flatMap((entry) => {
+    const match = /^\[(\w+)\] (\d+\/\d+) transfers/.exec(entry.line);
+    return match?.[1] === undefined || match[2] === undefined ? [] : [{ target: match[1], done: match[2], atMs: entry.atMs }];
+  });
+  // A run of both targets reports each: name the target then.
+  const severalTargets = new Set(progressLines.map((progress) => progress.target)).size > 1;
+  const seen = new Set<string>();
+  for (const progress of progressLines) {
+    const step = severalTargets ? `${progress.target} ${progress.done}` : progress.done;
+    if (!seen.has(step)) steps.push(`${step} ${at(progress.atMs)}`);
+    seen.add(step);
   }
   steps.push(`exit ${at(wallMs)}`);
   return steps.join(', ');

@@ -1,7 +1,8 @@
 /** What every scenario is given, and the shapes of what it gives back. */
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { BlobServiceClient } from '@azure/storage-blob';
-import type { TargetName } from '../src/core/types.ts';
+import { targetsOf } from '../src/config.ts';
+import type { ProviderChoice, TargetName } from '../src/core/types.ts';
 import type { EmulatorCoordinates } from '../test/support/emulators.ts';
 import { summarizeOurRun, type Contender, type Endpoints, type OurRunSummary, type RunSetup } from './contenders.ts';
 import { checkMirror, listBucket, listContainer, blobByteReader, s3ByteReader, type ListedObject, type MirrorCheck, type TargetPair } from './fixtures.ts';
@@ -30,10 +31,10 @@ export interface EmulatorProcess {
   readonly pid: number;
 }
 
-/** One measured run of one contender against one target. */
+/** One measured run of one contender against one target, or both in one run (`all`). */
 export interface MirrorRun {
   readonly contender: Contender;
-  readonly target: TargetName;
+  readonly target: ProviderChoice;
   readonly wallMs: number;
   readonly peakRssBytes: number | undefined;
   /** User plus system CPU time of the process. */
@@ -75,7 +76,7 @@ export function verdict(scenario: string, goal: string, observed: string, pass: 
  * Runs one contender's command and records what every scenario keeps of it (the target check is added by the caller),
  * with the CPU time the `watched` emulators spent meanwhile.
  */
-export async function runContender(command: CommandToMeasure, contender: Contender, target: TargetName, watched: readonly EmulatorProcess[] = []): Promise<MirrorRun> {
+export async function runContender(command: CommandToMeasure, contender: Contender, target: ProviderChoice, watched: readonly EmulatorProcess[] = []): Promise<MirrorRun> {
   const { result: run, emulatorCpu } = await withEmulatorCpu(watched, () => measure(command));
   const ours = contender === 'ours' ? summarizeOurRun(run) : undefined;
   return {
@@ -122,4 +123,16 @@ export async function checkTarget(context: BenchContext, setup: RunSetup, target
     readSource: s3ByteReader(context.s3, setup.sourceBucket),
     readTarget: target === 'azure' ? blobByteReader(context.blobs, pair.container) : s3ByteReader(context.s3, pair.ociBucket),
   });
+}
+
+/** What each target of a run holds afterwards. */
+export type TargetChecks = Partial<Record<TargetName, MirrorCheck>>;
+
+/** `checkTarget` for every target of `provider` (both for `all`), reading back the same keys from each. */
+export async function checkTargets(context: BenchContext, setup: RunSetup, provider: ProviderChoice, pair: TargetPair, keysToRead: Iterable<string>, source?: Map<string, ListedObject>): Promise<TargetChecks> {
+  // An iterator (a Map's keys) reads once: every target needs the whole list.
+  const keys = [...keysToRead];
+  const checks: TargetChecks = {};
+  for (const target of targetsOf(provider)) checks[target] = await checkTarget(context, setup, target, pair, keys, source);
+  return checks;
 }

@@ -7,12 +7,12 @@
  */
 import { QueueServiceClient } from '@azure/storage-queue';
 import { loadavg } from 'node:os';
-import { TARGET_NAMES, type TargetName } from '../src/core/types.ts';
+import { TARGET_NAMES } from '../src/core/types.ts';
 import { uniqueName } from '../test/support/emulators.ts';
 import { createScenario } from '../test/support/scenario.ts';
 import { CLI_PATH, mirrorCommand, type RunSetup } from './contenders.ts';
-import { EMULATOR_NAMES, checkTarget, emulatorsTotalMs, withEmulatorCpu, type BenchContext, type EmulatorName, type ScenarioOutcome } from './context.ts';
-import { describeCheck, freshTargets, listBucket, removeTargets, seedBucket, type MirrorCheck } from './fixtures.ts';
+import { EMULATOR_NAMES, checkTargets, emulatorsTotalMs, withEmulatorCpu, type BenchContext, type EmulatorName, type ScenarioOutcome, type TargetChecks } from './context.ts';
+import { describeCheck, freshTargets, listBucket, removeTargets, seedBucket } from './fixtures.ts';
 import { initialMirrorObjects, type InitialMirrorSize } from './initial-mirror.ts';
 import { machineBusyMs, measure, type CommandToMeasure, type MeasuredRun, type ProcessCpuTime } from './measure.ts';
 import { renderTable, seconds } from './table.ts';
@@ -35,7 +35,7 @@ export interface WorkersRun {
   readonly workersCpuMs: number | undefined;
   readonly exitCodes: readonly number[];
   readonly emulatorCpu: Partial<Record<EmulatorName, ProcessCpuTime>>;
-  readonly checks: Partial<Record<TargetName, MirrorCheck>>;
+  readonly checks: TargetChecks;
   /** `artifacts-sync status <id>` exit code: 0 complete, 1 incomplete, 4 still running. */
   readonly statusExitCode: number | undefined;
   /** The machine's 1-minute load average right after the workers: other work on the 2 cores. */
@@ -83,8 +83,7 @@ export async function fanOutWorkers(context: BenchContext, size: FanOutWorkersSi
     const loadAfter = loadavg()[0] ?? 0;
     const { runId, notes } = enqueueReport(result.enqueue);
     const status = runId === undefined ? undefined : await measure(cli(['status', runId]));
-    const checks: Partial<Record<TargetName, MirrorCheck>> = {};
-    for (const target of TARGET_NAMES) checks[target] = await checkTarget(context, setup, target, pair, source.keys(), source);
+    const checks = await checkTargets(context, setup, 'all', pair, source.keys(), source);
     await removeTargets(context.s3, context.blobs, pair);
     await Promise.all([queueName, `${queueName}-poison`].map((name) => queues.getQueueClient(name).deleteIfExists()));
     const failed = [result.enqueue, ...result.drained].find((run) => run.exitCode !== 0);

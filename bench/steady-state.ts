@@ -7,11 +7,11 @@
  * Each contender first mirrors the source into targets of its own (fresh, empty), so each re-run
  * starts from the state that contender itself leaves behind, as in production.
  */
-import { TARGET_NAMES, type TargetName } from '../src/core/types.ts';
+import { TARGET_NAMES, type ProviderChoice, type TargetName } from '../src/core/types.ts';
 import { createScenario, nextSecond, pseudoRandomBytes } from '../test/support/scenario.ts';
 import { CONTENDERS, mirrorCommand, type Contender, type Endpoints, type RunSetup } from './contenders.ts';
-import { checkTarget, runContender, verdict, type BenchContext, type MirrorRun, type ScenarioOutcome, type Verdict } from './context.ts';
-import { cloneTarget, describeCheck, freshTargets, listBucket, seedBucket, type MirrorCheck, type TargetPair } from './fixtures.ts';
+import { checkTarget, checkTargets, runContender, verdict, type BenchContext, type MirrorRun, type ScenarioOutcome, type TargetChecks, type Verdict } from './context.ts';
+import { cloneTarget, describeCheck, freshTargets, listBucket, seedBucket, type TargetPair } from './fixtures.ts';
 import { STORES, startCountingProxies, type CountingProxies, type RequestCounts, type StoreName } from './request-counts.ts';
 import { count, megabytes, ratio, renderTable, seconds } from './table.ts';
 
@@ -48,12 +48,12 @@ export interface SteadyStateData {
 /** One first copy of the setup; ours writes both targets in one run (`all`), rclone one per run. */
 export interface SetupCopy {
   readonly contender: Contender;
-  readonly provider: TargetName | 'all';
+  readonly provider: ProviderChoice;
   readonly wallMs: number;
   readonly cpuMs: number | undefined;
   readonly exitCode: number;
   /** Each target written, checked by keys and sizes. */
-  readonly checks: Readonly<Partial<Record<TargetName, MirrorCheck>>>;
+  readonly checks: Readonly<TargetChecks>;
   readonly errorOutput?: string;
 }
 
@@ -80,7 +80,7 @@ export async function steadyState(context: BenchContext, size: SteadyStateSize, 
   context.progress(`steady state: first copies into our and rclone's own empty targets, at once`);
   const setupStarted = performance.now();
   // Ours writes both targets in one run (the source is read once); rclone needs a run per destination.
-  const copies = writers.flatMap((contender): { contender: Contender; provider: TargetName | 'all' }[] =>
+  const copies = writers.flatMap((contender): { contender: Contender; provider: ProviderChoice }[] =>
     contender === 'ours' ? [{ contender, provider: 'all' }] : TARGET_NAMES.map((target) => ({ contender, provider: target })),
   );
   // --size-only decides by size alone, so it needs rclone's state, not rclone's time: a server-side
@@ -91,9 +91,8 @@ export async function steadyState(context: BenchContext, size: SteadyStateSize, 
   const firstCopies = await Promise.all(
     copies.map(async ({ contender, provider }): Promise<SetupCopy> => {
       const pair = targets.get(contender)!;
-      const run = await runContender(mirrorCommand(contender, provider, setup, pair, context.direct), contender, provider === 'all' ? 'azure' : provider);
-      const checks: Partial<Record<TargetName, MirrorCheck>> = {};
-      for (const target of provider === 'all' ? TARGET_NAMES : [provider]) checks[target] = await checkTarget(context, setup, target, pair, []);
+      const run = await runContender(mirrorCommand(contender, provider, setup, pair, context.direct), contender, provider);
+      const checks = await checkTargets(context, setup, provider, pair, []);
       if (contender === 'rclone' && provider !== 'all' && sizeOnlyTargets !== undefined && sizeOnlyTargets !== pair) {
         context.progress(`steady state: cloning rclone's ${provider} target inside the emulators for rclone --size-only`);
         await cloneTarget(context.s3, context.blobs, provider, pair, sizeOnlyTargets);

@@ -9,7 +9,7 @@ export function renderTable(header: readonly string[], rows: readonly (readonly 
     cells
       .map((cell, column) => {
         const width = widths[column] ?? cell.length;
-        return !options.leftOnly && column > 0 && /^[-0-9.,× ]+(?:\s?[a-zA-Z%]+)?$/.test(cell) ? cell.padStart(width) : cell.padEnd(width);
+        return !options.leftOnly && column > 0 && /^[-0-9.,× ]+(?:\s?[a-zA-Z%/]+)?$/.test(cell) ? cell.padStart(width) : cell.padEnd(width);
       })
       .join('  ')
       .trimEnd();
@@ -24,6 +24,11 @@ export function seconds(ms: number | undefined): string {
 /** `208 MB`; with `digits`, `200.4 MB` (a figure judged against a limit must not round onto it). */
 export function megabytes(bytes: number | undefined, digits = 0): string {
   return bytes === undefined ? '-' : `${(bytes / MB).toFixed(digits)} MB`;
+}
+
+/** `2.34 s/GiB`: CPU seconds per GiB moved. */
+export function perGib(secondsPerGib: number | undefined): string {
+  return secondsPerGib === undefined ? '-' : `${secondsPerGib.toFixed(2)} s/GiB`;
 }
 
 export function count(value: number | undefined): string {
