@@ -141,7 +141,9 @@ async function pullFromUrl(key: string, pulling: readonly [TargetRun, TransferAc
 async function sourceCannotServe(source: SourceStore, key: string, etag: string, signal: AbortSignal): Promise<unknown> {
   try {
     const read = await source.read(key, { start: 0, end: 0, ifMatch: etag, signal });
-    await read.body[Symbol.asyncIterator]().return?.();
+    // Read to its end (one byte), so the connection goes back to the pool: a body left unread would hold the
+    // process open until the socket timed out (an unstarted iterator's `return` does not end the stream).
+    for await (const chunk of read.body) void chunk;
     return undefined;
   } catch (error) {
     return error;

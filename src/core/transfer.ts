@@ -364,6 +364,7 @@ class ResumingReader {
   readonly #size: number;
   readonly #signal: AbortSignal | undefined;
   #attemptsLeft: number;
+  #body: AsyncIterable<Uint8Array>;
   #iterator: AsyncIterator<Uint8Array>;
   #pending: Uint8Array | undefined;
   #offset = 0;
@@ -381,6 +382,7 @@ class ResumingReader {
     this.#signal = signal;
     this.#attemptsLeft = attempts;
     this.#offset = offset;
+    this.#body = first.body;
     this.#iterator = first.body[Symbol.asyncIterator]();
   }
 
@@ -413,6 +415,8 @@ class ResumingReader {
   /** Stops reading and lets the connection go (after an error, or when done). */
   async close(): Promise<void> {
     await this.#iterator.return?.().catch(() => undefined);
+    // Returning an iterator that was never started ends nothing: the stream itself is ended, so its connection does not linger.
+    (this.#body as { destroy?: () => void }).destroy?.();
   }
 
   /** Fails when the source sends more bytes than its size said. */
@@ -428,13 +432,18 @@ class ResumingReader {
         if (!next.done) return next.value;
         // A range consumed: the next one is asked for only now.
         if (this.#window === undefined || this.#offset >= this.#size) return undefined;
-        this.#iterator = (await this.#source.read(this.#key, this.#rangeFromOffset())).body[Symbol.asyncIterator]();
+        this.#follow(await this.#source.read(this.#key, this.#rangeFromOffset()));
       } catch (error) {
         if (this.#signal?.aborted || this.#attemptsLeft <= 0 || this.#offset >= this.#size) throw error;
         this.#attemptsLeft -= 1;
-        this.#iterator = (await this.#source.read(this.#key, this.#rangeFromOffset())).body[Symbol.asyncIterator]();
+        this.#follow(await this.#source.read(this.#key, this.#rangeFromOffset()));
       }
     }
+  }
+
+  #follow(read: ObjectRead): void {
+    this.#body = read.body;
+    this.#iterator = read.body[Symbol.asyncIterator]();
   }
 
   /** The rest of the object from where reading stands, or the next range of it. */
