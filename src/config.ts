@@ -144,6 +144,7 @@ export function loadConfig(settings: Settings, provider: ProviderChoice): Mirror
       partSize: read.integer('SYNC_PART_SIZE_MB', { default: DEFAULT_TRANSFER_TUNING.partSize / MIB, min: 5, max: 4000 }) * MIB,
       partConcurrency: read.integer('SYNC_PART_CONCURRENCY', { default: DEFAULT_TRANSFER_TUNING.partConcurrency, min: 1, max: 32 }),
       readAttempts: DEFAULT_TRANSFER_TUNING.readAttempts,
+      singleRequestMax: read.integer('SYNC_SINGLE_REQUEST_MAX_MB', { default: DEFAULT_TRANSFER_TUNING.singleRequestMax / MIB, min: 5, max: 5000 }) * MIB,
     },
     memoryBudget: read.integer('SYNC_MEMORY_MB', { default: 64, min: 16, max: 16_384 }) * MIB,
     transferMode: read.choice('SYNC_TRANSFER_MODE', ['auto', 'server-side', 'streaming'] as const, 'auto'),

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
 import { md5Base64 } from './checksums.ts';
 import type { ObjectRead, Part, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
 import { ByteBudget, type PartBuffer } from './concurrency.ts';
@@ -15,9 +16,24 @@ export interface TransferTuning {
   readonly partConcurrency: number;
   /** How often a broken source read is resumed from where it stopped before the object fails (default 3). */
   readonly readAttempts: number;
+  /**
+   * Objects up to this size whose source ETag gives their MD5 go to each target in one request, streamed as they are
+   * read (no part buffers, no hashing here), and the target checks them against that MD5 (default 256 MiB). Larger
+   * objects, and those without a source MD5, go in parts.
+   */
+  readonly singleRequestMax: number;
 }
 
-export const DEFAULT_TRANSFER_TUNING: TransferTuning = { partSize: 5 * MIB, partConcurrency: 4, readAttempts: 3 };
+export const DEFAULT_TRANSFER_TUNING: TransferTuning = { partSize: 5 * MIB, partConcurrency: 4, readAttempts: 3, singleRequestMax: 256 * MIB };
+
+/**
+ * Under a deadline, an object goes in one streamed request only when it would finish before the deadline even at
+ * this speed: one request cannot stop half-way and keep what it sent, as parts do.
+ */
+const SLOWEST_EXPECTED_BYTES_PER_SECOND = MIB;
+
+/** Bytes each target's branch of a streamed object buffers before the source is read more slowly for it. */
+const STREAM_BRANCH_BYTES = 256 * 1024;
 
 /** One target an object streams to. */
 export interface StreamDestination<Name extends string = string> {
@@ -122,6 +138,21 @@ export async function streamObject<Name extends string>(request: {
   const partSize = choosePartSize(head.size, tuning.partSize, destinations.map((destination) => destination.store.partLimits));
   const multiPart = head.size > Math.min(partSize, singlePutLimit);
 
+  const streamWhole = multiPart && first !== undefined && description.contentMd5Base64 !== undefined
+    && head.size <= Math.min(tuning.singleRequestMax, singlePutLimit)
+    && (request.finishBy === undefined || Date.now() + (head.size / SLOWEST_EXPECTED_BYTES_PER_SECOND) * 1000 < request.finishBy);
+  if (streamWhole) {
+    const reader = new ResumingReader(source, key, first, 0, tuning.readAttempts, signal, readWindow);
+    try {
+      await putStreamed(reader);
+      return outcomes;
+    } catch (error) {
+      return failAll(error);
+    } finally {
+      await reader.close();
+    }
+  }
+
   if (!multiPart) {
     const reader = new ResumingReader(source, key, first ?? (await source.read(key, { signal, ifMatch: head.etag })), 0, tuning.readAttempts, signal, readWindow);
     try {
@@ -203,6 +234,66 @@ export async function streamObject<Name extends string>(request: {
       }));
     } finally {
       part.release();
+    }
+  }
+
+  /**
+   * One request per destination carrying the whole object as it is read, each chunk passed on as it came (no copy,
+   * no hash): each target checks the bytes against the source MD5 and stores nothing else. The slowest destination
+   * sets the pace. A destination's later attempts (its store's retries) read the object afresh, for it alone.
+   */
+  async function putStreamed(reader: ResumingReader): Promise<void> {
+    const branches = new Map(destinations.map((destination) => {
+      const branch = new PassThrough({ highWaterMark: STREAM_BRANCH_BYTES });
+      // Its failure reaches the caller through the request that reads it, or as the read's own error.
+      branch.on('error', () => undefined);
+      return [destination.name, branch] as const;
+    }));
+    let readFailure: unknown;
+    const feeding = (async (): Promise<void> => {
+      try {
+        for await (const chunk of reader.chunks()) {
+          const open = [...branches.values()].filter((branch) => !branch.destroyed);
+          if (open.length === 0) return;
+          const full = open.filter((branch) => !branch.write(chunk));
+          if (full.length > 0) await Promise.all(full.map(drained));
+        }
+        for (const branch of branches.values()) branch.end();
+      } catch (error) {
+        readFailure = error;
+        for (const branch of branches.values()) branch.destroy(error instanceof Error ? error : new Error(String(error)));
+      }
+    })();
+    await Promise.all(destinations.map(async (destination) => {
+      const branch = branches.get(destination.name)!;
+      let attempts = 0;
+      const open = (): Readable => {
+        attempts += 1;
+        if (attempts === 1) return branch;
+        // The first attempt is over: its branch no longer holds the others back.
+        branch.destroy();
+        return Readable.from(freshBytes(), { objectMode: false });
+      };
+      try {
+        const version = await destination.store.putObjectStream(description, open, signal);
+        outcomes.set(destination.name, { ok: true, bytes: head.size, written: { source: description.recordedSource, targetEtag: version.etag } });
+      } catch (error) {
+        branch.destroy();
+        if (signal?.aborted === true) outcomes.set(destination.name, { ok: false, stopped: { bytes: 0, resumeToken: undefined, partSize } });
+        else outcomes.set(destination.name, { ok: false, error: readFailure ?? sourceDigestRefused(error, description, source.label) });
+      }
+    }));
+    await feeding;
+  }
+
+  /** The object from its first byte, read again (the version this transfer copies, nothing else). */
+  async function* freshBytes(): AsyncGenerator<Uint8Array> {
+    const end = readWindow === undefined ? {} : { end: Math.min(head.size, readWindow) - 1 };
+    const again = new ResumingReader(source, key, await source.read(key, { ifMatch: head.etag, signal, ...end }), 0, tuning.readAttempts, signal, readWindow);
+    try {
+      yield* again.chunks();
+    } finally {
+      await again.close();
     }
   }
 
@@ -301,6 +392,19 @@ export async function streamObject<Name extends string>(request: {
   }
 }
 
+/** Resolves when `stream` wants more, or is gone. */
+function drained(stream: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
+}
+
 /** A part is started only when the slowest part so far, this many times over, would end before `finishBy` (1.5 left a part cut at the cancel now and then under CPU load: 1.2-1.33x the bytes). */
 const PART_TIME_MARGIN = 3;
 
@@ -391,9 +495,31 @@ class ResumingReader {
     try {
       return await this.#fill(out);
     } catch (error) {
-      if (error instanceof StoreError || this.#signal?.aborted === true) throw error;
-      throw this.#error(`reading at byte ${this.#offset} of ${this.#size} failed: ${describeError(error)}`);
+      throw this.#readFailure(error);
     }
+  }
+
+  /** The rest of the object, chunk by chunk as the source sends it (not copied); fails when the source sends more or fewer bytes than its size. */
+  async *chunks(): AsyncGenerator<Uint8Array> {
+    try {
+      while (this.#offset < this.#size) {
+        const chunk = this.#pending ?? (await this.#nextChunk());
+        this.#pending = undefined;
+        if (chunk === undefined) throw this.#error(`the stream ended at byte ${this.#offset} of ${this.#size}`);
+        const take = Math.min(chunk.byteLength, this.#size - this.#offset);
+        if (take < chunk.byteLength) this.#pending = chunk.subarray(take);
+        this.#offset += take;
+        yield take < chunk.byteLength ? chunk.subarray(0, take) : chunk;
+      }
+      await this.expectEnd();
+    } catch (error) {
+      throw this.#readFailure(error);
+    }
+  }
+
+  #readFailure(error: unknown): unknown {
+    if (error instanceof StoreError || this.#signal?.aborted === true) return error;
+    return this.#error(`reading at byte ${this.#offset} of ${this.#size} failed: ${describeError(error)}`);
   }
 
   async #fill(out: Uint8Array): Promise<Uint8Array> {

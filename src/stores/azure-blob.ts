@@ -11,7 +11,8 @@ import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
 import { azureKeyProblem } from './key-rules.ts';
 import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
-import { definedHeaders, type KeyFailure, type ObjectHead, type Part, type PartUpload, type PartUploadOptions, type ServerSideCopy, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
+import type { Readable } from 'node:stream';
+import { definedHeaders, streamedObjectMd5, type KeyFailure, type ObjectHead, type Part, type PartUpload, type PartUploadOptions, type ServerSideCopy, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
@@ -58,6 +59,8 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   const bounded = <T>(signal: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>, timeoutMs = attemptTimeoutMs): Promise<T> =>
     rideOutThrottling(() => withAttemptTimeout(call, signal, timeoutMs, attempts), throttling, signal);
   const blob = (key: string): BlockBlobClient => container.getBlockBlobClient(key);
+  /** Streamed uploads carry a whole object (up to 256 MiB) in one request: the SDK's per-try limit is ten times the usual. */
+  const streamingContainer = listingContainerClient({ ...options, tryTimeoutMs: attemptTimeoutMs * 10 });
   const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, azureMetadataName);
 
   const serverSideCopy: ServerSideCopy = {
@@ -176,6 +179,23 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
           metadata,
           transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
         }));
+        return { etag: unquoteEtag(written.etag) };
+      } catch (error) {
+        throw fail('write', error, description.key);
+      }
+    },
+
+    async putObjectStream(description: WriteDescription, open: () => Readable, signal?: AbortSignal): Promise<WrittenVersion> {
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
+      const md5 = Buffer.from(streamedObjectMd5(description), 'base64');
+      try {
+        // Each try of the SDK's (and each of `bounded`'s) calls `open` for the bytes from the first.
+        const written = await bounded(signal, (abortSignal) => streamingContainer.getBlockBlobClient(description.key).upload(open, description.size, {
+          abortSignal,
+          blobHTTPHeaders: headersOf(description),
+          metadata,
+          transactionalContentMD5: md5,
+        }), attemptTimeoutMs * 10);
         return { etag: unquoteEtag(written.etag) };
       } catch (error) {
         throw fail('write', error, description.key);

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { ObjectInfo, RecordedSource } from '../core/types.ts';
 
 /** What every store can do: list everything, delete in batches. */
@@ -113,6 +114,12 @@ export interface PartUpload {
   abort(): Promise<void>;
 }
 
+/** The MD5 a target checks a streamed object against (`TargetStore.putObjectStream`): one is always given. */
+export function streamedObjectMd5(description: WriteDescription): string {
+  if (description.contentMd5Base64 === undefined) throw new Error(`a streamed write of ${JSON.stringify(description.key)} needs the MD5 the target checks its bytes against`);
+  return description.contentMd5Base64;
+}
+
 /** A mirror target. */
 export interface TargetStore extends ObjectStore {
   /**
@@ -132,7 +139,13 @@ export interface TargetStore extends ObjectStore {
   readBody(key: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
   /** Writes a whole object in one atomic request (small objects). */
   putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion>;
-  /** Largest object `putObject` takes in one request. */
+  /**
+   * Writes a whole object in one atomic request from a stream: `open` gives its bytes from the first, and is called
+   * again for each further attempt. The target checks them against `description.contentMd5Base64` (always given
+   * here) and stores nothing when they differ.
+   */
+  putObjectStream(description: WriteDescription, open: () => Readable, signal?: AbortSignal): Promise<WrittenVersion>;
+  /** Largest object `putObject` and `putObjectStream` take in one request. */
   readonly maxSinglePutSize: number;
   /** Starts a multi-part write of a larger object, or continues one an earlier run left (`options.resume`). */
   startPartUpload(description: WriteDescription, options: PartUploadOptions): Promise<PartUpload>;
