@@ -48,13 +48,15 @@ export function s3BodySender(client: S3Client, bucket: string, throttling: Throt
   };
   const retrying = retryMiddleware(config);
 
-  const sendOnce = async (request: BodyRequest, signPayload: boolean, signal: AbortSignal | undefined): Promise<string | undefined> => {
+  let signPayloads = false;
+  /** `sent.unsigned` says how the last attempt went out, decided just before it is signed: a body that waited while another was refused goes out signed. */
+  const sendOnce = async (request: BodyRequest, sent: { unsigned: boolean }, signal: AbortSignal | undefined): Promise<string | undefined> => {
     target ??= resolveTarget().catch((error: unknown) => {
       target = undefined;
       throw error;
     });
     const { url, sign } = await target;
-    const unsigned: HttpRequest = new HttpRequest({
+    const unsent: HttpRequest = new HttpRequest({
       protocol: url.protocol,
       hostname: url.hostname,
       ...(url.port === '' ? {} : { port: Number(url.port) }),
@@ -62,41 +64,38 @@ export function s3BodySender(client: S3Client, bucket: string, throttling: Throt
       // The SDK's path for S3's greedy `{Key+}`: each segment escaped, the slashes kept.
       path: `${url.pathname.replace(/\/$/, '')}/${request.key.split('/').map(extendedEncodeURIComponent).join('/')}`,
       query: { ...request.query, 'x-id': request.operation },
-      headers: {
-        host: url.host,
-        'content-type': 'application/octet-stream',
-        ...request.headers,
-        'content-length': String(request.body.byteLength),
-        // Signed: the signer hashes the body and sets the header.
-        ...(signPayload ? {} : { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' }),
-      },
+      headers: { host: url.host, 'content-type': 'application/octet-stream', ...request.headers, 'content-length': String(request.body.byteLength) },
       body: request.body,
     });
     const attempt = async (args: { request: unknown }): Promise<{ response: HttpResponse; output: { $metadata: object; etag: string | undefined } }> => {
-      const { response } = (await config.requestHandler.handle(await sign(args.request as HttpRequest), { abortSignal: signal })) as { response: HttpResponse };
+      const toSign = args.request as HttpRequest;
+      sent.unsigned = !signPayloads;
+      // Signed: the signer hashes the body and sets the header itself.
+      if (sent.unsigned) toSign.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      else delete toSign.headers['x-amz-content-sha256'];
+      const { response } = (await config.requestHandler.handle(await sign(toSign), { abortSignal: signal })) as { response: HttpResponse };
       // The answer's body is read to its end either way: the socket goes back to the pool only then.
       const text = await answerText(response.body, `the ${request.operation} answer`);
       if (response.statusCode < 200 || response.statusCode > 299) throw errorAnswer(response, text);
       return { response, output: { $metadata: {}, etag: response.headers['etag'] } };
     };
     const send = (): Promise<string | undefined> =>
-      retrying(attempt, { __smithy_context: signal === undefined ? {} : { abortSignal: signal } })({ input: {}, request: unsigned }).then((result) => result.output.etag);
+      retrying(attempt, { __smithy_context: signal === undefined ? {} : { abortSignal: signal } })({ input: {}, request: unsent }).then((result) => result.output.etag);
     return rideOutThrottling(send, throttling, signal);
   };
 
-  let signPayloads = false;
   return async (request, signal) => {
-    const unsigned = !signPayloads;
+    const sent = { unsigned: false };
     try {
-      return await sendOnce(request, !unsigned, signal);
+      return await sendOnce(request, sent, signal);
     } catch (error) {
-      if (!unsigned || signal?.aborted === true || !refusedAsClientError(error)) throw error;
+      if (!sent.unsigned || signal?.aborted === true || !refusedAsClientError(error)) throw error;
       signPayloads = true;
       try {
-        return await sendOnce(request, true, signal);
+        return await sendOnce(request, sent, signal);
       } catch (signedError) {
         // Refused signed as well: the payload signing was not the reason.
-        signPayloads = false;
+        if (!sent.unsigned) signPayloads = false;
         throw signedError;
       }
     }
