@@ -16,14 +16,20 @@ export interface BodyRequest {
   readonly body: Uint8Array;
 }
 
+/** Where the bucket's body requests go and how they are signed: the client's own, taken once per store. */
+interface UploadTarget {
+  /** The bucket's URL: `<endpoint>/<bucket>` path-style, `https://<bucket>.s3.<region>.amazonaws.com/` virtual-hosted. */
+  readonly url: URL;
+  readonly sign: (request: HttpRequest) => Promise<HttpRequest>;
+}
+
 /** Sends a body request and gives the ETag the service answered with. */
 export type BodySender = (request: BodyRequest, signal?: AbortSignal) => Promise<string | undefined>;
 
 /**
- * Sends PutObject and UploadPart without the S3Client's middleware stack, which costs about as much CPU again as
- * the request itself (456 x 1 MiB: 0.87-1.0 s through `client.send`, 0.43-0.51 s signed and sent directly; see
- * docs/s3-writes.md). What correctness needs is the client's own, not a copy: its endpoint (resolved once, path-style
- * where an endpoint is set), its signer (credentials or the default chain, session token, clock offset), its HTTP
+ * Sends PutObject and UploadPart without the S3Client's middleware stack, which costs about as much CPU again as the
+ * request itself (docs/s3-writes.md). What correctness needs is the client's own, not a copy: its endpoint (resolved
+ * once, path-style where an endpoint is set), its signer (credentials or the default chain, session token, clock offset), its HTTP
  * handler (sockets, connection and socket timeouts), its retry strategy (through the SDK's own retry middleware:
  * attempts, backoff with jitter on 5xx, network errors and timeouts), and 429/503 ridden out as for every command.
  * A non-2xx answer is thrown as the `S3ServiceException` the SDK would throw (status, the XML error's Code and
@@ -37,8 +43,8 @@ export type BodySender = (request: BodyRequest, signal?: AbortSignal) => Promise
  */
 export function s3BodySender(client: S3Client, bucket: string, throttling: ThrottlePolicy): BodySender {
   const { config } = client;
-  let target: Promise<{ readonly url: URL; readonly sign: (request: HttpRequest) => Promise<HttpRequest> }> | undefined;
-  const resolveTarget = async (): Promise<{ readonly url: URL; readonly sign: (request: HttpRequest) => Promise<HttpRequest> }> => {
+  let target: Promise<UploadTarget> | undefined;
+  const resolveTarget = async (): Promise<UploadTarget> => {
     const endpoint = await getEndpointFromInstructions({ Bucket: bucket }, PutObjectCommand, config);
     const signer = await config.signer();
     return {
