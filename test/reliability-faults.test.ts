@@ -89,6 +89,25 @@ describe('transient faults', () => {
     for (const proxy of [summary.source, summary.azure, summary.oci]) expect(Object.values(proxy.faults).reduce((sum, count) => sum + count, 0)).toBeGreaterThan(0);
   }, 180_000);
 
+  // PutObject and UploadPart leave the S3 store outside the SDK's middleware stack (src/stores/s3-body-requests.ts), with the SDK's retry middleware.
+  it.each(['PutObject', 'UploadPart'] as const)('a %s answered 500 or 503 twice is sent again, and the run ends with the exact mirror', async (operation) => {
+    const s = await proxiedScenario('retry-writes', { SYNC_PART_SIZE_MB: '5' });
+    await putSource(s, 'small.bin', pseudoRandomBytes(300_000, 11));
+    await putSource(s, 'large.bin', pseudoRandomBytes(11 * MIB, 12));
+    s.ociProxy.setFaults({ rate: 1, kinds: ['500', '503'], seed: 7, onlyOperations: [operation], maxFaults: 2 });
+
+    const { exitCode, report } = await runJson('oci', s.settings);
+
+    expect(exitCode, JSON.stringify(targetOf(report, 'oci').failures)).toBe(0);
+    const sent = s.ociProxy.requests().filter((request) => request.operation === operation);
+    expect(sent.filter((request) => request.fault !== null).map((request) => request.status)).toEqual([expect.toBeOneOf([500, 503]), expect.toBeOneOf([500, 503])]);
+    // One PutObject (small.bin) or three parts (large.bin) written, after the two refused attempts.
+    expect(sent.filter((request) => request.status === 200)).toHaveLength(operation === 'PutObject' ? 1 : 3);
+    expect(sent).toHaveLength((operation === 'PutObject' ? 1 : 3) + 2);
+    s.ociProxy.setFaults(null);
+    await expectExactMirror(s, 'oci');
+  });
+
   it('a stalled S3 request (source read, OCI write) is abandoned after SYNC_REQUEST_TIMEOUT_SECONDS and retried', async () => {
     const s = await proxiedScenario('stall-s3', { SYNC_REQUEST_TIMEOUT_SECONDS: '2' });
     await putSource(s, 'a.txt', 'a');

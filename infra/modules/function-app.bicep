@@ -21,6 +21,8 @@ type appSettingOverrides = {
   SYNC_TRANSFER_MODE: string?
   @description('Objects up to this size in MB are pulled by Azure in one request, 1-5000; default 256.')
   SYNC_SERVER_SIDE_SINGLE_MAX_MB: string?
+  @description('Objects up to this size in MB whose source ETag is their MD5 stream to each target in one request, checked there against that MD5, 5-5000; default 256.')
+  SYNC_SINGLE_REQUEST_MAX_MB: string?
   @description('Longest lifetime of the presigned URLs Azure pulls from (each lives as long as its pull may take), 60-604800 s; default 3600.')
   SYNC_PRESIGN_TTL_SECONDS: string?
   @description('Most deletions one run may make per target, 0-100000000; default 1000.')

@@ -139,18 +139,22 @@ export async function streamObject<Name extends string>(request: {
   const multiPart = head.size > Math.min(partSize, singlePutLimit);
 
   const streamWhole = multiPart && first !== undefined && description.contentMd5Base64 !== undefined
-    && head.size <= Math.min(tuning.singleRequestMax, singlePutLimit)
+    && head.size <= Math.min(tuning.singleRequestMax, singlePutLimit) && destinations.every((destination) => destination.store.canStreamWhole())
     && (request.finishBy === undefined || Date.now() + (head.size / SLOWEST_EXPECTED_BYTES_PER_SECOND) * 1000 < request.finishBy);
   if (streamWhole) {
     const reader = new ResumingReader(source, key, first, 0, tuning.readAttempts, signal, readWindow);
     try {
       await putStreamed(reader);
-      return outcomes;
     } catch (error) {
-      return failAll(error);
+      failAll(error);
     } finally {
       await reader.close();
     }
+    // A target that turned out not to take streams (an S3-compatible service refusing unsigned payloads) gets the object in parts.
+    const inParts = destinations.filter((destination) => outcomes.get(destination.name)?.ok === false && !destination.store.canStreamWhole());
+    if (inParts.length === 0 || signal?.aborted === true) return outcomes;
+    for (const [name, outcome] of await streamObject({ ...request, destinations: inParts })) outcomes.set(name, outcome);
+    return outcomes;
   }
 
   if (!multiPart) {

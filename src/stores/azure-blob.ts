@@ -185,6 +185,8 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
       }
     },
 
+    canStreamWhole: () => true,
+
     async putObjectStream(description: WriteDescription, open: () => Readable, signal?: AbortSignal): Promise<WrittenVersion> {
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       const md5 = Buffer.from(streamedObjectMd5(description), 'base64');

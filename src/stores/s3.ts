@@ -8,19 +8,19 @@ import {
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
-  PutObjectCommand,
   S3Client,
   S3ServiceException,
-  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { md5Base64 } from '../core/checksums.ts';
 import { StoreError, describeError, type FailureScope } from '../core/errors.ts';
-import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottlePolicy } from '../core/retry.ts';
+import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottleAnswer, type ThrottlePolicy } from '../core/retry.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
+import { s3BodySender, type BodyRequest } from './s3-body-requests.ts';
 import { isArchived, parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
-import { definedHeaders, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartUpload, type PartUploadOptions, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
+import type { Readable } from 'node:stream';
+import { CONTENT_HEADER_FIELDS, definedHeaders, streamedObjectMd5, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartUpload, type PartUploadOptions, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -69,9 +69,10 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     // socketTimeout is the "nothing received for this long" timeout; requestTimeout would only log a warning.
     requestHandler: { connectionTimeout: 10_000, socketTimeout: options.requestTimeoutMs ?? 60_000 },
   });
-  rideOutThrottledAnswers(client, options.retryBudgetMs ?? 60_000);
+  const throttling: ThrottlePolicy = { budgetMs: options.retryBudgetMs ?? 60_000, throttled: throttledAnswer };
+  rideOutThrottledAnswers(client, throttling);
   if (compatibility) useContentMd5ForDeleteObjects(client);
-  const payloadSigning = signBodiesByTheirContentMd5(client);
+  const sendBody = s3BodySender(client, bucket, throttling);
   checkReadsByTheirMd5Etag(client);
 
   const fail = (operation: string, error: unknown, key?: string): StoreError => toStoreError(label, operation, error, key);
@@ -168,19 +169,30 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
-        const written = await payloadSigning.send(() =>
-          new PutObjectCommand({
-            Bucket: bucket,
-            Key: description.key,
-            Body: bytes,
-            ContentLength: bytes.byteLength,
-            ...s3Headers(description.headers),
-            ContentMD5: description.contentMd5Base64 ?? md5Base64(bytes),
-            Metadata: metadata,
-          }),
-          signal,
-        );
-        return { etag: unquoteEtag(written.ETag) };
+        const request: BodyRequest = {
+          operation: 'PutObject',
+          key: description.key,
+          headers: { ...contentHeaderFields(description.headers), ...metadataHeaders(metadata), 'content-md5': description.contentMd5Base64 ?? md5Base64(bytes) },
+          body: bytes,
+        };
+        return { etag: unquoteEtag(await sendBody(request, signal)) };
+      } catch (error) {
+        throw fail('write', error, description.key);
+      }
+    },
+
+    canStreamWhole: () => !sendBody.signsPayloads(),
+
+    async putObjectStream(description: WriteDescription, open: () => Readable, signal?: AbortSignal): Promise<WrittenVersion> {
+      const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
+      try {
+        const request: BodyRequest = {
+          operation: 'PutObject',
+          key: description.key,
+          headers: { ...contentHeaderFields(description.headers), ...metadataHeaders(metadata), 'content-md5': streamedObjectMd5(description) },
+          body: { size: description.size, open },
+        };
+        return { etag: unquoteEtag(await sendBody(request, signal)) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -220,11 +232,11 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         resumeToken: uploadId,
         async uploadPart(part: Part, partSignal?: AbortSignal): Promise<void> {
           try {
-            const uploaded = await payloadSigning.send(
-              () => new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: part.index + 1, Body: part.bytes, ContentLength: part.bytes.byteLength, ContentMD5: part.md5Base64 }),
+            const etag = await sendBody(
+              { operation: 'UploadPart', key, query: { partNumber: String(part.index + 1), uploadId }, headers: { 'content-md5': part.md5Base64 }, body: part.bytes },
               partSignal,
             );
-            etags.set(part.index + 1, uploaded.ETag ?? '');
+            etags.set(part.index + 1, etag ?? '');
           } catch (error) {
             throw fail(`upload part ${part.index + 1}`, error, key);
           }
@@ -324,6 +336,21 @@ function s3Headers(headers: ContentHeaders): { ContentType?: string; ContentEnco
   };
 }
 
+/** The content headers as PutObject sends them: `contentType` as `content-type`, and so on. */
+function contentHeaderFields(headers: ContentHeaders): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const field of CONTENT_HEADER_FIELDS) {
+    const value = headers[field];
+    if (value !== undefined) fields[field.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)] = value;
+  }
+  return fields;
+}
+
+/** User metadata as PutObject sends it: `x-amz-meta-<name>`, the name in lower case, as the SDK sends it. */
+function metadataHeaders(metadata: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(metadata).map(([name, value]) => [`x-amz-meta-${name.toLowerCase()}`, value]));
+}
+
 /** The parts of an unfinished multipart upload, all pages. */
 async function listParts(client: S3Client, bucket: string, key: string, uploadId: string, signal: AbortSignal | undefined): Promise<{ number: number; size: number; etag: string }[]> {
   const parts: { number: number; size: number; etag: string }[] = [];
@@ -355,21 +382,19 @@ function totalSize(contentRange: string | undefined, contentLength: number | und
   return (contentLength ?? 0) + start;
 }
 
+/** A 429/503 answer (SlowDown, ServiceUnavailable) and what it asked to wait; `undefined` for any other error. */
+function throttledAnswer(error: unknown): ThrottleAnswer | undefined {
+  if (!(error instanceof S3ServiceException) || !isThrottleStatus(error.$metadata.httpStatusCode)) return undefined;
+  const headers = (error.$response as { headers?: Record<string, string> } | undefined)?.headers ?? {};
+  return { retryAfterMs: retryAfterMs((name) => headers[name]) };
+}
+
 /**
- * Every command of the client waits out 429/503 answers (SlowDown, ServiceUnavailable) for up to
- * `budgetMs`, as long as the service asks (Retry-After): the SDK's own retries give up within seconds
- * and cap what Retry-After asks for.
+ * Every command of the client waits out 429/503 answers for up to the policy's budget, as long as the service asks
+ * (Retry-After): the SDK's own retries give up within seconds and cap what Retry-After asks for.
  */
-function rideOutThrottledAnswers(client: S3Client, budgetMs: number): void {
+function rideOutThrottledAnswers(client: S3Client, policy: ThrottlePolicy): void {
   const send = client.send.bind(client) as (command: unknown, options?: { abortSignal?: AbortSignal }) => Promise<unknown>;
-  const policy: ThrottlePolicy = {
-    budgetMs,
-    throttled: (error) => {
-      if (!(error instanceof S3ServiceException) || !isThrottleStatus(error.$metadata.httpStatusCode)) return undefined;
-      const headers = (error.$response as { headers?: Record<string, string> } | undefined)?.headers ?? {};
-      return { retryAfterMs: retryAfterMs((name) => headers[name]) };
-    },
-  };
   client.send = ((command: unknown, options?: { abortSignal?: AbortSignal }) =>
     rideOutThrottling(() => send(command, options), policy, options?.abortSignal)) as unknown as S3Client['send'];
 }
@@ -389,63 +414,6 @@ function useContentMd5ForDeleteObjects(client: S3Client): void {
     },
     { step: 'build', name: 'contentMd5ForDeleteObjects', priority: 'low' },
   );
-}
-
-/** Uploads whose bodies `signBodiesByTheirContentMd5` leaves unhashed. */
-const CONTENT_MD5_UPLOADS = new Set(['PutObjectCommand', 'UploadPartCommand']);
-
-/**
- * Every PutObject, and every UploadPart of an object not checked whole against the source's MD5, carries a Content-MD5,
- * which SigV4 signs and the service checks against the body: the body is bound to the signature through it. SigV4's own
- * SHA-256 of the body (x-amz-content-sha256) would be a further full pass over every byte written; `UNSIGNED-PAYLOAD`
- * tells the signer and the service to skip it. The parts of an object whose bytes are checked whole against the source
- * ETag before the commit go without a digest (core/transfer.ts); over https, TLS protects every body on the wire.
- * See docs/design.md, "Integrity".
- *
- * Not every S3-compatible service takes `UNSIGNED-PAYLOAD`. An upload it refuses (any 4xx, or 501) is sent once more
- * with a signed payload; when that one goes through, the rest of the run signs payloads.
- */
-type Upload = PutObjectCommand | UploadPartCommand;
-
-function signBodiesByTheirContentMd5(client: S3Client): { send(command: () => Upload, signal?: AbortSignal): Promise<{ readonly ETag?: string }> } {
-  let signPayloads = false;
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const headers = (args.request as { headers?: Record<string, string> }).headers;
-      const names = Object.keys(headers ?? {}).map((header) => header.toLowerCase());
-      // A payload hash set by someone else (an aws-chunked upload's marker) is left alone.
-      if (!signPayloads && CONTENT_MD5_UPLOADS.has(context.commandName ?? '') && headers !== undefined && !names.includes('x-amz-content-sha256')) {
-        headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
-      }
-      return next(args);
-    },
-    { step: 'build', name: 'unsignedPayloadWithContentMd5', priority: 'low' },
-  );
-  const sendOnce = (upload: Upload, signal: AbortSignal | undefined): Promise<{ readonly ETag?: string }> =>
-    upload instanceof PutObjectCommand ? client.send(upload, { abortSignal: signal }) : client.send(upload, { abortSignal: signal });
-  return {
-    async send(command: () => Upload, signal?: AbortSignal): Promise<{ readonly ETag?: string }> {
-      const unsigned = !signPayloads;
-      try {
-        return await sendOnce(command(), signal);
-      } catch (error) {
-        if (!unsigned || signal?.aborted === true || !refusedAsClientError(error)) throw error;
-        signPayloads = true;
-        try {
-          return await sendOnce(command(), signal);
-        } catch (signedError) {
-          // Refused signed as well: the payload signing was not the reason.
-          signPayloads = false;
-          throw signedError;
-        }
-      }
-    },
-  };
-}
-
-function refusedAsClientError(error: unknown): boolean {
-  const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
-  return status !== undefined && ((status >= 400 && status < 500) || status === 501);
 }
 
 /**

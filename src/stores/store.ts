@@ -145,6 +145,8 @@ export interface TargetStore extends ObjectStore {
    * here) and stores nothing when they differ.
    */
   putObjectStream(description: WriteDescription, open: () => Readable, signal?: AbortSignal): Promise<WrittenVersion>;
+  /** Whether `putObjectStream` may be used now (not once an S3-compatible service refused unsigned payloads: a stream cannot be signed). */
+  canStreamWhole(): boolean;
   /** Largest object `putObject` and `putObjectStream` take in one request. */
   readonly maxSinglePutSize: number;
   /** Starts a multi-part write of a larger object, or continues one an earlier run left (`options.resume`). */
