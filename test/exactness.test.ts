@@ -56,7 +56,7 @@ describe('same-size overwrites', () => {
 
 describe('overwrites during a transfer', () => {
   it('a same-size overwrite of a 24 MiB object while it is being written is mirrored by the next run, and no target ever holds a mix of versions', () =>
-    withProxied({ prefix: 'during', standIns: true, settings: { SYNC_TRANSFER_MODE: 'streaming' } }, async (s) => {
+    withProxied({ prefix: 'during', standIns: true, settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_SINGLE_REQUEST_MAX_MB: '5' } }, async (s) => {
       const size = 24 * MIB;
       const first = pseudoRandomBytes(size, 1);
       const second = pseudoRandomBytes(size, 2);
@@ -93,7 +93,7 @@ describe('overwrites during a transfer', () => {
     }), 120_000);
 
   it('a multipart overwrite started at the source before our commit and completed after it is mirrored by the next run', () =>
-    withProxied({ prefix: 'initiated', standIns: true, settings: { SYNC_TRANSFER_MODE: 'streaming' } }, async (s) => {
+    withProxied({ prefix: 'initiated', standIns: true, settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_SINGLE_REQUEST_MAX_MB: '5' } }, async (s) => {
       const size = 12 * MIB;
       await putSource(s, 'big.bin', pseudoRandomBytes(size, 3));
       const held = s.ociStandIn!.holdNext('CompleteMultipartUpload');

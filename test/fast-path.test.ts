@@ -91,7 +91,7 @@ describe('server-side copy to Azure', () => {
 
 describe('streaming', () => {
   it('reads an object once from S3 when it streams to both targets', () =>
-    withScenario({ prefix: 'once', settings: { SYNC_TRANSFER_MODE: 'streaming' } }, async (s) => {
+    withScenario({ prefix: 'once', settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_SINGLE_REQUEST_MAX_MB: '5' } }, async (s) => {
       const size = 20 * MIB + 7;
       await putSource(s, 'big.bin', pseudoRandomBytes(size, 4));
       const { exitCode, report } = await runJson('all', s.settings);

@@ -20,7 +20,7 @@ const MIB = 1024 * 1024;
 describe('a run stopped by the operator', () => {
   it.each([['SIGINT', 130], ['SIGTERM', 143]] as const)('%s mid-transfer exits %i, leaves nothing partial, and releases the lock', async (signalName, expectedExit) => {
     // A long lease: a lock left held would keep the next run out (exit 3) for a minute.
-    const s = await createStandInScenario(emulators, { prefix: `ctrl-c-${signalName.toLowerCase()}`, settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_LOCK_LEASE_SECONDS: '60' } });
+    const s = await createStandInScenario(emulators, { prefix: `ctrl-c-${signalName.toLowerCase()}`, settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_SINGLE_REQUEST_MAX_MB: '5', SYNC_LOCK_LEASE_SECONDS: '60' } });
     try {
       const big = pseudoRandomBytes(60 * MIB, 1);
       await putSource(s, 'big.bin', big);

@@ -64,7 +64,7 @@ let s: StandInScenario;
 beforeAll(async () => {
   s = await createStandInScenario(emulators, {
     prefix: 'kill',
-    settings: { SYNC_PART_SIZE_MB: '5', SYNC_TRANSFER_MODE: 'streaming', SYNC_LOCK_LEASE_SECONDS: '15' },
+    settings: { SYNC_PART_SIZE_MB: '5', SYNC_SINGLE_REQUEST_MAX_MB: '5', SYNC_TRANSFER_MODE: 'streaming', SYNC_LOCK_LEASE_SECONDS: '15' },
   });
   for (const [key, bytes] of SOURCE) await putSource(s, key, bytes, 'application/octet-stream');
 }, 120_000);

@@ -91,7 +91,7 @@ describe('transient faults', () => {
 
   // PutObject and UploadPart leave the S3 store outside the SDK's middleware stack (src/stores/s3-body-requests.ts), with the SDK's retry middleware.
   it.each(['PutObject', 'UploadPart'] as const)('a %s answered 500 or 503 twice is sent again, and the run ends with the exact mirror', async (operation) => {
-    const s = await proxiedScenario('retry-writes', { SYNC_PART_SIZE_MB: '5' });
+    const s = await proxiedScenario('retry-writes', { SYNC_PART_SIZE_MB: '5', SYNC_SINGLE_REQUEST_MAX_MB: '5' });
     await putSource(s, 'small.bin', pseudoRandomBytes(300_000, 11));
     await putSource(s, 'large.bin', pseudoRandomBytes(11 * MIB, 12));
     s.ociProxy.setFaults({ rate: 1, kinds: ['500', '503'], seed: 7, onlyOperations: [operation], maxFaults: 2 });

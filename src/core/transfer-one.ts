@@ -141,13 +141,17 @@ async function pullFromUrl(key: string, pulling: readonly [TargetRun, TransferAc
 async function sourceCannotServe(source: SourceStore, key: string, etag: string, signal: AbortSignal): Promise<unknown> {
   try {
     const read = await source.read(key, { start: 0, end: 0, ifMatch: etag, signal });
-    // Read to its end (one byte), so the connection goes back to the pool: a body left unread would hold the
-    // process open until the socket timed out (an unstarted iterator's `return` does not end the stream).
-    for await (const chunk of read.body) void chunk;
+    // Served: that answers the question. The byte is read to its end so the connection goes back to the pool (a body
+    // left unread held the process open until the socket timed out); an empty object's answer may break off, which says nothing.
+    await readToEnd(read.body).catch(() => undefined);
     return undefined;
   } catch (error) {
     return error;
   }
+}
+
+async function readToEnd(body: AsyncIterable<Uint8Array>): Promise<void> {
+  for await (const chunk of body) void chunk;
 }
 
 /** Streams the object through this process to every target in `streaming`, reading the source once. */
