@@ -28,6 +28,9 @@ interface UploadTarget {
   readonly sign: (request: HttpRequest) => Promise<HttpRequest>;
 }
 
+/** A GetObject with the given headers (`range`, `if-match`): the answer's status and headers, its body unread. */
+export type ObjectGetter = (key: string, headers: Readonly<Record<string, string | undefined>>, signal?: AbortSignal) => Promise<HttpResponse>;
+
 /** Sends a body request and gives the ETag the service answered with. */
 export interface BodySender {
   (request: BodyRequest, signal?: AbortSignal): Promise<string | undefined>;
@@ -36,7 +39,7 @@ export interface BodySender {
 }
 
 /**
- * Sends PutObject and UploadPart without the S3Client's middleware stack, which costs about as much CPU again as the
+ * Sends PutObject and UploadPart, and GetObject, without the S3Client's middleware stack, which costs about as much CPU again as the
  * request itself (docs/s3-writes.md). What correctness needs is the client's own, not a copy: its endpoint (resolved
  * once, path-style where an endpoint is set), its signer (credentials or the default chain, session token, clock offset), its HTTP
  * handler (sockets, connection and socket timeouts), its retry strategy (through the SDK's own retry middleware:
@@ -53,7 +56,7 @@ export interface BodySender {
  * hashed before it is sent, so it stays unsigned: against such a service, SYNC_SINGLE_REQUEST_MAX_MB=5 sends
  * every object larger than a part in parts.
  */
-export function s3BodySender(client: S3Client, bucket: string, throttling: ThrottlePolicy): BodySender {
+export function s3DirectRequests(client: S3Client, bucket: string, throttling: ThrottlePolicy): { readonly sendBody: BodySender; readonly get: ObjectGetter } {
   const { config } = client;
   let target: Promise<UploadTarget> | undefined;
   const resolveTarget = async (): Promise<UploadTarget> => {
@@ -66,43 +69,62 @@ export function s3BodySender(client: S3Client, bucket: string, throttling: Throt
   };
   const retrying = retryMiddleware(config);
 
-  let signPayloads = false;
-  /** `sent.unsigned` says how the last attempt went out, decided just before it is signed: a body that waited while another was refused goes out signed. */
-  const sendOnce = async (request: BodyRequest, sent: { unsigned: boolean }, signal: AbortSignal | undefined): Promise<string | undefined> => {
+  /** One request to the bucket, signed, sent, retried and ridden out through throttling as the client would; a non-2xx answer is thrown as the SDK's exception. */
+  const exchange = async <Answer>(spec: Exchange<Answer>, signal: AbortSignal | undefined): Promise<Answer> => {
     target ??= resolveTarget().catch((error: unknown) => {
       target = undefined;
       throw error;
     });
     const { url, sign } = await target;
-    const { body } = request;
     const unsent: HttpRequest = new HttpRequest({
       protocol: url.protocol,
       hostname: url.hostname,
       ...(url.port === '' ? {} : { port: Number(url.port) }),
-      method: 'PUT',
+      method: spec.method,
       // The SDK's path for S3's greedy `{Key+}`: each segment escaped, the slashes kept.
-      path: `${url.pathname.replace(/\/$/, '')}/${request.key.split('/').map(extendedEncodeURIComponent).join('/')}`,
-      query: { ...request.query, 'x-id': request.operation },
-      headers: { host: url.host, 'content-type': 'application/octet-stream', ...definedFields(request.headers), 'content-length': String(body instanceof Uint8Array ? body.byteLength : body.size) },
+      path: `${url.pathname.replace(/\/$/, '')}/${spec.key.split('/').map(extendedEncodeURIComponent).join('/')}`,
+      query: { ...spec.query, 'x-id': spec.operation },
+      headers: { host: url.host, ...spec.headers },
+      ...(spec.body === undefined ? {} : { body: spec.body }),
+    });
+    const attempt = async (args: { request: unknown }): Promise<{ response: HttpResponse; output: { $metadata: object; answer: Answer } }> => {
+      const request = args.request as HttpRequest;
+      const { response } = (await config.requestHandler.handle(await sign(spec.prepare?.(request) ?? request), { abortSignal: signal })) as { response: HttpResponse };
+      if (response.statusCode < 200 || response.statusCode > 299) throw errorAnswer(response, await answerText(response.body, `the ${spec.operation} answer`));
+      return { response, output: { $metadata: {}, answer: await spec.answer(response) } };
+    };
+    const send = (): Promise<Answer> =>
+      retrying(attempt, { __smithy_context: signal === undefined ? {} : { abortSignal: signal } })({ input: {}, request: unsent }).then((result) => result.output.answer);
+    return rideOutThrottling(send, throttling, signal);
+  };
+
+  let signPayloads = false;
+  /** `sent.unsigned` says how the last attempt went out, decided just before it is signed: a body that waited while another was refused goes out signed. */
+  const sendOnce = async (request: BodyRequest, sent: { unsigned: boolean }, signal: AbortSignal | undefined): Promise<string | undefined> => {
+    const { body } = request;
+    return exchange({
+      method: 'PUT',
+      operation: request.operation,
+      key: request.key,
+      ...(request.query === undefined ? {} : { query: request.query }),
+      headers: { 'content-type': 'application/octet-stream', ...definedFields(request.headers), 'content-length': String(body instanceof Uint8Array ? body.byteLength : body.size) },
       // A stream is opened for each attempt, just before it is sent.
       ...(body instanceof Uint8Array ? { body } : {}),
-    });
-    const attempt = async (args: { request: unknown }): Promise<{ response: HttpResponse; output: { $metadata: object; etag: string | undefined } }> => {
-      // A stream goes on a copy: the retry middleware would not retry a request it sees carrying one.
-      const toSign = body instanceof Uint8Array ? (args.request as HttpRequest) : Object.assign(HttpRequest.clone(args.request as HttpRequest), { body: body.open() });
-      sent.unsigned = !signPayloads;
-      // Signed: the signer hashes the body and sets the header itself.
-      if (sent.unsigned) toSign.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
-      else delete toSign.headers['x-amz-content-sha256'];
-      const { response } = (await config.requestHandler.handle(await sign(toSign), { abortSignal: signal })) as { response: HttpResponse };
-      // The answer's body is read to its end either way: the socket goes back to the pool only then.
-      const text = await answerText(response.body, `the ${request.operation} answer`);
-      if (response.statusCode < 200 || response.statusCode > 299) throw errorAnswer(response, text);
-      return { response, output: { $metadata: {}, etag: response.headers['etag'] } };
-    };
-    const send = (): Promise<string | undefined> =>
-      retrying(attempt, { __smithy_context: signal === undefined ? {} : { abortSignal: signal } })({ input: {}, request: unsent }).then((result) => result.output.etag);
-    return rideOutThrottling(send, throttling, signal);
+      prepare: (request) => {
+        // A stream goes on a copy: the retry middleware would not retry a request it sees carrying one.
+        const toSign = body instanceof Uint8Array ? request : Object.assign(HttpRequest.clone(request), { body: body.open() });
+        sent.unsigned = !signPayloads;
+        // Signed: the signer hashes the body and sets the header itself.
+        if (sent.unsigned) toSign.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+        else delete toSign.headers['x-amz-content-sha256'];
+        return toSign;
+      },
+      // The answer's body is read to its end: the socket goes back to the pool only then.
+      answer: async (response) => {
+        await answerText(response.body, `the ${request.operation} answer`);
+        return response.headers['etag'];
+      },
+    }, signal);
   };
 
   const send = async (request: BodyRequest, signal?: AbortSignal): Promise<string | undefined> => {
@@ -127,7 +149,25 @@ export function s3BodySender(client: S3Client, bucket: string, throttling: Throt
       }
     }
   };
-  return Object.assign(send, { signsPayloads: () => signPayloads });
+  const get = (key: string, headers: Readonly<Record<string, string | undefined>>, signal?: AbortSignal): Promise<HttpResponse> =>
+    // The answer's body is the caller's to read.
+    exchange({ method: 'GET', operation: 'GetObject', key, headers: definedFields(headers), answer: async (response) => response }, signal);
+  return { sendBody: Object.assign(send, { signsPayloads: () => signPayloads }), get };
+}
+
+/** One request of `s3DirectRequests`. */
+interface Exchange<Answer> {
+  readonly method: 'GET' | 'PUT';
+  /** The S3 operation (the `x-id` query the SDK adds, and how messages name the answer). */
+  readonly operation: string;
+  readonly key: string;
+  readonly query?: Readonly<Record<string, string>>;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body?: Uint8Array;
+  /** The request of an attempt, as it is to be signed. */
+  readonly prepare?: (request: HttpRequest) => HttpRequest;
+  /** What a 2xx answer gives. */
+  readonly answer: (response: HttpResponse) => Promise<Answer>;
 }
 
 /** The fields that have a value. */

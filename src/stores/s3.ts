@@ -16,7 +16,7 @@ import { StoreError, describeError, type FailureScope } from '../core/errors.ts'
 import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottleAnswer, type ThrottlePolicy } from '../core/retry.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
-import { s3BodySender, type BodyRequest } from './s3-body-requests.ts';
+import { s3DirectRequests, type BodyRequest } from './s3-body-requests.ts';
 import { isArchived, parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
 import type { Readable } from 'node:stream';
@@ -72,7 +72,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
   const throttling: ThrottlePolicy = { budgetMs: options.retryBudgetMs ?? 60_000, throttled: throttledAnswer };
   rideOutThrottledAnswers(client, throttling);
   if (compatibility) useContentMd5ForDeleteObjects(client);
-  const sendBody = s3BodySender(client, bucket, throttling);
+  const { sendBody, get } = s3DirectRequests(client, bucket, throttling);
   checkReadsByTheirMd5Etag(client);
 
   const fail = (operation: string, error: unknown, key?: string): StoreError => toStoreError(label, operation, error, key);
@@ -107,9 +107,40 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       } while (continuationToken !== undefined);
     },
 
-    /** The caller checks the bytes against `md5Base64` where it is given (`checkReadsByTheirMd5Etag`). */
+    /**
+     * The caller checks the bytes against `md5Base64` where it is given, or has the target check them. The GET goes
+     * without the client's middleware stack (`s3DirectRequests`); where the client checks answers against the checksum
+     * S3 stores (AWS) and the ETag is no MD5 (multipart, SSE-KMS), it is asked again through the client, which does.
+     */
     async read(key: string, readOptions: ReadOptions = {}): Promise<ObjectRead> {
       const start = readOptions.start ?? 0;
+      try {
+        const response = await get(key, { range: byteRange(start, readOptions.end), 'if-match': readOptions.ifMatch === undefined ? undefined : `"${readOptions.ifMatch}"` }, readOptions.signal);
+        const answer = response.headers;
+        const etag = unquoteEtag(answer['etag']);
+        const md5 = plainMd5(etag, answer['x-amz-server-side-encryption']);
+        const body = response.body as Readable;
+        if (md5 !== undefined || compatibility) {
+          return {
+            body,
+            headers: definedHeaders({
+              contentType: answer['content-type'],
+              contentEncoding: answer['content-encoding'],
+              contentDisposition: answer['content-disposition'],
+              cacheControl: answer['cache-control'],
+              contentLanguage: answer['content-language'],
+            }),
+            userMetadata: userMetadataOf(answer),
+            etag,
+            size: totalSize(answer['content-range'], Number(answer['content-length'] ?? 0), start),
+            lastModifiedMs: Date.parse(answer['last-modified'] ?? '') || 0,
+            md5Base64: md5,
+          };
+        }
+        body.destroy();
+      } catch (error) {
+        throw fail('read', error, key);
+      }
       try {
         const response = await client.send(
           new GetObjectCommand({ Bucket: bucket, Key: key, Range: byteRange(start, readOptions.end), IfMatch: readOptions.ifMatch === undefined ? undefined : `"${readOptions.ifMatch}"` }),
@@ -323,6 +354,13 @@ function contentHeadersOf(response: { ContentType?: string; ContentEncoding?: st
     cacheControl: response.CacheControl,
     contentLanguage: response.ContentLanguage,
   });
+}
+
+/** User metadata from an answer's `x-amz-meta-*` headers, named as the SDK names it (lower case, without the prefix). */
+function userMetadataOf(headers: Readonly<Record<string, string>>): UserMetadata {
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) if (name.startsWith('x-amz-meta-')) metadata[name.slice('x-amz-meta-'.length)] = value;
+  return metadata;
 }
 
 /** The content headers as PutObject and CreateMultipartUpload take them. */
