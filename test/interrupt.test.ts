@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, inject, it } from 'vitest';
 import type { RunReport } from '../src/core/report.ts';
 import { runJson } from './support/cli-run.ts';
+import type { ProxiedRequest } from './support/http-proxy.ts';
 import { createStandInScenario } from './support/stand-in-scenario.ts';
 import { md5Hex, mirrorDifferences, pseudoRandomBytes, putSource, readAll } from './support/scenario.ts';
 
@@ -18,9 +19,17 @@ const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const MIB = 1024 * 1024;
 
 describe('a run stopped by the operator', () => {
-  it.each([['SIGINT', 130], ['SIGTERM', 143]] as const)('%s mid-transfer exits %i, leaves nothing partial, and releases the lock', async (signalName, expectedExit) => {
+  it.each([
+    ['SIGINT', 130, 'in parts'],
+    ['SIGTERM', 143, 'in parts'],
+    ['SIGINT', 130, 'in one streamed request'],
+  ] as const)('%s mid-transfer exits %i, leaves nothing partial, and releases the lock (the large object %s)', async (signalName, expectedExit, shape) => {
+    const inParts = shape === 'in parts';
     // A long lease: a lock left held would keep the next run out (exit 3) for a minute.
-    const s = await createStandInScenario(emulators, { prefix: `ctrl-c-${signalName.toLowerCase()}`, settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_SINGLE_REQUEST_MAX_MB: '5', SYNC_LOCK_LEASE_SECONDS: '60' } });
+    const s = await createStandInScenario(emulators, {
+      prefix: `ctrl-c-${signalName.toLowerCase()}`,
+      settings: { SYNC_TRANSFER_MODE: 'streaming', SYNC_LOCK_LEASE_SECONDS: '60', ...(inParts ? { SYNC_SINGLE_REQUEST_MAX_MB: '5' } : {}) },
+    });
     try {
       const big = pseudoRandomBytes(60 * MIB, 1);
       await putSource(s, 'big.bin', big);
@@ -36,9 +45,11 @@ describe('a run stopped by the operator', () => {
       child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
       child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      // Interrupted once two parts of the big object reached OCI: mid-transfer.
+      // Interrupted once two parts of the big object reached OCI, or 8 MiB of its one request: mid-transfer.
+      const midTransfer = (request: ProxiedRequest): boolean =>
+        inParts ? request.operation === 'UploadPart' && request.status === 200 : request.operation === 'PutObject' && request.path.endsWith('/big.bin') && request.status === null && request.requestBytes >= 8 * MIB;
       for (let waited = 0; waited < 60_000; waited += 5) {
-        if (s.ociProxy.requests().filter((request) => request.operation === 'UploadPart' && request.status === 200).length >= 2) break;
+        if (s.ociProxy.requests().filter(midTransfer).length >= (inParts ? 2 : 1)) break;
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
       child.kill(signalName);
