@@ -89,7 +89,7 @@ describe('transient faults', () => {
     for (const proxy of [summary.source, summary.azure, summary.oci]) expect(Object.values(proxy.faults).reduce((sum, count) => sum + count, 0)).toBeGreaterThan(0);
   }, 180_000);
 
-  // PutObject and UploadPart leave the S3 store outside the SDK's middleware stack (src/stores/s3-body-requests.ts), with the SDK's retry middleware.
+  // PutObject and UploadPart leave the S3 store outside the SDK's middleware stack (src/stores/s3-direct-requests.ts), with the SDK's retry middleware.
   it.each(['PutObject', 'UploadPart'] as const)('a %s answered 500 or 503 twice is sent again, and the run ends with the exact mirror', async (operation) => {
     const s = await proxiedScenario('retry-writes', { SYNC_PART_SIZE_MB: '5', SYNC_SINGLE_REQUEST_MAX_MB: '5' });
     await putSource(s, 'small.bin', pseudoRandomBytes(300_000, 11));

@@ -16,7 +16,7 @@ import { StoreError, describeError, type FailureScope } from '../core/errors.ts'
 import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottleAnswer, type ThrottlePolicy } from '../core/retry.ts';
 import type { ObjectInfo } from '../core/types.ts';
 import { mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
-import { s3DirectRequests, type BodyRequest } from './s3-body-requests.ts';
+import { s3DirectRequests, type BodyRequest } from './s3-direct-requests.ts';
 import { isArchived, parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
 import type { Readable } from 'node:stream';

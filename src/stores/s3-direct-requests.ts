@@ -40,7 +40,7 @@ export interface BodySender {
 
 /**
  * Sends PutObject and UploadPart, and GetObject, without the S3Client's middleware stack, which costs about as much CPU again as the
- * request itself (docs/s3-writes.md). What correctness needs is the client's own, not a copy: its endpoint (resolved
+ * request itself (docs/s3-requests.md). What correctness needs is the client's own, not a copy: its endpoint (resolved
  * once, path-style where an endpoint is set), its signer (credentials or the default chain, session token, clock offset), its HTTP
  * handler (sockets, connection and socket timeouts), its retry strategy (through the SDK's own retry middleware:
  * attempts, backoff with jitter on 5xx, network errors and timeouts), and 429/503 ridden out as for every command.

@@ -1,5 +1,5 @@
 /**
- * PutObject and UploadPart leave the S3 store without the S3Client's middleware stack (src/stores/s3-body-requests.ts).
+ * PutObject and UploadPart leave the S3 store without the S3Client's middleware stack (src/stores/s3-direct-requests.ts).
  * What that must not change is checked here: the request on the wire against the SDK's own (a small recording server:
  * s3rver checks no signatures, so the signature is verified here, by an independent SigV4 check), the bytes, headers
  * and metadata that arrive at s3rver, the default credential chain, and abort signals.
