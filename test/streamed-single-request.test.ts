@@ -116,6 +116,21 @@ describe.concurrent('one streamed request per object', () => {
     expect((await readAll(s)).oci.get('large.bin')?.md5).toBe(md5Hex(large));
   });
 
+  it.each([
+    ['3600', 'in one request', ['PutObject']],
+    // 12 MiB would take 12 s at 1 MiB/s: more than the run has, so it goes in parts, which a stopping run keeps.
+    ['8', 'in parts', ['UploadPart', 'UploadPart', 'UploadPart']],
+  ] as const)('under a deadline of %s s, an object goes %s: one request only when it would finish before the deadline even at 1 MiB/s', async (deadlineSeconds, _shape, expected) => {
+    const s = await scenario(`streamed-deadline-${deadlineSeconds}`, { SYNC_DEADLINE_SECONDS: deadlineSeconds, SYNC_PART_SIZE_MB: '5' });
+    await putSource(s, 'large.bin', pseudoRandomBytes(12 * MIB, 29));
+
+    const run = await runJson('oci', s.settings);
+
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(s.ociProxy.requests().filter((request) => (request.operation === 'PutObject' || request.operation === 'UploadPart') && request.status === 200).map((request) => request.operation)).toEqual(expected);
+    expect((await readAll(s)).oci.get('large.bin')?.md5).toBe(md5Hex(pseudoRandomBytes(12 * MIB, 29)));
+  });
+
   it('an object above SYNC_SINGLE_REQUEST_MAX_MB goes in parts', async () => {
     const s = await scenario('streamed-limit', { SYNC_SINGLE_REQUEST_MAX_MB: '10', SYNC_PART_SIZE_MB: '5' });
     await putSource(s, 'eleven.bin', pseudoRandomBytes(11 * MIB, 26));
