@@ -31,7 +31,7 @@ try {
   const scenario = await createScenario(emulators.coordinates, 'demo');
   say(`source s3://${scenario.sourceBucket}, targets azure://${scenario.container} and oci://${scenario.ociBucket}\n`);
 
-  say('Seeding the source with a tree of artifacts, odd names and one 40 MiB installer (uploaded in parts)...');
+  say('Seeding the source with a tree of artifacts, odd names and one 40 MiB installer (streamed to both targets from one read, one request each)...');
   const artifacts: [string, Uint8Array | string, string][] = [
     ['releases/1.0.0/app-setup.exe', pseudoRandomBytes(300_000, 1), 'application/vnd.microsoft.portable-executable'],
     ['releases/1.0.0/app-1.0.0.zip', pseudoRandomBytes(120_000, 2), 'application/zip'],
