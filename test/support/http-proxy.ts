@@ -184,14 +184,17 @@ const HOP_BY_HOP_HEADERS = new Set([
  * Listens on a free loopback port and tracks the server's connections, so `closeNow` ends them with
  * it (a keep-alive client would otherwise hold `close` open). Shared by every test server here.
  */
-export async function listenOnLoopback(server: http.Server): Promise<{ port: number; url: string; closeNow(): Promise<void> }> {
+export async function listenOnLoopback(server: http.Server, options: { readonly relistens?: boolean } = {}): Promise<{ port: number; url: string; closeNow(): Promise<void> }> {
   const sockets = new Set<Socket>();
   server.on('connection', (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  if (options.relistens === true) await listenBelowEphemeralPorts(server);
+  else {
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+  }
   const port = (server.address() as AddressInfo).port;
   return {
     port,
@@ -202,6 +205,32 @@ export async function listenOnLoopback(server: http.Server): Promise<{ port: num
       await closed;
     },
   };
+}
+
+/**
+ * Listens on a free port below Linux's ephemeral range (32768-60999), where outgoing connections take
+ * their local ports: a server that stops listening and listens again on the same port (a target that
+ * goes down and comes back) would otherwise find it taken by a client socket now and then (EADDRINUSE).
+ */
+async function listenBelowEphemeralPorts(server: http.Server): Promise<void> {
+  for (let attempt = 0; ; attempt += 1) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const outcome = await new Promise<'listening' | Error>((resolve) => {
+      const onError = (error: Error): void => {
+        server.off('listening', onListening);
+        resolve(error);
+      };
+      const onListening = (): void => {
+        server.off('error', onError);
+        resolve('listening');
+      };
+      server.once('error', onError);
+      server.once('listening', onListening);
+      server.listen(port, '127.0.0.1');
+    });
+    if (outcome === 'listening') return;
+    if ((outcome as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 50) throw outcome;
+  }
 }
 
 /**
@@ -334,7 +363,8 @@ export async function startHttpProxy(options: HttpProxyOptions): Promise<HttpPro
       else res.destroy();
     });
   });
-  const { port, closeNow } = await listenOnLoopback(server);
+  // It stops listening and listens again on the same port when taken down with `refuse`.
+  const { port, closeNow } = await listenOnLoopback(server, { relistens: true });
   const stopListening = async (): Promise<void> => {
     if (server.listening) await closeNow();
   };
