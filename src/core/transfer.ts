@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { md5Base64 } from './checksums.ts';
-import type { ObjectRead, Part, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription } from '../stores/store.ts';
+import type { ObjectRead, Part, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription, WrittenVersion } from '../stores/store.ts';
 import { ByteBudget, type PartBuffer } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
 import type { RecordedSource } from './types.ts';
@@ -138,11 +138,16 @@ export async function streamObject<Name extends string>(request: {
   const partSize = choosePartSize(head.size, tuning.partSize, destinations.map((destination) => destination.store.partLimits));
   const multiPart = head.size > Math.min(partSize, singlePutLimit);
 
+  /** A reader of this object from `read`, which serves it from byte `offset`. */
+  const readerOf = (read: ObjectRead, offset = 0): ResumingReader => new ResumingReader(source, key, read, offset, tuning.readAttempts, signal, readWindow);
+  /** The outcome of a write that sent `bytes` and made the target's `version`. */
+  const writtenAs = (bytes: number, version: WrittenVersion): StreamOutcome => ({ ok: true, bytes, written: { source: description.recordedSource, targetEtag: version.etag } });
+
   const streamWhole = multiPart && first !== undefined && description.contentMd5Base64 !== undefined
     && head.size <= Math.min(tuning.singleRequestMax, singlePutLimit) && destinations.every((destination) => destination.store.canStreamWhole())
     && (request.finishBy === undefined || Date.now() + (head.size / SLOWEST_EXPECTED_BYTES_PER_SECOND) * 1000 < request.finishBy);
   if (streamWhole) {
-    const reader = new ResumingReader(source, key, first, 0, tuning.readAttempts, signal, readWindow);
+    const reader = readerOf(first);
     try {
       await putStreamed(reader);
     } catch (error) {
@@ -158,7 +163,7 @@ export async function streamObject<Name extends string>(request: {
   }
 
   if (!multiPart) {
-    const reader = new ResumingReader(source, key, first ?? (await source.read(key, { signal, ifMatch: head.etag })), 0, tuning.readAttempts, signal, readWindow);
+    const reader = readerOf(first ?? (await source.read(key, { signal, ifMatch: head.etag })));
     try {
       await putWhole(reader);
       return outcomes;
@@ -192,7 +197,7 @@ export async function streamObject<Name extends string>(request: {
   if (first !== undefined) {
     // Started while the first part is read: the object's bytes keep flowing during the round trip.
     started = startUploads();
-    reader = new ResumingReader(source, key, first, 0, tuning.readAttempts, signal, readWindow);
+    reader = readerOf(first);
   } else {
     await startUploads();
     started = Promise.resolve();
@@ -206,7 +211,7 @@ export async function streamObject<Name extends string>(request: {
     const from = firstIndex * partSize;
     try {
       const end = readWindow === undefined ? undefined : Math.min(head.size, from + readWindow) - 1;
-      if (firstIndex < partCount) reader = new ResumingReader(source, key, await source.read(key, { start: from, ...(end === undefined ? {} : { end }), ifMatch: head.etag, signal }), from, tuning.readAttempts, signal, readWindow);
+      if (firstIndex < partCount) reader = readerOf(await source.read(key, { start: from, ...(end === undefined ? {} : { end }), ifMatch: head.etag, signal }), from);
     } catch (error) {
       failAll(error);
       await Promise.all([...uploads.keys()].map(async (name) => uploads.get(name)?.abort().catch(() => undefined)));
@@ -231,7 +236,7 @@ export async function streamObject<Name extends string>(request: {
       await Promise.all(destinations.map(async (destination) => {
         try {
           const version = await destination.store.putObject(whole, bytes, signal);
-          outcomes.set(destination.name, { ok: true, bytes: bytes.byteLength, written: { source: description.recordedSource, targetEtag: version.etag } });
+          outcomes.set(destination.name, writtenAs(bytes.byteLength, version));
         } catch (error) {
           outcomes.set(destination.name, { ok: false, error: description.contentMd5Base64 === undefined ? error : sourceDigestRefused(error, description, source.label) });
         }
@@ -280,7 +285,7 @@ export async function streamObject<Name extends string>(request: {
       };
       try {
         const version = await destination.store.putObjectStream(description, open, signal);
-        outcomes.set(destination.name, { ok: true, bytes: head.size, written: { source: description.recordedSource, targetEtag: version.etag } });
+        outcomes.set(destination.name, writtenAs(head.size, version));
       } catch (error) {
         branch.destroy();
         if (signal?.aborted === true) outcomes.set(destination.name, { ok: false, stopped: { bytes: 0, resumeToken: undefined, partSize } });
@@ -293,7 +298,7 @@ export async function streamObject<Name extends string>(request: {
   /** The object from its first byte, read again (the version this transfer copies, nothing else). */
   async function* freshBytes(): AsyncGenerator<Uint8Array> {
     const end = readWindow === undefined ? {} : { end: Math.min(head.size, readWindow) - 1 };
-    const again = new ResumingReader(source, key, await source.read(key, { ifMatch: head.etag, signal, ...end }), 0, tuning.readAttempts, signal, readWindow);
+    const again = readerOf(await source.read(key, { ifMatch: head.etag, signal, ...end }));
     try {
       yield* again.chunks();
     } finally {
@@ -375,7 +380,7 @@ export async function streamObject<Name extends string>(request: {
       await Promise.all(live().map(async (name) => {
         try {
           const version = await uploads.get(name)!.commit(partCount, signal);
-          outcomes.set(name, { ok: true, bytes: written.get(name) ?? 0, written: { source: description.recordedSource, targetEtag: version.etag } });
+          outcomes.set(name, writtenAs(written.get(name) ?? 0, version));
         } catch (error) {
           outcomes.set(name, { ok: false, error });
           await abortUpload(name);

@@ -123,13 +123,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         if (md5 !== undefined || compatibility) {
           return {
             body,
-            headers: definedHeaders({
-              contentType: answer['content-type'],
-              contentEncoding: answer['content-encoding'],
-              contentDisposition: answer['content-disposition'],
-              cacheControl: answer['cache-control'],
-              contentLanguage: answer['content-language'],
-            }),
+            headers: contentHeadersOfAnswer(answer),
             userMetadata: userMetadataOf(answer),
             etag,
             size: totalSize(answer['content-range'], Number(answer['content-length'] ?? 0), start),
@@ -200,13 +194,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
-        const request: BodyRequest = {
-          operation: 'PutObject',
-          key: description.key,
-          headers: { ...contentHeaderFields(description.headers), ...metadataHeaders(metadata), 'content-md5': description.contentMd5Base64 ?? md5Base64(bytes) },
-          body: bytes,
-        };
-        return { etag: unquoteEtag(await sendBody(request, signal)) };
+        return { etag: unquoteEtag(await sendBody(putObjectRequest(description, metadata, description.contentMd5Base64 ?? md5Base64(bytes), bytes), signal)) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -217,13 +205,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     async putObjectStream(description: WriteDescription, open: () => Readable, signal?: AbortSignal): Promise<WrittenVersion> {
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
       try {
-        const request: BodyRequest = {
-          operation: 'PutObject',
-          key: description.key,
-          headers: { ...contentHeaderFields(description.headers), ...metadataHeaders(metadata), 'content-md5': streamedObjectMd5(description) },
-          body: { size: description.size, open },
-        };
-        return { etag: unquoteEtag(await sendBody(request, signal)) };
+        return { etag: unquoteEtag(await sendBody(putObjectRequest(description, metadata, streamedObjectMd5(description), { size: description.size, open }), signal)) };
       } catch (error) {
         throw fail('write', error, description.key);
       }
@@ -374,14 +356,34 @@ function s3Headers(headers: ContentHeaders): { ContentType?: string; ContentEnco
   };
 }
 
-/** The content headers as PutObject sends them: `contentType` as `content-type`, and so on. */
+/** A content header's HTTP name: `contentType` is `content-type`, and so on. */
+function headerName(field: (typeof CONTENT_HEADER_FIELDS)[number]): string {
+  return field.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+}
+
+/** The content headers as PutObject sends them. */
 function contentHeaderFields(headers: ContentHeaders): Record<string, string> {
   const fields: Record<string, string> = {};
   for (const field of CONTENT_HEADER_FIELDS) {
     const value = headers[field];
-    if (value !== undefined) fields[field.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)] = value;
+    if (value !== undefined) fields[headerName(field)] = value;
   }
   return fields;
+}
+
+/** The content headers of an answer, from its (lower-case) HTTP headers. */
+function contentHeadersOfAnswer(answer: Readonly<Record<string, string>>): ContentHeaders {
+  const headers: { -readonly [Field in keyof ContentHeaders]: ContentHeaders[Field] } = {};
+  for (const field of CONTENT_HEADER_FIELDS) {
+    const value = answer[headerName(field)];
+    if (value !== undefined) headers[field] = value;
+  }
+  return headers;
+}
+
+/** A PutObject of `description.key` with its content headers, the stored metadata and the Content-MD5 the service checks `body` against. */
+function putObjectRequest(description: WriteDescription, metadata: Record<string, string>, contentMd5: string, body: BodyRequest['body']): BodyRequest {
+  return { operation: 'PutObject', key: description.key, headers: { ...contentHeaderFields(description.headers), ...metadataHeaders(metadata), 'content-md5': contentMd5 }, body };
 }
 
 /** User metadata as PutObject sends it: `x-amz-meta-<name>`, the name in lower case, as the SDK sends it. */
