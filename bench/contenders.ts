@@ -9,13 +9,16 @@ import type { TargetName } from '../src/core/types.ts';
 import type { AzuriteCoordinates, S3ServerCoordinates } from '../test/support/emulators.ts';
 import type { TargetPair } from './fixtures.ts';
 import type { CommandToMeasure, MeasuredRun, TimedLine } from './measure.ts';
+import type { FloorSettings } from './node-floor.ts';
 import { rcloneSync } from './rclone.ts';
 
 export const CONTENDERS = ['ours', 'rclone', 'rclone --size-only'] as const;
-export type Contender = (typeof CONTENDERS)[number];
+/** The tools, and the node floor (./node-floor.ts): a measuring stick for the initial mirror, not a tool. */
+export type Contender = (typeof CONTENDERS)[number] | 'node floor';
 
 /** Compiled (dist/bench/*.js): the bundled bin users run (dist/bin/cli.js); run from source (bench/*.ts): src/cli.ts. */
 export const CLI_PATH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../src/cli.ts' : '../bin/cli.js', import.meta.url));
+const NODE_FLOOR_PATH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './node-floor.ts' : './node-floor.js', import.meta.url));
 
 /** Where the tools send their requests: straight to the emulators, or to the counting proxies in front of them. */
 export interface Endpoints {
@@ -48,6 +51,19 @@ export function mirrorCommand(contender: Contender, target: TargetName | 'all', 
       OCI_BUCKET: pair.ociBucket,
     };
     return { command: process.execPath, args: [CLI_PATH, target, '--json'], env: { ...process.env, ...settings } };
+  }
+  if (contender === 'node floor') {
+    const settings: FloorSettings = {
+      source: `${endpoints.source}/${setup.sourceBucket}`,
+      oci: `${endpoints.oci}/${pair.ociBucket}`,
+      azure: `${azureBlobEndpoint}/${pair.container}`,
+      s3Region: setup.s3.region,
+      s3AccessKeyId: setup.s3.accessKeyId,
+      s3SecretAccessKey: setup.s3.secretAccessKey,
+      azureAccount: setup.azurite.accountName,
+      azureAccountKey: setup.azurite.accountKey,
+    };
+    return { command: process.execPath, args: [NODE_FLOOR_PATH, target], env: { ...process.env, FLOOR_SETTINGS: JSON.stringify(settings) } };
   }
   const remotes = { sourceEndpoint: endpoints.source, ociEndpoint: endpoints.oci, azureBlobEndpoint, s3: setup.s3, azurite: setup.azurite };
   if (target === 'all') throw new Error('rclone syncs one destination per run');

@@ -67,6 +67,9 @@ const CPU_GOAL_RATIO = 1.0;
 const RCLONE_ALL =
   'its azure and oci runs above, one after the other: walls and CPU times added, the larger peak RSS, the worse exit code (not run again: the same two commands into fresh targets on the same emulators; it reads the source twice)';
 
+const NODE_FLOOR =
+  'the least a Node program does for the same mirror (bench/node-floor.ts): list, GET each object and pipe it into one PUT per target (both at once for all), 16 at once, node:http only; no SDK, no hashing, no checks, lock or records. floor/rclone is what Node\'s HTTP allows here; ours/floor what the tool adds';
+
 /** The source of the initial mirror: `smallObjects` x 1 MiB and one large object (also seeded by ./fan-out-workers.ts). */
 export function initialMirrorObjects(size: InitialMirrorSize): SeedObject[] {
   return [
@@ -88,8 +91,10 @@ export async function initialMirror(context: BenchContext, size: InitialMirrorSi
   for (const [round, target] of TARGET_NAMES.entries()) {
     // Alternating who goes first (ours on Azure, rclone on OCI) keeps a slow start or a warm cache from favouring one side.
     for (const contender of round % 2 === 0 ? contenders : [...contenders].reverse()) runs.push(await mirrorIntoFreshTargets(context, setup, source, contender, target));
+    runs.push(await mirrorIntoFreshTargets(context, setup, source, 'node floor', target));
   }
   runs.push(await mirrorIntoFreshTargets(context, setup, source, 'ours', 'all'));
+  runs.push(await mirrorIntoFreshTargets(context, setup, source, 'node floor', 'all'));
   const rcloneRuns = runs.filter((run) => run.contender === 'rclone');
   if (rcloneRuns.length > 0) runs.push(oneAfterTheOther(rcloneRuns));
   scenario.s3.destroy();
@@ -159,21 +164,24 @@ function render(data: InitialMirrorData, rclone: boolean): string {
   for (const group of GROUPS) {
     const ours = find(data.runs, 'ours', group);
     const theirs = find(data.runs, 'rclone', group);
-    rows.push([`${group}  wall time`, seconds(ours?.wallMs), rclone ? seconds(theirs?.wallMs) : 'not installed', ratio(ours?.wallMs, theirs?.wallMs)]);
-    rows.push([`${group}  peak RSS`, megabytes(ours?.peakRssBytes), rclone ? megabytes(theirs?.peakRssBytes) : '-', ratio(ours?.peakRssBytes, theirs?.peakRssBytes)]);
-    rows.push([`${group}  CPU time (user+sys)`, seconds(ours?.cpuMs), rclone ? seconds(theirs?.cpuMs) : '-', ratio(ours?.cpuMs, theirs?.cpuMs)]);
-    rows.push([`${group}  CPU per GiB of the source`, perGib(ours?.cpuSecondsPerGib), rclone ? perGib(theirs?.cpuSecondsPerGib) : '-', ratio(ours?.cpuSecondsPerGib, theirs?.cpuSecondsPerGib)]);
+    const floor = find(data.runs, 'node floor', group);
+    const measured = (label: string, figure: (run: InitialMirrorRun | undefined) => number | undefined, show: (value: number | undefined) => string, missing = '-'): string[] =>
+      [`${group}  ${label}`, show(figure(ours)), rclone ? show(figure(theirs)) : missing, ratio(figure(ours), figure(theirs)), show(figure(floor)), ratio(figure(floor), figure(theirs)), ratio(figure(ours), figure(floor))];
+    rows.push(measured('wall time', (run) => run?.wallMs, seconds, 'not installed'));
+    rows.push(measured('peak RSS', (run) => run?.peakRssBytes, megabytes));
+    rows.push(measured('CPU time (user+sys)', (run) => run?.cpuMs, seconds));
+    rows.push(measured('CPU per GiB of the source', (run) => run?.cpuSecondsPerGib, perGib));
     for (const emulator of emulatorsOf(group)) {
-      rows.push([`${group}  ${emulator} JS thread busy`, emulatorBusy(ours, emulator), rclone ? emulatorBusy(theirs, emulator) : '-', '']);
-      rows.push([`${group}  ${emulator} CPU, all threads`, emulatorAllThreads(ours, emulator), rclone ? emulatorAllThreads(theirs, emulator) : '-', '']);
+      rows.push([`${group}  ${emulator} JS thread busy`, emulatorBusy(ours, emulator), rclone ? emulatorBusy(theirs, emulator) : '-', '', emulatorBusy(floor, emulator), '', '']);
+      rows.push([`${group}  ${emulator} CPU, all threads`, emulatorAllThreads(ours, emulator), rclone ? emulatorAllThreads(theirs, emulator) : '-', '', emulatorAllThreads(floor, emulator), '', '']);
     }
-    rows.push([`${group}  cores busy (tool + emulators)`, coresBusy(ours), rclone ? coresBusy(theirs) : '-', '']);
-    rows.push([`${group}  exit code`, String(ours?.exitCode ?? '-'), theirs === undefined ? '-' : String(theirs.exitCode), '']);
+    rows.push([`${group}  cores busy (tool + emulators)`, coresBusy(ours), rclone ? coresBusy(theirs) : '-', '', coresBusy(floor), '', '']);
+    rows.push([`${group}  exit code`, String(ours?.exitCode ?? '-'), theirs === undefined ? '-' : String(theirs.exitCode), '', String(floor?.exitCode ?? '-'), '', '']);
     for (const target of targetsOf(group)) {
       const result = (run: InitialMirrorRun | undefined): string => (run?.checks[target] === undefined ? '-' : describeCheck(run.checks[target]));
-      rows.push([`${group}  result${group === target ? '' : ` ${target}`}`, result(ours), result(theirs), '']);
+      rows.push([`${group}  result${group === target ? '' : ` ${target}`}`, result(ours), result(theirs), '', result(floor), '', '']);
     }
-    if (ours?.ours?.mode !== undefined) rows.push([`${group}  our transfer mode`, ours.ours.mode, '', '']);
+    if (ours?.ours?.mode !== undefined) rows.push([`${group}  our transfer mode`, ours.ours.mode, '', '', '', '', '']);
   }
   const notes = data.runs.flatMap((run) => [
     ...(run.ours === undefined ? [] : [`  ours -> ${run.target}, timeline: ${run.ours.timeline}`]),
@@ -182,9 +190,10 @@ function render(data: InitialMirrorData, rclone: boolean): string {
   ]);
   return [
     `1. Initial mirror: ${data.smallObjects} x 1 MiB + 1 x ${data.largeObjectBytes / MIB} MiB (${sourceMib} MiB), each contender into fresh empty targets${rclone ? ' (azure: ours first; oci: rclone first)' : ''}`,
-    renderTable(['', 'ours', 'rclone', 'ours/rclone'], rows),
+    renderTable(['', 'ours', 'rclone', 'ours/rclone', 'node floor', 'floor/rclone', 'ours/floor'], rows),
     `  all: ours mirrors both targets in one run (reads ${sourceMib} MiB once, writes ${2 * sourceMib} MiB)${rclone ? `; rclone's all: ${data.rcloneAll}` : ''}`,
     `  CPU per GiB of the source: CPU time (user+sys) over the ${(data.sourceBytes / GIB).toFixed(3)} GiB of the source, counted once also for all`,
+    `  node floor: ${NODE_FLOOR}`,
     ...notes,
   ].join('\n');
 }
@@ -230,12 +239,13 @@ function verdicts(data: InitialMirrorData, rclone: boolean): Verdict[] {
   return GROUPS.flatMap((group) => {
     const ours = find(data.runs, 'ours', group);
     const theirs = find(data.runs, 'rclone', group);
+    const floor = find(data.runs, 'node floor', group);
     const oursExact = ours !== undefined && ours.exitCode === 0 && targetsOf(group).every((target) => ours.checks[target]?.exact === true);
     const against = { rclone, oursExact };
     return [
       versusRclone(`${group}: wall time <= ${WALL_GOAL_RATIO} x rclone's`, ours?.wallMs, theirs?.wallMs, WALL_GOAL_RATIO, against, busiestEmulator(ours, theirs)),
-      versusRclone(`${group}: CPU time <= ${CPU_GOAL_RATIO.toFixed(1)} x rclone's`, ours?.cpuMs, theirs?.cpuMs, CPU_GOAL_RATIO, against, `; ${perGib(ours?.cpuSecondsPerGib)} vs ${perGib(theirs?.cpuSecondsPerGib)}`),
-      verdict('initial mirror', `${group}: our peak RSS <= ${megabytes(RSS_GOAL_BYTES)}`, megabytes(ours?.peakRssBytes, 1), ours?.peakRssBytes === undefined ? undefined : ours.peakRssBytes <= RSS_GOAL_BYTES),
+      versusRclone(`${group}: CPU time <= ${CPU_GOAL_RATIO.toFixed(1)} x rclone's`, ours?.cpuMs, theirs?.cpuMs, CPU_GOAL_RATIO, against, `; ${perGib(ours?.cpuSecondsPerGib)} vs ${perGib(theirs?.cpuSecondsPerGib)}; node floor ${seconds(floor?.cpuMs)} = ${ratio(floor?.cpuMs, theirs?.cpuMs)}`),
+      verdict('initial mirror', `${group}: our peak RSS <= ${megabytes(RSS_GOAL_BYTES)}`, `${megabytes(ours?.peakRssBytes, 1)} (node floor ${megabytes(floor?.peakRssBytes, 1)})`, ours?.peakRssBytes === undefined ? undefined : ours.peakRssBytes <= RSS_GOAL_BYTES),
     ];
   });
 }
