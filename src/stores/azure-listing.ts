@@ -58,8 +58,10 @@ function parseBlob(xml: string, start: number, end: number, metadataNames: reado
     throw new ListingFormatError(`the List Blobs answer lacks the size, time or ETag of ${JSON.stringify(name)}`);
   }
   const metadata = new Map<string, string>();
-  const metadataStart = xml.indexOf('<Metadata>', start);
-  if (metadataStart >= 0 && metadataStart < end) {
+  // Looked for within this blob's element only (see elementText).
+  const metadataOffset = xml.slice(start, end).indexOf('<Metadata>');
+  const metadataStart = metadataOffset < 0 ? -1 : start + metadataOffset;
+  if (metadataStart >= 0) {
     for (const metadataName of metadataNames) {
       const value = elementText(xml, metadataName, metadataStart, end, LISTING);
       if (value !== undefined) metadata.set(metadataName, value);

@@ -25,21 +25,24 @@ export async function answerText(body: unknown, document: string): Promise<strin
  * encodes it. `undefined` when absent; `''` for an empty element. `document` names the answer in errors.
  */
 export function elementText(xml: string, tag: string, start: number, end: number, document: string): string | undefined {
-  let open = xml.indexOf(`<${tag}`, start);
+  // Searched within the region alone: an element absent from one entry must not cost a scan of the rest of the
+  // answer (a thousand entries per page made that quadratic: 1.1 s of CPU for a no-op over 10,000 objects).
+  const region = xml.slice(start, end);
+  let open = region.indexOf(`<${tag}`);
   // Skip longer names sharing the prefix (`<Name` must not match `<NameX>`).
-  while (open >= 0 && open < end) {
-    const after = xml.charCodeAt(open + tag.length + 1);
+  while (open >= 0) {
+    const after = region.charCodeAt(open + tag.length + 1);
     if (after === GREATER_THAN || after === SPACE || after === SLASH) break;
-    open = xml.indexOf(`<${tag}`, open + 1);
+    open = region.indexOf(`<${tag}`, open + 1);
   }
-  if (open < 0 || open >= end) return undefined;
-  const openEnd = xml.indexOf('>', open);
-  if (openEnd < 0 || openEnd >= end) throw new ListingFormatError(`an unfinished <${tag}> in ${document}`);
-  if (xml.charCodeAt(openEnd - 1) === SLASH) return '';
-  const close = xml.indexOf(`</${tag}>`, openEnd);
-  if (close < 0 || close > end) throw new ListingFormatError(`<${tag}> has no end in ${document}`);
-  const text = decodeEntities(xml.slice(openEnd + 1, close), document);
-  return /\bEncoded="true"/.test(xml.slice(open, openEnd)) ? decodeURIComponent(text) : text;
+  if (open < 0) return undefined;
+  const openEnd = region.indexOf('>', open);
+  if (openEnd < 0) throw new ListingFormatError(`an unfinished <${tag}> in ${document}`);
+  if (region.charCodeAt(openEnd - 1) === SLASH) return '';
+  const close = region.indexOf(`</${tag}>`, openEnd);
+  if (close < 0) throw new ListingFormatError(`<${tag}> has no end in ${document}`);
+  const text = decodeEntities(region.slice(openEnd + 1, close), document);
+  return /\bEncoded="true"/.test(region.slice(open, openEnd)) ? decodeURIComponent(text) : text;
 }
 
 const GREATER_THAN = 0x3e;
