@@ -10,6 +10,9 @@
  */
 import http from 'node:http';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { ByteBudget } from '../src/core/concurrency.ts';
+import { DEFAULT_TRANSFER_TUNING, streamObject } from '../src/core/transfer.ts';
+import type { ObjectInfo } from '../src/core/types.ts';
 import { s3Store } from '../src/stores/s3.ts';
 import { runJson, targetOf } from './support/cli-run.ts';
 import { listenOnLoopback } from './support/http-proxy.ts';
@@ -134,6 +137,39 @@ describe.concurrent('multipart-uploaded source objects', () => {
     const state = await readAll(s);
     expect(mirrorDifferences(state.source, state.azure)).toEqual([]);
     expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
+  });
+
+  it('an upload stopped part-way continues in the next run cut as the source was (parts already there are kept), each part then checked by its own MD5 alone', async () => {
+    const s = await scenario('mp-layout-resume');
+    const body = pseudoRandomBytes(SIZE, 25);
+    await putSource(s, 'big.bin', body);
+    s.sourceStandIn.setMultipartLayout({ 'big.bin': 5 * MIB });
+    const store = (bucket: string, endpoint: string): ReturnType<typeof s3Store> =>
+      s3Store({ label: `s3://${bucket}`, bucket, region: emulators.s3.region, endpoint, credentials: { accessKeyId: emulators.s3.accessKeyId, secretAccessKey: emulators.s3.secretAccessKey } });
+    const source = store(s.sourceBucket, s.settings.AWS_S3_ENDPOINT!);
+    const destinations = [{ name: 'oci', store: store(s.ociBucket, s.settings.OCI_S3_ENDPOINT!) }] as const;
+    let object: ObjectInfo | undefined;
+    for await (const page of source.listPages()) object ??= page.find((entry) => entry.key === 'big.bin');
+    if (object === undefined) throw new Error('big.bin is not listed');
+    expect(object.etag).toMatch(/^[0-9a-f]{32}-3$/);
+    const transfer = { source, key: 'big.bin', destinations, tuning: { ...DEFAULT_TRANSFER_TUNING, partSize: 8 * MIB, singleRequestMax: 8 * MIB }, budget: new ByteBudget(64 * MIB), listed: object };
+
+    // Asked to stop before it starts: only the first part is written, and the upload is kept.
+    const stop = new AbortController();
+    stop.abort();
+    const first = (await streamObject({ ...transfer, stopStarting: stop.signal })).get('oci')!;
+    expect(first).toMatchObject({ ok: false, stopped: { bytes: 5 * MIB, partSize: 5 * MIB } });
+    const stopped = 'stopped' in first ? first.stopped : undefined;
+
+    s.ociProxy.reset();
+    const second = (await streamObject({ ...transfer, resume: new Map([['oci', { etag: object.etag, partSize: stopped!.partSize, token: stopped!.resumeToken }]]) })).get('oci')!;
+    expect(second).toMatchObject({ ok: true, bytes: SIZE - 5 * MIB });
+    // Parts 2 and 3 only, each with its MD5; the layout was asked again to cut the same way.
+    const parts = s.ociProxy.requests().filter((request) => request.operation === 'UploadPart');
+    expect(parts.map((request) => [request.query['partNumber'], request.requestBytes, request.contentMd5MatchesBody])).toEqual([['2', 5 * MIB, true], ['3', SIZE - 10 * MIB, true]]);
+    expect(layoutQuestions(s).length).toBe(2);
+    const state = await readAll(s);
+    expect(state.oci.get('big.bin')?.md5).toBe(md5Hex(body));
   });
 
   it('on AWS, a multipart object whose parts the caller proves is read without the SDK; any other is read through the SDK, against the checksum S3 sends', async () => {
