@@ -172,7 +172,7 @@ describe.concurrent('multipart-uploaded source objects', () => {
     expect(state.oci.get('big.bin')?.md5).toBe(md5Hex(body));
   });
 
-  it('on AWS, a multipart object whose parts the caller proves is read without the SDK; any other is read through the SDK, against the checksum S3 sends', async () => {
+  it('on AWS, the layout of a multipart object is asked with HEAD ?partNumber=1 (none for SSE-KMS), and one whose parts the caller proves is read without the SDK; any other is read through the SDK, against the checksum S3 sends', async () => {
     const body = Buffer.from('the bytes of an artifact uploaded in parts');
     const etag = `${md5Hex(body)}-2`;
     const seen: { method: string; partNumber: string | null; ifMatch: string | undefined; checksumMode: string | undefined }[] = [];
@@ -181,7 +181,9 @@ describe.concurrent('multipart-uploaded source objects', () => {
       const url = new URL(req.url ?? '/', 'http://s3');
       seen.push({ method: req.method ?? '', partNumber: url.searchParams.get('partNumber'), ifMatch: req.headers['if-match'], checksumMode: req.headers['x-amz-checksum-mode'] as string | undefined });
       if (req.method === 'HEAD') {
-        res.writeHead(206, { etag: `"${etag}"`, 'content-length': 30, 'x-amz-mp-parts-count': '2' });
+        // An SSE-KMS object's multipart ETag is no MD5 of its parts' MD5s.
+        const encryption = url.pathname.endsWith('/kms.bin') ? { 'x-amz-server-side-encryption': 'aws:kms' } : {};
+        res.writeHead(206, { etag: `"${etag}"`, 'content-length': 30, 'x-amz-mp-parts-count': '2', ...encryption });
         res.end();
         return;
       }
@@ -198,12 +200,14 @@ describe.concurrent('multipart-uploaded source objects', () => {
     };
 
     expect(await source.partLayout!('multipart.bin', etag)).toEqual({ firstPartSize: 30, partCount: 2 });
+    expect(await source.partLayout!('kms.bin', etag)).toBeUndefined();
     // Proven by the caller: one direct GET, no checksum asked, the bytes as sent.
     expect(await readAllOf({ provenEtag: etag })).toEqual(body);
     // Not proven (or proven against another ETag): read again through the SDK, whose check catches the mismatch.
     await expect(readAllOf({})).rejects.toThrow(/checksum mismatch/i);
     await expect(readAllOf({ provenEtag: `${md5Hex(body)}-3` })).rejects.toThrow(/checksum mismatch/i);
     expect(seen.map((request) => [request.method, request.partNumber, request.checksumMode])).toEqual([
+      ['HEAD', '1', undefined],
       ['HEAD', '1', undefined],
       ['GET', null, undefined],
       ['GET', null, undefined],

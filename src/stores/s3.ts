@@ -182,7 +182,8 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       try {
         // HEAD ?partNumber=1 answers part 1's length and the part count (x-amz-mp-parts-count); only for this version.
         const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, PartNumber: 1, IfMatch: `"${etag}"` }), { abortSignal: signal });
-        if (response.PartsCount === undefined || response.ContentLength === undefined) return undefined;
+        // An SSE-KMS (or SSE-C) object's ETag is no MD5 of its parts' MD5s: nothing to prove the bytes against.
+        if (response.PartsCount === undefined || response.ContentLength === undefined || !etagIsMd5Based(response.ServerSideEncryption)) return undefined;
         return { firstPartSize: response.ContentLength, partCount: response.PartsCount };
       } catch (error) {
         throw fail('head part 1', error, key);
@@ -424,8 +425,13 @@ function byteRange(start: number, end: number | undefined): string | undefined {
 
 /** The object's MD5 when its ETag is one: single-part uploads without SSE-KMS/SSE-C encryption. */
 function plainMd5(etag: string, serverSideEncryption: string | undefined): string | undefined {
-  if (!/^[0-9a-f]{32}$/i.test(etag) || (serverSideEncryption !== undefined && serverSideEncryption !== 'AES256')) return undefined;
+  if (!/^[0-9a-f]{32}$/i.test(etag) || !etagIsMd5Based(serverSideEncryption)) return undefined;
   return Buffer.from(etag, 'hex').toString('base64');
+}
+
+/** Whether S3 derives an object's ETag from MD5s of its bytes (of the object, or of its parts): not under SSE-KMS or SSE-C. */
+function etagIsMd5Based(serverSideEncryption: string | undefined): boolean {
+  return serverSideEncryption === undefined || serverSideEncryption === 'AES256';
 }
 
 function totalSize(contentRange: string | undefined, contentLength: number | undefined, start: number): number {
