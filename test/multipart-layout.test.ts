@@ -139,6 +139,23 @@ describe.concurrent('multipart-uploaded source objects', () => {
     expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
   });
 
+  it('a source whose HEAD ?partNumber=1 fails gets its multipart objects copied in our own parts: the question never fails the object', async () => {
+    const s = await scenario('mp-layout-head-fails');
+    await putSource(s, 'big.bin', pseudoRandomBytes(SIZE, 26));
+    s.sourceStandIn.setMultipartLayout({ 'big.bin': 5 * MIB });
+    s.sourceProxy.setFaults({ rate: 1, kinds: ['500'], onlyOperations: ['HeadObject'] });
+
+    const run = await runJson('all', s.settings);
+
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(layoutQuestions(s).length).toBeGreaterThanOrEqual(1);
+    for (const question of layoutQuestions(s)) expect(question.status).toBe(500);
+    expect(partSizes(s)).toEqual({ oci: [8 * MIB, SIZE - 8 * MIB], azure: [8 * MIB, SIZE - 8 * MIB] });
+    const state = await readAll(s);
+    expect(mirrorDifferences(state.source, state.azure)).toEqual([]);
+    expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
+  });
+
   it('an upload stopped part-way continues in the next run cut as the source was (parts already there are kept), each part then checked by its own MD5 alone', async () => {
     const s = await scenario('mp-layout-resume');
     const body = pseudoRandomBytes(SIZE, 25);
