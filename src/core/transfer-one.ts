@@ -168,7 +168,7 @@ async function streamToTargets(key: string, streaming: readonly [TargetRun, Tran
     // Under a deadline a large object is read a part at a time: a run that stops leaves no bytes in flight.
     const size = streaming[0]![1].source.size;
     const stopping = context.stopStarting === undefined ? {} : { stopStarting: context.stopStarting, ...(size > tuning.partSize ? { readWindow: tuning.partSize } : {}), ...(context.abortAt === undefined ? {} : { finishBy: context.abortAt }) };
-    const outcomes = await streamObject({ source, key, destinations, tuning, budget, signal, resume, ...stopping });
+    const outcomes = await streamObject({ source, key, destinations, tuning, budget, signal, resume, listed: streaming[0]![1].source, ...stopping });
     for (const [name, outcome] of outcomes) {
       const { run, action } = byName.get(name)!;
       if (resume.has(name) && !('error' in outcome)) run.resumed += 1;

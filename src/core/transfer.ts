@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
-import { md5Base64 } from './checksums.ts';
-import type { ObjectRead, Part, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription, WrittenVersion } from '../stores/store.ts';
+import { isMultipartEtag, multipartEtag } from './checksums.ts';
+import type { ObjectRead, Part, PartLayout, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription, WrittenVersion } from '../stores/store.ts';
 import { ByteBudget, type PartBuffer } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
 import type { RecordedSource } from './types.ts';
@@ -112,6 +112,11 @@ export async function streamObject<Name extends string>(request: {
   /** Where earlier runs left each destination's upload. */
   readonly resume?: ReadonlyMap<Name, ResumePoint>;
   /**
+   * What the listing said of the object. With a multipart ETag, the source's part layout is asked for before the
+   * read (`sourcePartSize`), so the read can go without the store's own checksum check when the parts prove it.
+   */
+  readonly listed?: { readonly etag: string; readonly size: number };
+  /**
    * Read the source in ranges of this many bytes, each asked for once the one before is consumed, instead
    * of in one open-ended GET: a run that stops (`stopStarting`) then leaves no bytes in flight. Only for an
    * object larger than this (a range read of an empty object is refused).
@@ -130,16 +135,30 @@ export async function streamObject<Name extends string>(request: {
     return outcomes;
   };
   const resuming = request.resume !== undefined && request.resume.size > 0;
+  const limits = destinations.map((destination) => destination.store.partLimits);
+  const { listed } = request;
+  /**
+   * The source ETag the MD5s of the parts read are combined into and compared with before the commit (S3's multipart
+   * ETag), when the object is cut as the source's upload was and every part is read in this run; its reads then
+   * need no checksum check by the store (`ReadOptions.provenEtag`).
+   */
+  let proofEtag: string | undefined;
+  const listedPartSize = resuming || listed === undefined ? undefined : await sourcePartSize(source, key, listed, limits, budget, signal);
+  if (listedPartSize !== undefined) proofEtag = listed!.etag;
   // Resuming, the object is described first (HEAD): where to start reading depends on what the destinations hold.
-  const first: ObjectRead | undefined = resuming ? undefined : await source.read(key, { signal, ...(readWindow === undefined ? {} : { end: readWindow - 1 }) });
+  const first: ObjectRead | undefined = resuming ? undefined : await source.read(key, { signal, ...(readWindow === undefined ? {} : { end: readWindow - 1 }), ...(proofEtag === undefined ? {} : { provenEtag: proofEtag }) });
   const head = first ?? (await source.head(key, signal));
+  // Another version than the listing's was read (and checked by the store as usual): cut as usual.
+  if (first !== undefined && first.etag !== proofEtag) proofEtag = undefined;
+  const layoutPartSize = first !== undefined ? (proofEtag === undefined ? undefined : listedPartSize) : await sourcePartSize(source, key, head, limits, budget, signal);
   const description = describeWrite(key, head);
   const singlePutLimit = Math.min(...destinations.map((destination) => destination.store.maxSinglePutSize));
-  const partSize = choosePartSize(head.size, tuning.partSize, destinations.map((destination) => destination.store.partLimits));
+  const partSize = layoutPartSize ?? choosePartSize(head.size, tuning.partSize, limits);
   const multiPart = head.size > Math.min(partSize, singlePutLimit);
 
   /** A reader of this object from `read`, which serves it from byte `offset`. */
-  const readerOf = (read: ObjectRead, offset = 0): ResumingReader => new ResumingReader(source, key, read, offset, tuning.readAttempts, signal, readWindow);
+  const readerOf = (read: ObjectRead, offset = 0): ResumingReader =>
+    new ResumingReader(source, key, read, offset, tuning.readAttempts, { signal, ...(proofEtag === undefined ? {} : { provenEtag: proofEtag }) }, readWindow);
   /** The outcome of a write that sent `bytes` and made the target's `version`. */
   const writtenAs = (bytes: number, version: WrittenVersion): StreamOutcome => ({ ok: true, bytes, written: { source: description.recordedSource, targetEtag: version.etag } });
 
@@ -163,7 +182,8 @@ export async function streamObject<Name extends string>(request: {
   }
 
   if (!multiPart) {
-    const reader = readerOf(first ?? (await source.read(key, { signal, ifMatch: head.etag })));
+    if (first === undefined && layoutPartSize !== undefined) proofEtag = head.etag;
+    const reader = readerOf(first ?? (await source.read(key, { signal, ifMatch: head.etag, ...(proofEtag === undefined ? {} : { provenEtag: proofEtag }) })));
     try {
       await putWhole(reader);
       return outcomes;
@@ -208,10 +228,13 @@ export async function streamObject<Name extends string>(request: {
     };
     firstIndex = Math.min(partCount, ...[...uploads.values()].map(missing));
     if (uploads.size === 0) return failAll(new Error('no destination could start the upload'));
+    // The proof needs every part read in this run, and no part kept from an earlier run's reading: resuming mid-object
+    // (or with parts kept anywhere), each part carries its MD5 alone, checked by the target against what was read.
+    if (layoutPartSize !== undefined && [...uploads.values()].every((upload) => upload.uploaded.size === 0)) proofEtag = head.etag;
     const from = firstIndex * partSize;
     try {
       const end = readWindow === undefined ? undefined : Math.min(head.size, from + readWindow) - 1;
-      if (firstIndex < partCount) reader = readerOf(await source.read(key, { start: from, ...(end === undefined ? {} : { end }), ifMatch: head.etag, signal }), from);
+      if (firstIndex < partCount) reader = readerOf(await source.read(key, { start: from, ...(end === undefined ? {} : { end }), ifMatch: head.etag, signal, ...(proofEtag === undefined ? {} : { provenEtag: proofEtag }) }), from);
     } catch (error) {
       failAll(error);
       await Promise.all([...uploads.keys()].map(async (name) => uploads.get(name)?.abort().catch(() => undefined)));
@@ -231,8 +254,11 @@ export async function streamObject<Name extends string>(request: {
       const bytes = await reader.read(part.bytes);
       await reader.expectEnd();
       // With the source's MD5 (its ETag), every target checks the bytes against it (Content-MD5) and refuses others:
-      // no pass over them here. Without one, the MD5 taken here is what the targets check the bytes they receive against.
-      const whole: WriteDescription = description.contentMd5Base64 === undefined ? { ...description, contentMd5Base64: md5Base64(bytes) } : description;
+      // no pass over them here. Without one, the MD5 taken here is what the targets check the bytes they receive against
+      // (and, for an object the source uploaded as one part, what its multipart ETag is checked against first).
+      const md5 = description.contentMd5Base64 === undefined ? createHash('md5').update(bytes).digest() : undefined;
+      if (md5 !== undefined && proofEtag !== undefined) verifyPartsEtag(description, proofEtag, [md5], source.label);
+      const whole: WriteDescription = md5 === undefined ? description : { ...description, contentMd5Base64: md5.toString('base64') };
       await Promise.all(destinations.map(async (destination) => {
         try {
           const version = await destination.store.putObject(whole, bytes, signal);
@@ -316,8 +342,10 @@ export async function streamObject<Name extends string>(request: {
 
     // Each byte is hashed once. With a source MD5 to compare with (not a multipart or SSE-KMS ETag) and every byte
     // read (not resuming mid-object), the whole object is checked against it before the commit, and the parts go
-    // without digests of their own; otherwise each part carries its MD5, which the target checks.
+    // without digests of their own; otherwise each part carries its MD5, which the target checks, and where the parts
+    // are cut as the source's upload was (`proofEtag`), their MD5s are combined and checked against its ETag too.
     const whole = description.contentMd5Base64 === undefined || firstIndex > 0 ? undefined : createHash('md5');
+    const partMd5s: Buffer[] | undefined = proofEtag === undefined ? undefined : [];
     const inFlight = new Set<Promise<void>>();
     let stopped = false;
     /** The longest a part took so far, from its read to its last write. */
@@ -348,11 +376,13 @@ export async function streamObject<Name extends string>(request: {
         }
         whole?.update(bytes);
         const needing = live().filter((name) => !uploads.get(name)!.uploaded.has(index));
+        const md5 = whole === undefined && (needing.length > 0 || partMd5s !== undefined) ? createHash('md5').update(bytes).digest() : undefined;
+        if (partMd5s !== undefined && md5 !== undefined) partMd5s[index] = md5;
         if (needing.length === 0) {
           release();
           continue;
         }
-        const part: Part = whole === undefined ? { index, bytes, md5Base64: md5Base64(bytes) } : { index, bytes };
+        const part: Part = md5 === undefined ? { index, bytes } : { index, bytes, md5Base64: md5.toString('base64') };
         const upload = Promise.all(needing.map(async (name) => {
           try {
             await uploads.get(name)!.uploadPart(part, signal);
@@ -377,6 +407,7 @@ export async function streamObject<Name extends string>(request: {
       }
       await reader?.expectEnd();
       if (whole !== undefined) verifyWholeMd5(description, whole.digest('base64'), source.label);
+      if (partMd5s !== undefined && proofEtag !== undefined) verifyPartsEtag(description, proofEtag, partMd5s, source.label);
       await Promise.all(live().map(async (name) => {
         try {
           const version = await uploads.get(name)!.commit(partCount, signal);
@@ -456,14 +487,52 @@ function sourceDigestRefused(error: unknown, description: WriteDescription, stor
 
 function verifyWholeMd5(description: WriteDescription, actual: string, store: string): void {
   if (description.contentMd5Base64 !== undefined && description.contentMd5Base64 !== actual) {
-    throw new StoreError({
-      store,
-      operation: 'read',
-      key: description.key,
-      scope: 'object',
-      detail: `the bytes read have MD5 ${actual}, the source ETag says ${description.contentMd5Base64}; nothing was written`,
-    });
+    throw readMismatch(description, store, `the bytes read have MD5 ${actual}, the source ETag says ${description.contentMd5Base64}`);
   }
+}
+
+/** Checks the MD5s of the parts read, combined as S3 combines them, against the source's multipart ETag. */
+function verifyPartsEtag(description: WriteDescription, sourceEtag: string, partMd5s: readonly Uint8Array[], store: string): void {
+  const actual = multipartEtag(partMd5s);
+  if (actual.toLowerCase() !== sourceEtag.toLowerCase()) {
+    throw readMismatch(description, store, `the bytes read, cut as the source's ${partMd5s.length} part(s), give the multipart ETag ${actual}, the source ETag is ${sourceEtag}`);
+  }
+}
+
+/** The bytes read are not the source's (`detail` says how that shows): nothing is committed, each target keeps what it had. */
+function readMismatch(description: WriteDescription, store: string, detail: string): StoreError {
+  return new StoreError({ store, operation: 'read', key: description.key, scope: 'object', detail: `${detail}; nothing was written` });
+}
+
+/**
+ * The part size the source's own upload of `object` used, when the object can be copied cut the same way (so the
+ * MD5s of the parts prove it against its multipart ETag): a multipart ETag, every part but the last of part 1's size
+ * (as far as part 1's size, the count and the object's size tell), within every target's part limits and the
+ * memory budget. `undefined` otherwise, also when the store cannot tell or its answer fails: this is an
+ * optimisation only, and the object is then cut as usual (a cancelled run still stops).
+ */
+async function sourcePartSize(
+  source: SourceStore,
+  key: string,
+  object: { readonly etag: string; readonly size: number },
+  limits: readonly PartLimits[],
+  budget: ByteBudget,
+  signal: AbortSignal | undefined,
+): Promise<number | undefined> {
+  if (source.partLayout === undefined || !isMultipartEtag(object.etag)) return undefined;
+  let layout: PartLayout | undefined;
+  try {
+    layout = await source.partLayout(key, object.etag, signal);
+  } catch {
+    // Not answered (or the object changed since it was listed): cut as usual, the read tells the rest.
+    signal?.throwIfAborted();
+    return undefined;
+  }
+  if (layout === undefined) return undefined;
+  const { firstPartSize: size, partCount: count } = layout;
+  const uniform = object.etag.endsWith(`-${count}`) && (count - 1) * size < object.size && object.size <= count * size;
+  const fits = limits.every((limit) => size >= limit.minPartSize && size <= limit.maxPartSize && count <= limit.maxParts) && size <= budget.capacity;
+  return uniform && fits ? size : undefined;
 }
 
 /**
@@ -476,6 +545,8 @@ class ResumingReader {
   readonly #etag: string;
   readonly #size: number;
   readonly #signal: AbortSignal | undefined;
+  /** What every read of this reader carries besides its range. */
+  readonly #reads: Pick<ReadOptions, 'signal' | 'provenEtag'>;
   #attemptsLeft: number;
   #body: AsyncIterable<Uint8Array>;
   #iterator: AsyncIterator<Uint8Array>;
@@ -486,13 +557,14 @@ class ResumingReader {
   readonly #window: number | undefined;
 
   /** `first` serves the object from byte `offset` on (up to `offset + window` when `window` is given). */
-  constructor(source: SourceStore, key: string, first: ObjectRead, offset: number, attempts: number, signal: AbortSignal | undefined, window?: number) {
+  constructor(source: SourceStore, key: string, first: ObjectRead, offset: number, attempts: number, reads: Pick<ReadOptions, 'signal' | 'provenEtag'>, window?: number) {
     this.#window = window;
     this.#source = source;
     this.#key = key;
     this.#etag = first.etag;
     this.#size = first.size;
-    this.#signal = signal;
+    this.#signal = reads.signal;
+    this.#reads = reads;
     this.#attemptsLeft = attempts;
     this.#offset = offset;
     this.#body = first.body;
@@ -584,7 +656,7 @@ class ResumingReader {
   /** The rest of the object from where reading stands, or the next range of it. */
   #rangeFromOffset(): ReadOptions {
     const windowEnd = this.#window === undefined ? undefined : Math.min(this.#size, (Math.floor(this.#offset / this.#window) + 1) * this.#window) - 1;
-    return { start: this.#offset, ifMatch: this.#etag, ...(this.#signal === undefined ? {} : { signal: this.#signal }), ...(windowEnd === undefined ? {} : { end: windowEnd }) };
+    return { ...this.#reads, start: this.#offset, ifMatch: this.#etag, ...(windowEnd === undefined ? {} : { end: windowEnd }) };
   }
 
   #error(detail: string): StoreError {

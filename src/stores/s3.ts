@@ -20,7 +20,7 @@ import { s3DirectRequests, type BodyRequest } from './s3-direct-requests.ts';
 import { isArchived, parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
 import type { Readable } from 'node:stream';
-import { CONTENT_HEADER_FIELDS, definedHeaders, streamedObjectMd5, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartUpload, type PartUploadOptions, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
+import { CONTENT_HEADER_FIELDS, definedHeaders, streamedObjectMd5, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartLayout, type PartUpload, type PartUploadOptions, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -110,7 +110,8 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
     /**
      * The caller checks the bytes against `md5Base64` where it is given, or has the target check them. The GET goes
      * without the client's middleware stack (`s3DirectRequests`); where the client checks answers against the checksum
-     * S3 stores (AWS) and the ETag is no MD5 (multipart, SSE-KMS), it is asked again through the client, which does.
+     * S3 stores (AWS) and the ETag is no MD5 (multipart, SSE-KMS), it is asked again through the client, which does,
+     * unless the caller proves the bytes against that very ETag itself (`provenEtag`: the MD5s of the parts).
      */
     async read(key: string, readOptions: ReadOptions = {}): Promise<ObjectRead> {
       const start = readOptions.start ?? 0;
@@ -120,7 +121,7 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         const etag = unquoteEtag(answer['etag']);
         const md5 = plainMd5(etag, answer['x-amz-server-side-encryption']);
         const body = response.body as Readable;
-        if (md5 !== undefined || compatibility) {
+        if (md5 !== undefined || compatibility || (readOptions.provenEtag !== undefined && etag === readOptions.provenEtag)) {
           return {
             body,
             headers: contentHeadersOfAnswer(answer),
@@ -174,6 +175,18 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
         };
       } catch (error) {
         throw fail('head', error, key);
+      }
+    },
+
+    async partLayout(key: string, etag: string, signal?: AbortSignal): Promise<PartLayout | undefined> {
+      try {
+        // HEAD ?partNumber=1 answers part 1's length and the part count (x-amz-mp-parts-count); only for this version.
+        const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, PartNumber: 1, IfMatch: `"${etag}"` }), { abortSignal: signal });
+        // An SSE-KMS (or SSE-C) object's ETag is no MD5 of its parts' MD5s: nothing to prove the bytes against.
+        if (response.PartsCount === undefined || response.ContentLength === undefined || !etagIsMd5Based(response.ServerSideEncryption)) return undefined;
+        return { firstPartSize: response.ContentLength, partCount: response.PartsCount };
+      } catch (error) {
+        throw fail('head part 1', error, key);
       }
     },
 
@@ -412,8 +425,13 @@ function byteRange(start: number, end: number | undefined): string | undefined {
 
 /** The object's MD5 when its ETag is one: single-part uploads without SSE-KMS/SSE-C encryption. */
 function plainMd5(etag: string, serverSideEncryption: string | undefined): string | undefined {
-  if (!/^[0-9a-f]{32}$/i.test(etag) || (serverSideEncryption !== undefined && serverSideEncryption !== 'AES256')) return undefined;
+  if (!/^[0-9a-f]{32}$/i.test(etag) || !etagIsMd5Based(serverSideEncryption)) return undefined;
   return Buffer.from(etag, 'hex').toString('base64');
+}
+
+/** Whether S3 derives an object's ETag from MD5s of its bytes (of the object, or of its parts): not under SSE-KMS or SSE-C. */
+function etagIsMd5Based(serverSideEncryption: string | undefined): boolean {
+  return serverSideEncryption === undefined || serverSideEncryption === 'AES256';
 }
 
 function totalSize(contentRange: string | undefined, contentLength: number | undefined, start: number): number {

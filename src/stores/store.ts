@@ -73,7 +73,18 @@ export interface ReadOptions {
   readonly end?: number;
   /** Only serve the bytes when the object still has this ETag (resuming a read must not mix versions). */
   readonly ifMatch?: string;
+  /**
+   * A multipart ETag the caller proves the bytes against itself (from the MD5s of the parts it reads, core/transfer.ts):
+   * an answer with this ETag needs no checksum check by the store. An answer with another ETag is checked as usual.
+   */
+  readonly provenEtag?: string;
   readonly signal?: AbortSignal;
+}
+
+/** How a multipart upload cut an object: part 1's size and how many parts (S3's HEAD `?partNumber=1`). */
+export interface PartLayout {
+  readonly firstPartSize: number;
+  readonly partCount: number;
 }
 
 /** The source of truth. */
@@ -83,6 +94,11 @@ export interface SourceStore extends ObjectStore {
   head(key: string, signal?: AbortSignal): Promise<ObjectHead>;
   /** A short-lived GET URL another service can pull the object from. The URL is a secret: never log it. */
   presignGet(key: string, expiresInSeconds: number): Promise<string>;
+  /**
+   * How the version `etag` of the object was cut into parts when it was uploaded in parts (one request), or
+   * `undefined` when the store does not say. Present where the store can tell (S3); asked only for multipart ETags.
+   */
+  partLayout?(key: string, etag: string, signal?: AbortSignal): Promise<PartLayout | undefined>;
 }
 
 /** What a target records with each write. */

@@ -28,6 +28,16 @@
  *   500 InternalError.
  * - **Bytes corrupted on the way** (`setCorruptReads(keys)`): every GetObject of those keys has one byte
  *   in the middle of its body flipped; the length and headers (ETag included) stay as they were.
+ * - **Objects uploaded in parts, as S3 shows them** (`setMultipartLayout({ key: partSize })`). s3rver gives
+ *   a multipart object a plain MD5 ETag and ignores `partNumber` and `If-Match`. For these keys the
+ *   stand-in plays the object stored in s3rver as if it had been uploaded in parts of that size (the
+ *   last part the rest; or, given a list, parts of those sizes and the rest as the last part): listings,
+ *   HEAD and GET give S3's multipart ETag computed from the stored bytes (`hex(MD5(MD5(part 1) || ...))-N`),
+ *   HEAD and GET `?partNumber=k` answer 206 with that part's length (and bytes) and
+ *   `x-amz-mp-parts-count: N`, and an `If-Match` other than that ETag is answered 412
+ *   PreconditionFailed (s3rver would serve any version). With `{ partNumberIgnored: true }`,
+ *   `?partNumber=` requests are answered as s3rver answers them (the whole object, no parts count), as
+ *   a service without that feature would. Corrupted reads apply to these keys too.
  * - **A careless service** (`setEchoErrors(true)`): every request is answered 400 InvalidRequest with a
  *   message that repeats the request line and its Authorization header (key id, signature), as some
  *   S3-compatible services and gateways do; what the app makes of such a message must not leak them.
@@ -90,6 +100,9 @@ export interface ListingRewrite {
   readonly failContinuations?: boolean;
 }
 
+/** How a key is played as uploaded in parts: every part that size (the last the rest), or these sizes and the rest as the last part. */
+export type MultipartLayout = number | readonly number[];
+
 export interface HeldRequest {
   readonly operation: S3Operation | 'other';
   readonly path: string;
@@ -111,6 +124,8 @@ export interface S3StandIn {
   setEchoErrors(on: boolean): void;
   /** Corrupt every GetObject body of these keys (empty: none). */
   setCorruptReads(keys: readonly string[]): void;
+  /** Play these keys as uploaded in parts (empty: none); see the header comment. */
+  setMultipartLayout(layouts: Readonly<Record<string, MultipartLayout>>, options?: { readonly partNumberIgnored?: boolean }): void;
   /** List each key with the given storage class and answer its GetObject 403 InvalidObjectState (empty: none). */
   setArchived(storageClassByKey: Readonly<Record<string, string>>): void;
   /** Resolves when the next request of `operation` (whose path and query satisfy `matches`) arrives; it waits until released. */
@@ -129,23 +144,34 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
   let listing: ListingRewrite | null = null;
   let corruptKeys = new Set<string>();
   let archivedKeys = new Map<string, string>();
+  let layouts = new Map<string, MultipartLayout>();
+  let partNumberIgnored = false;
   let echoErrors = false;
   let inFlight = 0;
 
-  /** One exchange with s3rver; `body` replaces the client's (buffered) body. Counts as in flight until the answer is consumed. */
-  const send = async (req: IncomingMessage, target: string, body?: Buffer): Promise<IncomingMessage> => {
+  /** One exchange with s3rver; `body` replaces the client's (buffered) body, `headers` its headers. Counts as in flight until the answer is consumed. */
+  const send = async (req: IncomingMessage, target: string, body?: Buffer, headers = withoutHopByHop(req.rawHeaders)): Promise<IncomingMessage> => {
     const upstreamReq = http.request({
       hostname: upstream.hostname,
       port: upstream.port,
       method: req.method,
       path: target,
-      headers: withoutHopByHop(req.rawHeaders),
+      headers,
       agent,
     });
     if (body !== undefined) upstreamReq.end(body);
     else void pipeline(req, upstreamReq).catch(() => undefined);
     const [response] = (await once(upstreamReq, 'response')) as [IncomingMessage];
     return response;
+  };
+  /** The object as the stand-in plays it uploaded in parts: read whole from s3rver (anonymously: s3rver lets it). */
+  const multipartView = async (bucket: string, key: string, layout: MultipartLayout): Promise<MultipartView> => {
+    const response = await new Promise<IncomingMessage>((resolve, reject) => {
+      http.get({ hostname: upstream.hostname, port: upstream.port, path: `/${encodeURIComponent(bucket)}/${key.split('/').map(encodeURIComponent).join('/')}`, agent }, resolve).on('error', reject);
+    });
+    const bytes = await readAll(response);
+    if (response.statusCode !== 200) throw new Error(`s3rver answered ${String(response.statusCode)} to a GET of ${key}`);
+    return multipartViewOf(bytes, layout);
   };
   const tracked = async <T>(work: () => Promise<T>): Promise<T> => {
     inFlight += 1;
@@ -241,6 +267,55 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
         });
         return;
       }
+    }
+
+    const layout = layouts.get(key);
+    if (layout !== undefined && (operation === 'GetObject' || operation === 'HeadObject')) {
+      await tracked(async () => {
+        const view = await multipartView(bucket, key, layout);
+        const ifMatch = req.headers['if-match'];
+        if (ifMatch !== undefined && ifMatch.replace(/"/g, '') !== view.etag) {
+          entry.handling = 'served';
+          reply(412, method === 'HEAD' ? '' : s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', '<Condition>If-Match</Condition>'));
+          return;
+        }
+        const partNumber = partNumberIgnored || query['partNumber'] === undefined ? undefined : Number(query['partNumber']);
+        const part = partNumber === undefined ? undefined : view.parts[partNumber - 1];
+        if (partNumber !== undefined && part === undefined) {
+          entry.handling = 'served';
+          reply(416, method === 'HEAD' ? '' : s3Error('InvalidPartNumber', 'The requested partnumber is not satisfiable'));
+          return;
+        }
+        // s3rver serves the part as a byte range (GET; a HEAD's length is set here); `If-Match` was answered above.
+        const unconditional = withoutHeader(withoutHopByHop(req.rawHeaders), 'if-match');
+        const headers = part === undefined ? unconditional : [...withoutHeader(unconditional, 'range'), 'range', `bytes=${part.start}-${part.end}`];
+        const response = await send(req, req.url ?? '/', undefined, headers);
+        if (response.statusCode !== 200 && response.statusCode !== 206) return relay(response);
+        entry.handling = 'rewritten';
+        const replaced: Record<string, string> = part === undefined
+          ? { etag: `"${view.etag}"` }
+          : { etag: `"${view.etag}"`, 'x-amz-mp-parts-count': String(view.parts.length), 'content-length': String(part.end - part.start + 1), 'content-range': `bytes ${part.start}-${part.end}/${view.size}` };
+        entry.status = part === undefined ? (response.statusCode ?? 502) : 206;
+        res.writeHead(entry.status, withHeaders(withoutHopByHop(response.rawHeaders), replaced));
+        const length = Number(response.headers['content-length'] ?? Number.NaN);
+        const corrupt = operation === 'GetObject' && corruptKeys.has(key) && length > 0;
+        if (corrupt) entry.handling = 'corrupted';
+        await (corrupt ? pipeline(response, flipByteAt(Math.floor(length / 2)), res) : pipeline(response, res)).catch(() => undefined);
+      });
+      return;
+    }
+
+    if (operation === 'ListObjectsV2' && layouts.size > 0) {
+      await tracked(async () => {
+        const response = await send(req, req.url ?? '/');
+        if (response.statusCode !== 200) return relay(response);
+        entry.handling = 'rewritten';
+        const text = (await readAll(response)).toString('utf8');
+        const etags = new Map<string, string>();
+        for (const [layoutKey, layout] of layouts) if (text.includes(`<Key>${escapeXml(layoutKey)}</Key>`)) etags.set(layoutKey, (await multipartView(bucket, layoutKey, layout)).etag);
+        relayRewritten(response, Buffer.from(withEtags(text, etags)));
+      });
+      return;
     }
 
     if (archivedKeys.has(key) && operation === 'GetObject') {
@@ -355,6 +430,10 @@ export async function startS3StandIn(options: S3StandInOptions): Promise<S3Stand
     setCorruptReads: (keys) => {
       corruptKeys = new Set(keys);
     },
+    setMultipartLayout: (byKey, layoutOptions = {}) => {
+      layouts = new Map(Object.entries(byKey));
+      partNumberIgnored = layoutOptions.partNumberIgnored ?? false;
+    },
     setArchived: (storageClassByKey) => {
       archivedKeys = new Map(Object.entries(storageClassByKey));
     },
@@ -393,6 +472,54 @@ function withoutHeader(rawHeaders: readonly string[], name: string): string[] {
     if (rawHeaders[index]!.toLowerCase() !== name) kept.push(rawHeaders[index]!, rawHeaders[index + 1]!);
   }
   return kept;
+}
+
+/** A raw header list with these headers (lower-case names) set, replacing any of the same name. */
+function withHeaders(rawHeaders: readonly string[], set: Readonly<Record<string, string>>): string[] {
+  let kept = [...rawHeaders];
+  for (const name of Object.keys(set)) kept = withoutHeader(kept, name);
+  for (const [name, value] of Object.entries(set)) kept.push(name, value);
+  return kept;
+}
+
+/** An object as uploaded in parts: its S3 multipart ETag, and where each part lies (inclusive byte offsets). */
+interface MultipartView {
+  readonly etag: string;
+  readonly size: number;
+  readonly parts: readonly { readonly start: number; readonly end: number }[];
+}
+
+function multipartViewOf(bytes: Buffer, layout: MultipartLayout): MultipartView {
+  const sizes: number[] = [];
+  let rest = bytes.byteLength;
+  if (typeof layout === 'number') {
+    for (; rest > layout; rest -= layout) sizes.push(layout);
+  } else {
+    for (const size of layout) {
+      sizes.push(size);
+      rest -= size;
+    }
+    if (rest <= 0) throw new Error(`a layout of ${layout.join(', ')} bytes leaves no last part of a ${bytes.byteLength}-byte object`);
+  }
+  sizes.push(rest);
+  const parts: { start: number; end: number }[] = [];
+  const combined = createHash('md5');
+  let start = 0;
+  for (const size of sizes) {
+    parts.push({ start, end: start + size - 1 });
+    combined.update(createHash('md5').update(bytes.subarray(start, start + size)).digest());
+    start += size;
+  }
+  return { etag: `${combined.digest('hex')}-${parts.length}`, size: bytes.byteLength, parts };
+}
+
+/** Each `<Contents>` of a key in `etags` gets that ETag (replacing the one s3rver gave). */
+function withEtags(xml: string, etags: ReadonlyMap<string, string>): string {
+  return xml.replace(/<Contents>[\s\S]*?<\/Contents>/g, (entry) => {
+    const key = /<Key>([^<]*)<\/Key>/.exec(entry)?.[1];
+    const etag = key === undefined ? undefined : etags.get(unescapeXml(key));
+    return etag === undefined ? entry : entry.replace(/<ETag>[^<]*<\/ETag>/, `<ETag>&quot;${etag}&quot;</ETag>`);
+  });
 }
 
 async function readAll(stream: IncomingMessage): Promise<Buffer> {
