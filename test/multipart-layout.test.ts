@@ -140,6 +140,30 @@ describe.concurrent('multipart-uploaded source objects', () => {
     });
   }
 
+  it('a source whose parts look even by part 1, the count and the size, but are not: the ETag does not match the cut, the sizes of the parts are asked, and the object is copied again in our own parts in the same run, exact', async () => {
+    const s = await scenario('mp-layout-uneven');
+    // 6, 5, 6 MiB and 2 MiB: part 1 (6 MiB) and the count (4) allow 19 MiB, so the object is first cut 6, 6, 6, 1.
+    const size = 19 * MIB;
+    await putSource(s, 'big.bin', pseudoRandomBytes(size, 27));
+    s.sourceStandIn.setMultipartLayout({ 'big.bin': [6 * MIB, 5 * MIB, 6 * MIB] });
+
+    const run = await runJson('all', s.settings);
+
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.report.complete).toBe(true);
+    for (const name of ['azure', 'oci'] as const) expect(targetOf(run.report, name)).toMatchObject({ copied: 1, failed: 0, complete: true });
+    // Part 1 first; after the mismatch, the parts between the first and the last (part 2 gives it away).
+    const asked = s.sourceProxy.requests().filter((request) => request.operation === 'HeadObject' && request.query['partNumber'] !== undefined);
+    expect(asked.map((request) => request.query['partNumber']).sort()).toEqual(['1', '2', '3']);
+    // The first upload (the source's cut as part 1 suggested) was aborted, nothing of it committed; the second is ours.
+    expect(s.ociStandIn.uploads(s.ociBucket).map((upload) => upload.state)).toEqual(['aborted', 'completed']);
+    const oursCut = s.ociProxy.requests().filter((request) => request.operation === 'UploadPart' && request.status === 200).slice(-3).map((request) => request.requestBytes).sort((a, b) => b - a);
+    expect(oursCut).toEqual([8 * MIB, 8 * MIB, size - 16 * MIB]);
+    const state = await readAll(s);
+    expect(mirrorDifferences(state.source, state.azure)).toEqual([]);
+    expect(mirrorDifferences(state.source, state.oci)).toEqual([]);
+  });
+
   it('an upload stopped part-way continues in the next run cut as the source was (parts already there are kept), each part then checked by its own MD5 alone', async () => {
     const s = await scenario('mp-layout-resume');
     const body = pseudoRandomBytes(SIZE, 25);
@@ -200,8 +224,8 @@ describe.concurrent('multipart-uploaded source objects', () => {
       return Buffer.concat(chunks);
     };
 
-    expect(await source.partLayout!('multipart.bin', etag)).toEqual({ firstPartSize: 30, partCount: 2 });
-    expect(await source.partLayout!('kms.bin', etag)).toBeUndefined();
+    expect(await source.partLayout!('multipart.bin', etag, 1)).toEqual({ partSize: 30, partCount: 2 });
+    expect(await source.partLayout!('kms.bin', etag, 1)).toBeUndefined();
     // Proven by the caller: one direct GET, no checksum asked, the bytes as sent.
     expect(await readAllOf({ provenEtag: etag })).toEqual(body);
     // Not proven (or proven against another ETag): read again through the SDK, whose check catches the mismatch.

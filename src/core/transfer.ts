@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { isMultipartEtag, multipartEtag } from './checksums.ts';
 import type { ObjectRead, Part, PartLayout, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription, WrittenVersion } from '../stores/store.ts';
-import { ByteBudget, type PartBuffer } from './concurrency.ts';
+import { ByteBudget, forEachBounded, type PartBuffer } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
 import type { RecordedSource } from './types.ts';
 
@@ -100,7 +100,16 @@ export function describeWrite(key: string, read: Omit<ObjectRead, 'body'>): Writ
  * source is read from the first part missing anywhere); when `stopStarting` fires, no further part is
  * read, parts in flight finish, and the upload is left for a later run (`stopped`).
  */
-export async function streamObject<Name extends string>(request: {
+export async function streamObject<Name extends string>(request: StreamRequest<Name>): Promise<Map<Name, StreamOutcome>> {
+  const outcomes = await streamObjectCut(request, true);
+  const uneven = [...outcomes.values()].some((outcome) => !outcome.ok && 'error' in outcome && outcome.error instanceof UnevenSourceParts);
+  // The source's parts turned out not to be of one size (only a part-by-part look tells): nothing was committed;
+  // the object is copied again cut as usual, read with the store's own checks, so it converges all the same.
+  return uneven ? streamObjectCut(request, false) : outcomes;
+}
+
+/** What `streamObject` copies, where to, and how. */
+export interface StreamRequest<Name extends string> {
   readonly source: SourceStore;
   readonly key: string;
   readonly destinations: readonly StreamDestination<Name>[];
@@ -127,7 +136,10 @@ export async function streamObject<Name extends string>(request: {
    * takes longer than the slowest part so far) is not started; the upload stops as with `stopStarting`.
    */
   readonly finishBy?: number;
-}): Promise<Map<Name, StreamOutcome>> {
+}
+
+/** `streamObject`, cut as the source's multipart upload was where it can be (`sourceLayout`), or always as usual. */
+async function streamObjectCut<Name extends string>(request: StreamRequest<Name>, sourceLayout: boolean): Promise<Map<Name, StreamOutcome>> {
   const { source, key, destinations, tuning, budget, signal, readWindow } = request;
   const outcomes = new Map<Name, StreamOutcome>();
   const failAll = (error: unknown): Map<Name, StreamOutcome> => {
@@ -143,14 +155,16 @@ export async function streamObject<Name extends string>(request: {
    * need no checksum check by the store (`ReadOptions.provenEtag`).
    */
   let proofEtag: string | undefined;
-  const listedPartSize = resuming || listed === undefined ? undefined : await sourcePartSize(source, key, listed, limits, budget, signal);
+  const layoutOf = (object: { readonly etag: string; readonly size: number }): Promise<number | undefined> =>
+    sourceLayout ? sourcePartSize(source, key, object, limits, budget, signal) : Promise.resolve(undefined);
+  const listedPartSize = resuming || listed === undefined ? undefined : await layoutOf(listed);
   if (listedPartSize !== undefined) proofEtag = listed!.etag;
   // Resuming, the object is described first (HEAD): where to start reading depends on what the destinations hold.
   const first: ObjectRead | undefined = resuming ? undefined : await source.read(key, { signal, ...(readWindow === undefined ? {} : { end: readWindow - 1 }), ...(proofEtag === undefined ? {} : { provenEtag: proofEtag }) });
   const head = first ?? (await source.head(key, signal));
   // Another version than the listing's was read (and checked by the store as usual): cut as usual.
   if (first !== undefined && first.etag !== proofEtag) proofEtag = undefined;
-  const layoutPartSize = first !== undefined ? (proofEtag === undefined ? undefined : listedPartSize) : await sourcePartSize(source, key, head, limits, budget, signal);
+  const layoutPartSize = first !== undefined ? (proofEtag === undefined ? undefined : listedPartSize) : await layoutOf(head);
   const description = describeWrite(key, head);
   const singlePutLimit = Math.min(...destinations.map((destination) => destination.store.maxSinglePutSize));
   const partSize = layoutPartSize ?? choosePartSize(head.size, tuning.partSize, limits);
@@ -257,7 +271,7 @@ export async function streamObject<Name extends string>(request: {
       // no pass over them here. Without one, the MD5 taken here is what the targets check the bytes they receive against
       // (and, for an object the source uploaded as one part, what its multipart ETag is checked against first).
       const md5 = description.contentMd5Base64 === undefined ? createHash('md5').update(bytes).digest() : undefined;
-      if (md5 !== undefined && proofEtag !== undefined) verifyPartsEtag(description, proofEtag, [md5], source.label);
+      if (md5 !== undefined && proofEtag !== undefined) await verifyPartsEtag(source, description, proofEtag, [md5], partSize, signal);
       const whole: WriteDescription = md5 === undefined ? description : { ...description, contentMd5Base64: md5.toString('base64') };
       await Promise.all(destinations.map(async (destination) => {
         try {
@@ -407,7 +421,7 @@ export async function streamObject<Name extends string>(request: {
       }
       await reader?.expectEnd();
       if (whole !== undefined) verifyWholeMd5(description, whole.digest('base64'), source.label);
-      if (partMd5s !== undefined && proofEtag !== undefined) verifyPartsEtag(description, proofEtag, partMd5s, source.label);
+      if (partMd5s !== undefined && proofEtag !== undefined) await verifyPartsEtag(source, description, proofEtag, partMd5s, partSize, signal);
       await Promise.all(live().map(async (name) => {
         try {
           const version = await uploads.get(name)!.commit(partCount, signal);
@@ -491,12 +505,35 @@ function verifyWholeMd5(description: WriteDescription, actual: string, store: st
   }
 }
 
-/** Checks the MD5s of the parts read, combined as S3 combines them, against the source's multipart ETag. */
-function verifyPartsEtag(description: WriteDescription, sourceEtag: string, partMd5s: readonly Uint8Array[], store: string): void {
+/**
+ * Checks the MD5s of the parts read, combined as S3 combines them, against the source's multipart ETag. On a
+ * mismatch, the source is asked the size of every part between the first and the last: when one differs from
+ * `partSize` (a layout part 1's size, the count and the object's size could not tell), the cut was not the
+ * source's and `UnevenSourceParts` says so; when all match, the bytes read are not the source's.
+ */
+async function verifyPartsEtag(source: SourceStore, description: WriteDescription, sourceEtag: string, partMd5s: readonly Uint8Array[], partSize: number, signal: AbortSignal | undefined): Promise<void> {
   const actual = multipartEtag(partMd5s);
-  if (actual.toLowerCase() !== sourceEtag.toLowerCase()) {
-    throw readMismatch(description, store, `the bytes read, cut as the source's ${partMd5s.length} part(s), give the multipart ETag ${actual}, the source ETag is ${sourceEtag}`);
-  }
+  if (actual.toLowerCase() === sourceEtag.toLowerCase()) return;
+  const middleParts = Array.from({ length: Math.max(0, partMd5s.length - 2) }, (_, index) => index + 2);
+  let uneven: number | undefined;
+  await forEachBounded(middleParts, LAYOUT_QUESTIONS_AT_ONCE, async (partNumber) => {
+    if (uneven !== undefined) return;
+    const layout = await source.partLayout?.(description.key, sourceEtag, partNumber, signal).catch(() => {
+      signal?.throwIfAborted();
+      return undefined;
+    });
+    if (layout !== undefined && layout.partSize !== partSize) uneven = partNumber;
+  });
+  if (uneven !== undefined) throw new UnevenSourceParts(`part ${uneven} of ${description.key} is not ${partSize} bytes long`);
+  throw readMismatch(description, source.label, `the bytes read, cut as the source's ${partMd5s.length} part(s), give the multipart ETag ${actual}, the source ETag is ${sourceEtag}`);
+}
+
+/** Part sizes asked for at once when a multipart ETag did not match (`verifyPartsEtag`). */
+const LAYOUT_QUESTIONS_AT_ONCE = 8;
+
+/** The source's upload was not cut in parts of one size: the object is copied again, cut as usual (`streamObject`). */
+class UnevenSourceParts extends Error {
+  override readonly name = 'UnevenSourceParts';
 }
 
 /** The bytes read are not the source's (`detail` says how that shows): nothing is committed, each target keeps what it had. */
@@ -522,14 +559,14 @@ async function sourcePartSize(
   if (source.partLayout === undefined || !isMultipartEtag(object.etag)) return undefined;
   let layout: PartLayout | undefined;
   try {
-    layout = await source.partLayout(key, object.etag, signal);
+    layout = await source.partLayout(key, object.etag, 1, signal);
   } catch {
     // Not answered (or the object changed since it was listed): cut as usual, the read tells the rest.
     signal?.throwIfAborted();
     return undefined;
   }
   if (layout === undefined) return undefined;
-  const { firstPartSize: size, partCount: count } = layout;
+  const { partSize: size, partCount: count } = layout;
   const uniform = object.etag.endsWith(`-${count}`) && (count - 1) * size < object.size && object.size <= count * size;
   const fits = limits.every((limit) => size >= limit.minPartSize && size <= limit.maxPartSize && count <= limit.maxParts) && size <= budget.capacity;
   return uniform && fits ? size : undefined;

@@ -178,15 +178,15 @@ export function s3Store(options: S3StoreOptions): SourceStore & TargetStore {
       }
     },
 
-    async partLayout(key: string, etag: string, signal?: AbortSignal): Promise<PartLayout | undefined> {
+    async partLayout(key: string, etag: string, partNumber: number, signal?: AbortSignal): Promise<PartLayout | undefined> {
       try {
-        // HEAD ?partNumber=1 answers part 1's length and the part count (x-amz-mp-parts-count); only for this version.
-        const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, PartNumber: 1, IfMatch: `"${etag}"` }), { abortSignal: signal });
+        // HEAD ?partNumber=N answers part N's length and the part count (x-amz-mp-parts-count); only for this version.
+        const response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, PartNumber: partNumber, IfMatch: `"${etag}"` }), { abortSignal: signal });
         // An SSE-KMS (or SSE-C) object's ETag is no MD5 of its parts' MD5s: nothing to prove the bytes against.
         if (response.PartsCount === undefined || response.ContentLength === undefined || !etagIsMd5Based(response.ServerSideEncryption)) return undefined;
-        return { firstPartSize: response.ContentLength, partCount: response.PartsCount };
+        return { partSize: response.ContentLength, partCount: response.PartsCount };
       } catch (error) {
-        throw fail('head part 1', error, key);
+        throw fail(`head part ${partNumber}`, error, key);
       }
     },
 

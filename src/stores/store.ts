@@ -81,9 +81,9 @@ export interface ReadOptions {
   readonly signal?: AbortSignal;
 }
 
-/** How a multipart upload cut an object: part 1's size and how many parts (S3's HEAD `?partNumber=1`). */
+/** One part of how a multipart upload cut an object (S3's HEAD `?partNumber=N`): that part's size and how many parts there are. */
 export interface PartLayout {
-  readonly firstPartSize: number;
+  readonly partSize: number;
   readonly partCount: number;
 }
 
@@ -95,10 +95,11 @@ export interface SourceStore extends ObjectStore {
   /** A short-lived GET URL another service can pull the object from. The URL is a secret: never log it. */
   presignGet(key: string, expiresInSeconds: number): Promise<string>;
   /**
-   * How the version `etag` of the object was cut into parts when it was uploaded in parts (one request), or
-   * `undefined` when the store does not say. Present where the store can tell (S3); asked only for multipart ETags.
+   * How the version `etag` of the object was cut into parts when it was uploaded in parts: the size of part
+   * `partNumber` (from 1) and the part count, in one request; `undefined` when the store does not say. Present
+   * where the store can tell (S3); asked only for multipart ETags.
    */
-  partLayout?(key: string, etag: string, signal?: AbortSignal): Promise<PartLayout | undefined>;
+  partLayout?(key: string, etag: string, partNumber: number, signal?: AbortSignal): Promise<PartLayout | undefined>;
 }
 
 /** What a target records with each write. */
