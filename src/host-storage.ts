@@ -13,6 +13,7 @@ import type { RunPieceMessage, RunStartMessage } from './core/fan-out.ts';
 import { encodeEventMessage, type EventMessage } from './core/s3-events.ts';
 import type { TargetName } from './core/types.ts';
 import type { HostStorageConfig } from './config.ts';
+import { connectionStringAccountKey } from './stores/azure-connection-string.ts';
 
 /** Container of the host storage account that holds the event deletion window. */
 export const EVENT_STATE_CONTAINER = 'artifacts-sync-events';
@@ -29,7 +30,7 @@ export interface HostStorageClients {
 /** Clients for the host storage; an identity-based setting loads @azure/identity (managed identity in Azure). */
 export async function hostStorageClients(config: HostStorageConfig): Promise<HostStorageClients> {
   if (config.kind === 'connection-string') {
-    registerSecret(/(?:^|;)AccountKey=([^;]+)/i.exec(config.connectionString)?.[1]);
+    registerSecret(connectionStringAccountKey(config.connectionString));
     return { queues: QueueServiceClient.fromConnectionString(config.connectionString), blobs: BlobServiceClient.fromConnectionString(config.connectionString) };
   }
   const { DefaultAzureCredential, ManagedIdentityCredential } = await import('@azure/identity');

@@ -20,6 +20,7 @@ import { verifyMirror, type VerifyReport } from './core/verify.ts';
 import { createKeyResolver, type KeyResolver, type KeyResolverOptions, type StoreKeys } from './secrets.ts';
 import { ociKeyProblem } from './stores/key-rules.ts';
 import { s3Store } from './stores/s3.ts';
+import { connectionStringAccountKey } from './stores/azure-connection-string.ts';
 import type { SourceStore } from './stores/store.ts';
 
 export interface SyncRequest {
@@ -252,7 +253,7 @@ export async function targetStores(config: MirrorConfig, keys: StoreKeys, azureC
   if (config.azure !== undefined) {
     const azure = config.azure;
     const { azureBlobStore } = await import('./stores/azure-blob.ts');
-    if (azure.connectionString !== undefined) registerSecret(accountKeyOf(azure.connectionString));
+    if (azure.connectionString !== undefined) registerSecret(connectionStringAccountKey(azure.connectionString));
     targets.push({
       name: 'azure',
       store: azureBlobStore({
@@ -290,8 +291,4 @@ export async function targetStores(config: MirrorConfig, keys: StoreKeys, azureC
     });
   }
   return targets;
-}
-
-function accountKeyOf(connectionString: string): string | undefined {
-  return /(?:^|;)AccountKey=([^;]+)/i.exec(connectionString)?.[1];
 }

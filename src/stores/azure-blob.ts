@@ -9,6 +9,7 @@ import { isThrottleStatus, retryAfterMs, rideOutThrottling, type ThrottleAnswer,
 import type { ObjectInfo } from '../core/types.ts';
 import { parseBlobListing, type BlobListingPage } from './azure-listing.ts';
 import { answerText } from './xml-scan.ts';
+import { putBlobSender } from './azure-put-blob.ts';
 import { azureKeyProblem } from './key-rules.ts';
 import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
 import type { Readable } from 'node:stream';
@@ -62,6 +63,8 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
   /** Streamed uploads carry a whole object (up to 256 MiB) in one request: the SDK's per-try limit is ten times the usual. */
   const streamingContainer = listingContainerClient({ ...options, tryTimeoutMs: attemptTimeoutMs * 10 });
   const metadataFor = (key: string, userMetadata: UserMetadata): Record<string, string> => mapUserMetadata(label, key, userMetadata, azureMetadataName);
+  /** Put Blob without the SDK's serializer and HTTP stack (its own authentication and retry policies kept), where it applies. */
+  const putBlob = putBlobSender(container, { connectionString: options.connectionString, retryOptions: pipelineOptions(options).retryOptions ?? {} });
 
   const serverSideCopy: ServerSideCopy = {
     async copyFromUrl(sourceUrl: string, description: WriteDescription, signal?: AbortSignal): Promise<WrittenVersion> {
@@ -172,12 +175,17 @@ export function azureBlobStore(options: AzureBlobStoreOptions): TargetStore & { 
 
     async putObject(description: WriteDescription, bytes: Uint8Array, signal?: AbortSignal): Promise<WrittenVersion> {
       const metadata = storedMetadata(metadataFor(description.key, description.userMetadata), description);
+      const contentMd5 = description.contentMd5Base64 ?? md5Base64(bytes);
       try {
+        if (putBlob !== undefined) {
+          const url = blob(description.key).url;
+          return { etag: unquoteEtag(await bounded(signal, (abortSignal) => putBlob(url, putBlobHeaders(description, metadata, contentMd5), bytes, abortSignal))) };
+        }
         const written = await bounded(signal, (abortSignal) => blob(description.key).upload(bytes, bytes.byteLength, {
           abortSignal,
           blobHTTPHeaders: headersOf(description),
           metadata,
-          transactionalContentMD5: Buffer.from(description.contentMd5Base64 ?? md5Base64(bytes), 'base64'),
+          transactionalContentMD5: Buffer.from(contentMd5, 'base64'),
         }));
         return { etag: unquoteEtag(written.etag) };
       } catch (error) {
@@ -341,6 +349,24 @@ class ListingContainerClient extends ContainerClient {
     const text = await answerText(response.readableStreamBody ?? response.browserStreamBody ?? response.bodyAsText, 'the List Blobs answer');
     return parseBlobListing(text, [SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA]);
   }
+}
+
+/** The headers of a Put Blob that writes what `upload` with `headersOf(description)`, `metadata` and a transactional MD5 writes. */
+function putBlobHeaders(description: WriteDescription, metadata: Readonly<Record<string, string>>, contentMd5Base64: string): Record<string, string> {
+  const { headers } = description;
+  const blobHeaders: Record<string, string | undefined> = {
+    'content-md5': contentMd5Base64,
+    'x-ms-blob-content-type': headers.contentType,
+    'x-ms-blob-content-encoding': headers.contentEncoding,
+    'x-ms-blob-content-disposition': headers.contentDisposition,
+    'x-ms-blob-cache-control': headers.cacheControl,
+    'x-ms-blob-content-language': headers.contentLanguage,
+    'x-ms-blob-content-md5': description.contentMd5Base64,
+  };
+  const result: Record<string, string> = {};
+  for (const [name, value] of Object.entries(blobHeaders)) if (value !== undefined) result[name] = value;
+  for (const [name, value] of Object.entries(metadata)) result[`x-ms-meta-${name}`] = value;
+  return result;
 }
 
 function headersOf(description: WriteDescription): BlobHTTPHeaders {

@@ -193,7 +193,8 @@ const run = promisify(execFile);
 let certificatePromise: Promise<{ key: string; certificate: string }> | undefined;
 
 /** One certificate per process: openssl takes a few tens of milliseconds, and every test vault can share it. */
-function selfSignedCertificate(): Promise<{ key: string; certificate: string }> {
+/** A self-signed certificate for 127.0.0.1 and localhost (made once per test file), for HTTPS stand-ins. */
+export function selfSignedCertificate(): Promise<{ key: string; certificate: string }> {
   certificatePromise ??= (async () => {
     const directory = await mkdtemp(join(tmpdir(), 'key-vault-server-'));
     try {
