@@ -111,7 +111,7 @@ async function serviceError(response: PipelineResponse): Promise<RestError> {
  * the storage retry policy tries again, as the SDK's own client does; a cancelled one is an AbortError.
  */
 function nodeHttpClient(ca: string | undefined): HttpClient {
-  const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true, ...(ca === undefined ? {} : { ca: [...tls.rootCertificates, ca] }) }) };
+  const agents = connectionPools(ca);
   return {
     sendRequest: (request: PipelineRequest): Promise<PipelineResponse> =>
       new Promise((resolve, reject) => {
@@ -136,6 +136,22 @@ function nodeHttpClient(ca: string | undefined): HttpClient {
         outgoing.end(request.body as Buffer);
       }),
   };
+}
+
+interface ConnectionPools {
+  readonly 'http:': http.Agent;
+  readonly 'https:': https.Agent;
+}
+
+/** Keep-alive connections by trusted certificates, shared by every store of the process (as the SDK shares its HTTP client): a store made per invocation leaves no idle sockets behind. */
+const POOLS = new Map<string, ConnectionPools>();
+
+function connectionPools(ca: string | undefined): ConnectionPools {
+  const known = POOLS.get(ca ?? '');
+  if (known !== undefined) return known;
+  const pools = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true, ...(ca === undefined ? {} : { ca: [...tls.rootCertificates, ca] }) }) };
+  POOLS.set(ca ?? '', pools);
+  return pools;
 }
 
 function answerHeaders(answer: http.IncomingMessage): Record<string, string> {
