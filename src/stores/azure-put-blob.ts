@@ -75,7 +75,7 @@ export function putBlobSender(container: ContainerClient, options: PutBlobOption
       allowInsecureConnection: true,
     });
     const response = await pipeline.sendRequest(httpClient, request);
-    if (response.status !== 201) throw await serviceError(response);
+    if (response.status !== 201) throw serviceError(response);
     const etag = response.headers.get('etag');
     if (etag === undefined) throw new RestError('Put Blob answered 201 without an ETag', { statusCode: response.status, request, response });
     return etag;
@@ -98,7 +98,7 @@ function authenticationPolicy(credential: ContainerClient['credential'], connect
 }
 
 /** The service's answer to a request that failed, as the SDK reports it: the status, `x-ms-error-code` as the code, the answer's message. */
-async function serviceError(response: PipelineResponse): Promise<RestError> {
+function serviceError(response: PipelineResponse): RestError {
   const code = response.headers.get('x-ms-error-code');
   const text = response.bodyAsText ?? '';
   const message = (text === '' ? undefined : elementText(text, 'Message', 0, text.length, 'the Put Blob answer')?.split('\n')[0]) ?? `Put Blob answered ${response.status}`;
