@@ -217,7 +217,16 @@ async function streamObjectCut<Name extends string>(request: StreamRequest<Name>
   const startUploads = (): Promise<unknown> => Promise.all(destinations.map(async (destination) => {
     try {
       const resume = resumeFor(destination.name);
-      uploads.set(destination.name, await destination.store.startPartUpload(description, { partSize, signal, ...(resume === undefined ? {} : { resume }) }));
+      const upload = await destination.store.startPartUpload(description, { partSize, signal, ...(resume === undefined ? {} : { resume }) });
+      // The upload an earlier run left is gone and none of its parts are found: when that run's commit reached the
+      // service although the run did not see it finish (cut by its deadline, or a crash), the object is already there.
+      const there = resume !== undefined && upload.uploaded.size === 0 ? await alreadyWritten(destination.store, description, signal) : undefined;
+      if (there !== undefined) {
+        await upload.abort().catch(() => undefined);
+        outcomes.set(destination.name, writtenAs(0, there));
+        return;
+      }
+      uploads.set(destination.name, upload);
       written.set(destination.name, 0);
     } catch (error) {
       outcomes.set(destination.name, { ok: false, error });
@@ -526,6 +535,20 @@ async function verifyPartsEtag(source: SourceStore, description: WriteDescriptio
   });
   if (uneven !== undefined) throw new UnevenSourceParts(`part ${uneven} of ${description.key} is not ${partSize} bytes long`);
   throw readMismatch(description, source.label, `the bytes read, cut as the source's ${partMd5s.length} part(s), give the multipart ETag ${actual}, the source ETag is ${sourceEtag}`);
+}
+
+/**
+ * The target's version of the object when it already holds the version `description` writes (the source ETag it
+ * records, and the size); `undefined` when not, or when the target cannot say (the upload then goes on as usual).
+ */
+async function alreadyWritten(target: TargetStore, description: WriteDescription, signal: AbortSignal | undefined): Promise<WrittenVersion | undefined> {
+  try {
+    const head = await target.head(description.key, signal);
+    return head.recordedSource?.etag === description.recordedSource.etag && head.size === description.size ? { etag: head.etag } : undefined;
+  } catch {
+    signal?.throwIfAborted();
+    return undefined;
+  }
 }
 
 /** Part sizes asked for at once when a multipart ETag did not match (`verifyPartsEtag`). */
