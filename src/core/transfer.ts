@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { isMultipartEtag, multipartEtag } from './checksums.ts';
-import type { ObjectRead, Part, PartLayout, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription, WrittenVersion } from '../stores/store.ts';
+import type { ObjectRead, Part, PartLimits, PartUpload, ReadOptions, SourceStore, TargetStore, WriteDescription, WrittenVersion } from '../stores/store.ts';
 import { ByteBudget, forEachBounded, type PartBuffer } from './concurrency.ts';
 import { StoreError, describeError } from './errors.ts';
 import type { RecordedSource } from './types.ts';
@@ -527,10 +527,7 @@ async function verifyPartsEtag(source: SourceStore, description: WriteDescriptio
   let uneven: number | undefined;
   await forEachBounded(middleParts, LAYOUT_QUESTIONS_AT_ONCE, async (partNumber) => {
     if (uneven !== undefined) return;
-    const layout = await source.partLayout?.(description.key, sourceEtag, partNumber, signal).catch(() => {
-      signal?.throwIfAborted();
-      return undefined;
-    });
+    const layout = source.partLayout === undefined ? undefined : await unlessFailed(source.partLayout(description.key, sourceEtag, partNumber, signal), signal);
     if (layout !== undefined && layout.partSize !== partSize) uneven = partNumber;
   });
   if (uneven !== undefined) throw new UnevenSourceParts(`part ${uneven} of ${description.key} is not ${partSize} bytes long`);
@@ -542,9 +539,14 @@ async function verifyPartsEtag(source: SourceStore, description: WriteDescriptio
  * records, and the size); `undefined` when not, or when the target cannot say (the upload then goes on as usual).
  */
 async function alreadyWritten(target: TargetStore, description: WriteDescription, signal: AbortSignal | undefined): Promise<WrittenVersion | undefined> {
+  const head = await unlessFailed(target.head(description.key, signal), signal);
+  return head !== undefined && head.recordedSource?.etag === description.recordedSource.etag && head.size === description.size ? { etag: head.etag } : undefined;
+}
+
+/** What `answer` resolves to, or `undefined` when it fails (for questions that only spare work); a cancelled run still stops. */
+async function unlessFailed<T>(answer: Promise<T>, signal: AbortSignal | undefined): Promise<T | undefined> {
   try {
-    const head = await target.head(description.key, signal);
-    return head.recordedSource?.etag === description.recordedSource.etag && head.size === description.size ? { etag: head.etag } : undefined;
+    return await answer;
   } catch {
     signal?.throwIfAborted();
     return undefined;
@@ -580,14 +582,8 @@ async function sourcePartSize(
   signal: AbortSignal | undefined,
 ): Promise<number | undefined> {
   if (source.partLayout === undefined || !isMultipartEtag(object.etag)) return undefined;
-  let layout: PartLayout | undefined;
-  try {
-    layout = await source.partLayout(key, object.etag, 1, signal);
-  } catch {
-    // Not answered (or the object changed since it was listed): cut as usual, the read tells the rest.
-    signal?.throwIfAborted();
-    return undefined;
-  }
+  // Not answered (or the object changed since it was listed): cut as usual, the read tells the rest.
+  const layout = await unlessFailed(source.partLayout(key, object.etag, 1, signal), signal);
   if (layout === undefined) return undefined;
   const { partSize: size, partCount: count } = layout;
   const uniform = object.etag.endsWith(`-${count}`) && (count - 1) * size < object.size && object.size <= count * size;

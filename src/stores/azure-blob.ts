@@ -13,7 +13,7 @@ import { putBlobSender } from './azure-put-blob.ts';
 import { azureKeyProblem } from './key-rules.ts';
 import { SOURCE_ETAG_METADATA, SOURCE_MODIFIED_METADATA, azureMetadataName, mapUserMetadata, recordedSourceOf, storedMetadata, unquoteEtag } from './metadata.ts';
 import type { Readable } from 'node:stream';
-import { definedHeaders, streamedObjectMd5, type KeyFailure, type ObjectHead, type Part, type PartUpload, type PartUploadOptions, type ServerSideCopy, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
+import { contentHeaderFields, definedHeaders, streamedObjectMd5, type KeyFailure, type ObjectHead, type Part, type PartUpload, type PartUploadOptions, type ServerSideCopy, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 /** A blob batch carries at most 256 sub-requests. */
@@ -353,18 +353,8 @@ class ListingContainerClient extends ContainerClient {
 
 /** The headers of a Put Blob that writes what `upload` with `headersOf(description)`, `metadata` and a transactional MD5 writes. */
 function putBlobHeaders(description: WriteDescription, metadata: Readonly<Record<string, string>>, contentMd5Base64: string): Record<string, string> {
-  const { headers } = description;
-  const blobHeaders: Record<string, string | undefined> = {
-    'content-md5': contentMd5Base64,
-    'x-ms-blob-content-type': headers.contentType,
-    'x-ms-blob-content-encoding': headers.contentEncoding,
-    'x-ms-blob-content-disposition': headers.contentDisposition,
-    'x-ms-blob-cache-control': headers.cacheControl,
-    'x-ms-blob-content-language': headers.contentLanguage,
-    'x-ms-blob-content-md5': description.contentMd5Base64,
-  };
-  const result: Record<string, string> = {};
-  for (const [name, value] of Object.entries(blobHeaders)) if (value !== undefined) result[name] = value;
+  const result: Record<string, string> = { 'content-md5': contentMd5Base64, ...contentHeaderFields(description.headers, 'x-ms-blob-') };
+  if (description.contentMd5Base64 !== undefined) result['x-ms-blob-content-md5'] = description.contentMd5Base64;
   for (const [name, value] of Object.entries(metadata)) result[`x-ms-meta-${name}`] = value;
   return result;
 }

@@ -20,7 +20,7 @@ import { s3DirectRequests, type BodyRequest } from './s3-direct-requests.ts';
 import { isArchived, parseListObjectsV2, type S3ListingPage } from './s3-listing.ts';
 import { answerText } from './xml-scan.ts';
 import type { Readable } from 'node:stream';
-import { CONTENT_HEADER_FIELDS, definedHeaders, streamedObjectMd5, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartLayout, type PartUpload, type PartUploadOptions, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
+import { CONTENT_HEADER_FIELDS, contentHeaderFields, definedHeaders, headerName, streamedObjectMd5, type ContentHeaders, type KeyFailure, type ObjectHead, type ObjectRead, type Part, type PartLayout, type PartUpload, type PartUploadOptions, type ReadOptions, type SourceStore, type TargetStore, type UserMetadata, type WriteDescription, type WrittenVersion } from './store.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -367,21 +367,6 @@ function s3Headers(headers: ContentHeaders): { ContentType?: string; ContentEnco
     CacheControl: headers.cacheControl,
     ContentLanguage: headers.contentLanguage,
   };
-}
-
-/** A content header's HTTP name: `contentType` is `content-type`, and so on. */
-function headerName(field: (typeof CONTENT_HEADER_FIELDS)[number]): string {
-  return field.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
-}
-
-/** The content headers as PutObject sends them. */
-function contentHeaderFields(headers: ContentHeaders): Record<string, string> {
-  const fields: Record<string, string> = {};
-  for (const field of CONTENT_HEADER_FIELDS) {
-    const value = headers[field];
-    if (value !== undefined) fields[headerName(field)] = value;
-  }
-  return fields;
 }
 
 /** The content headers of an answer, from its (lower-case) HTTP headers. */

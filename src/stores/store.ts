@@ -38,6 +38,21 @@ export function definedHeaders(fields: { readonly [Field in (typeof CONTENT_HEAD
   return headers;
 }
 
+/** A content header's HTTP name: `contentType` is `content-type`, and so on. */
+export function headerName(field: (typeof CONTENT_HEADER_FIELDS)[number]): string {
+  return field.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+}
+
+/** The content headers that are set, by HTTP name after `prefix` (S3's PutObject: none; Azure's Put Blob: `x-ms-blob-`). */
+export function contentHeaderFields(headers: ContentHeaders, prefix = ''): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const field of CONTENT_HEADER_FIELDS) {
+    const value = headers[field];
+    if (value !== undefined) fields[`${prefix}${headerName(field)}`] = value;
+  }
+  return fields;
+}
+
 /** User metadata as S3 names it (`x-amz-meta-<name>`, the name lowercased, without the prefix). */
 export type UserMetadata = Readonly<Record<string, string>>;
 
